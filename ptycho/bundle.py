@@ -1,0 +1,270 @@
+"""The debug bundle: statistics and pictures of one reconstruction (DESIGN §5).
+
+A bundle directory holds
+
+    stats.json     amplitude/phase statistics of the patches and the stitched canvas,
+                   the intensity scale used, plus caller-supplied sections (extra_stats)
+    offsets.json   summary of the per-patch offsets (pixels)
+    canvas.json    patch and canvas sizes, number of patch slots, largest |offset|
+    patch_amplitude_grid.png  patch_phase_grid.png  canvas_amplitude.png
+    canvas_phase.png          loss_curve.png
+
+The key names are those the community's parity scripts read; both backends write the
+same keys. JSON is written with sorted keys and indent 2, so the same arrays always give
+the same bytes and the same ``stats_sha1``. The bundle is assembled in a hidden sibling
+directory and renamed into place: ``bundle_dir`` holds either the previous complete
+bundle, nothing, or the new complete bundle, never a partial one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ptycho import plots
+from ptycho.data import file_sha1
+
+STATS_FILE = "stats.json"
+OFFSETS_FILE = "offsets.json"
+CANVAS_FILE = "canvas.json"
+FIRST_OFFSETS_SHOWN = 8
+RESERVED_STATS_KEYS = frozenset(
+    {"patch_amplitude", "patch_phase", "canvas_amplitude", "canvas_phase", "intensity_scale"}
+)
+
+
+def write_debug_bundle(bundle_dir: str | os.PathLike, patches: np.ndarray,
+                       offsets_xy: np.ndarray, canvas: np.ndarray, *, intensity_scale: float,
+                       history: Mapping[str, Sequence[float]] | None = None,
+                       extra_stats: Mapping[str, object] | None = None,
+                       canvas_mask: np.ndarray | None = None) -> Path:
+    """Write a complete debug bundle to ``bundle_dir``, replacing any previous one.
+
+    patches: (n, N, N) complex, predicted object patches (flatten (B, N, N, C) to
+        (B*C, N, N) first). offsets_xy: (n, 2) float, [dx, dy] per patch in pixels.
+    canvas: (M, M) complex, the stitched object. canvas_mask: (M, M) bool or None;
+        True where the scan covered the canvas. Canvas statistics use only covered pixels.
+    intensity_scale: the (final) intensity scale of the model, finite and > 0.
+    history: dict name -> per-epoch list of floats, drawn in loss_curve.png.
+    extra_stats: dict of JSON-like sections merged into stats.json under their own keys
+        (e.g. "quality", "history_final"); numpy values become Python numbers and
+        non-finite floats become null.
+    Raises ValueError for inconsistent shapes, non-finite patches/offsets/canvas or a
+    reserved extra_stats key. Returns the bundle directory as a Path.
+    """
+    patches, offsets_xy, canvas, canvas_mask = _validate_arrays(patches, offsets_xy, canvas,
+                                                                canvas_mask)
+    documents = {
+        STATS_FILE: _stats_document(patches, canvas, canvas_mask, intensity_scale, extra_stats),
+        OFFSETS_FILE: offsets_summary(offsets_xy),
+        CANVAS_FILE: _canvas_document(patches, offsets_xy, canvas),
+    }
+    history = _validate_history(history)
+    target = Path(bundle_dir)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"bundle_dir {target} exists and is not a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; a bundle is for reading
+        for name, document in documents.items():
+            (staging / name).write_text(_dumps(document), encoding="utf-8")
+        _write_figures(staging, patches, canvas, canvas_mask, history)
+        _move_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def stats_sha1(bundle_dir: str | os.PathLike) -> str:
+    """sha1 hex digest of the bundle's stats.json bytes."""
+    return file_sha1(_bundle_file(bundle_dir, STATS_FILE))
+
+
+def read_bundle_stats(bundle_dir: str | os.PathLike) -> dict:
+    """The content of the bundle's stats.json as a dict."""
+    return json.loads(_bundle_file(bundle_dir, STATS_FILE).read_text(encoding="utf-8"))
+
+
+def summary_stats(values: np.ndarray) -> dict[str, float]:
+    """{mean, std, min, max} of a real array as Python floats (population std)."""
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)),
+            "min": float(np.min(values)), "max": float(np.max(values))}
+
+
+def offsets_summary(offsets_xy: np.ndarray) -> dict:
+    """offsets.json content for (n, 2) offsets [dx, dy] in pixels.
+
+    std values are population standard deviations. centered_std is the RMS distance of
+    the offsets from their centroid, sqrt(mean_i((dx_i - mean dx)**2 + (dy_i - mean dy)**2)).
+    """
+    offsets_xy = np.asarray(offsets_xy, dtype=np.float64)
+    dx, dy = offsets_xy[:, 0], offsets_xy[:, 1]
+    centered = offsets_xy - offsets_xy.mean(axis=0)
+    return {
+        "count": int(offsets_xy.shape[0]),
+        "first": [{"dx": float(x), "dy": float(y)}
+                  for x, y in offsets_xy[:FIRST_OFFSETS_SHOWN]],
+        "dx_mean": float(dx.mean()), "dx_std": float(dx.std()),
+        "dy_mean": float(dy.mean()), "dy_std": float(dy.std()),
+        "centered_std": float(np.sqrt(np.mean(np.sum(centered**2, axis=1)))),
+    }
+
+
+def _stats_document(patches, canvas, canvas_mask, intensity_scale, extra_stats):
+    """stats.json content. var_zero_mean = mean((a - mean(a))**2) of the patch amplitude."""
+    scale = _finite_float(intensity_scale, "intensity_scale")
+    if scale <= 0:
+        raise ValueError(f"intensity_scale must be > 0, got {scale}")
+    patch_amp = np.abs(patches)
+    covered = canvas[canvas_mask] if canvas_mask is not None else canvas.ravel()
+    stats = {
+        "patch_amplitude": {**summary_stats(patch_amp),
+                            "var_zero_mean": float(np.mean((patch_amp - patch_amp.mean())**2))},
+        "patch_phase": summary_stats(np.angle(patches)),
+        "canvas_amplitude": summary_stats(np.abs(covered)),
+        "canvas_phase": summary_stats(np.angle(covered)),
+        "intensity_scale": scale,
+    }
+    for key, section in (extra_stats or {}).items():
+        if not isinstance(key, str) or key in RESERVED_STATS_KEYS:
+            raise ValueError(f"extra_stats key {key!r} is not a string or clashes with the "
+                             f"bundle's own keys {sorted(RESERVED_STATS_KEYS)}")
+        stats[key] = _jsonable(section, f"extra_stats[{key!r}]")
+    return stats
+
+
+def _canvas_document(patches, offsets_xy, canvas):
+    return {
+        "patch_size": int(patches.shape[1]),
+        "canvas_size": int(canvas.shape[0]),
+        "num_patch_slots": int(patches.shape[0]),
+        "max_abs_dx": float(np.max(np.abs(offsets_xy[:, 0]))),
+        "max_abs_dy": float(np.max(np.abs(offsets_xy[:, 1]))),
+    }
+
+
+def _write_figures(directory, patches, canvas, canvas_mask, history):
+    n = patches.shape[0]
+    shown = patches[:plots.GRID_MAX_PATCHES]
+    plots.save_patch_grid(directory / "patch_amplitude_grid.png", np.abs(shown),
+                          kind="amplitude", n_total=n)
+    plots.save_patch_grid(directory / "patch_phase_grid.png", np.angle(shown),
+                          kind="phase", n_total=n)
+    plots.save_canvas(directory / "canvas_amplitude.png", np.abs(canvas),
+                      kind="amplitude", mask=canvas_mask)
+    plots.save_canvas(directory / "canvas_phase.png", np.angle(canvas),
+                      kind="phase", mask=canvas_mask)
+    plots.save_loss_curve(directory / "loss_curve.png", history)
+
+
+def _move_into_place(staging, target):
+    """Rename staging to target; an existing target is renamed aside first, then deleted."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    # An empty directory reserved by mkdtemp; rename(2) may replace an empty directory.
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+    os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _validate_arrays(patches, offsets_xy, canvas, canvas_mask):
+    patches = _numeric_array(patches, "patches")
+    offsets_xy = _numeric_array(offsets_xy, "offsets_xy", real=True)
+    canvas = _numeric_array(canvas, "canvas")
+    if patches.ndim != 3 or patches.shape[1] != patches.shape[2] or patches.shape[0] == 0:
+        raise ValueError(f"patches must be (n, N, N) with n >= 1, got shape {patches.shape}; "
+                         "flatten (B, N, N, C) to (B*C, N, N) first")
+    if offsets_xy.shape != (patches.shape[0], 2):
+        raise ValueError(f"offsets_xy must be (n, 2) = ({patches.shape[0]}, 2) [dx, dy] px "
+                         f"to match patches, got shape {offsets_xy.shape}")
+    if canvas.ndim != 2 or canvas.shape[0] != canvas.shape[1]:
+        raise ValueError(f"canvas must be square (M, M), got shape {canvas.shape}")
+    if canvas_mask is not None:
+        canvas_mask = np.asarray(canvas_mask)
+        if canvas_mask.shape != canvas.shape or canvas_mask.dtype != bool:
+            raise ValueError(f"canvas_mask must be a bool array of the canvas shape "
+                             f"{canvas.shape}, got {canvas_mask.dtype} {canvas_mask.shape}")
+        if not canvas_mask.any():
+            raise ValueError("canvas_mask covers no pixel of the canvas")
+    return patches, offsets_xy, canvas, canvas_mask
+
+
+def _numeric_array(value, name, real=False):
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.number) or (real and np.iscomplexobj(array)):
+        raise ValueError(f"{name} must be a {'real' if real else 'numeric'} array, "
+                         f"got dtype {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or Inf values; a non-finite bundle means the "
+                         "run is broken, fix the run instead of recording it")
+    return array.astype(np.complex128 if np.iscomplexobj(array) else np.float64)
+
+
+def _validate_history(history):
+    if history is None:
+        return None
+    if not isinstance(history, dict):
+        raise ValueError(f"history must be a dict name -> list of floats, got {type(history)}")
+    curves = {}
+    for name, values in history.items():
+        array = np.asarray(values)
+        if array.ndim != 1 or not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"history[{name!r}] must be a 1-D list of numbers, got {values!r}")
+        curves[str(name)] = array.astype(np.float64)
+    return curves
+
+
+def _jsonable(value, where):
+    """Convert numpy/Python values to strict-JSON types; non-finite floats become None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist(), where)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    raise ValueError(f"{where} has a value of type {type(value).__name__} that JSON cannot hold")
+
+
+def _finite_float(value, name):
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a number, got {value!r}") from error
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {number}")
+    return number
+
+
+def _dumps(document):
+    return json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+def _bundle_file(bundle_dir, name):
+    path = Path(bundle_dir) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {bundle_dir} is not a complete debug bundle")
+    return path
+
