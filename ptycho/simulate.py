@@ -1,0 +1,294 @@
+"""Deterministic simulated ptychography dataset: the project's embedded default.
+
+From a :class:`SimulationSpec` (seeded) this builds
+
+* an object (M, M) complex64: amplitude in [0.5, 1] and phase in [-pi/2, pi/2], each a sum of
+  smooth random fields at several scales plus soft-edged disks and line segments shared by
+  amplitude and phase (structure at several scales, not noise);
+* a probe (N, N) complex64: a soft-edged disk of radius N/4 (taper to zero at 5N/16, exactly
+  zero beyond) with a quadratic (defocus-like) phase of 3*pi at the support edge;
+* a scan: a Fermat spiral (or jittered raster) whose median nearest-neighbour distance is
+  ``scan_step_px`` (default N/6, so neighbouring illuminations overlap heavily), in object
+  pixels, all patches fully inside the object;
+* object patches ``Y`` extracted bilinearly at the sub-pixel scan positions, where
+  ``Y[k, i, j] = O(ycoords[k] + i - N/2, xcoords[k] + j - N/2)`` (patch centre at pixel N/2);
+* diffraction following physics.py: ``A = |FFT2(P * Y)|`` normalised as in DESIGN §7,
+  observed as ``sqrt(Poisson((s_sim * A)**2)) / s_sim`` with
+  ``s_sim = sqrt(nphotons / mean_n sum_xy |P * Y|**2)`` (CONTRACTS "Scaling").
+
+The split is spatial: the test split holds the ``round(test_fraction * n)`` positions with the
+largest ``ycoords`` (a band at the bottom of the object), the train split the rest; both keep
+scan order, ``scan_index`` is the index in the full scan, and both carry ``objectGuess`` and ``Y``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ptycho import physics
+from ptycho.data import SUPPORTED_N, PtychoData, save_npz
+
+SIMULATOR_VERSION = 1  # bump when the generated data changes, so caches are rebuilt
+SCAN_PATTERNS = ("fermat", "raster")
+_GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
+_FERMAT_NN_RATIO = 1.69  # median nearest-neighbour distance of r = c*sqrt(k + 1/2), in units of c
+_PROBE_EDGE_PHASE_RAD = 3.0 * math.pi
+_EDGE_MARGIN_PX = 2  # keeps the bilinear footprint of every patch inside the object
+_FLOAT_FIELDS = ("nphotons", "test_fraction", "scan_step_px")
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    """Settings of a simulated dataset; every field is validated (ValueError names it).
+
+    N: frame side (pixels), one of SUPPORTED_N. n_images: scan positions (train + test).
+    nphotons: mean photon count per frame. seed: integer >= 0. object_size: object side M in
+    pixels, None for the smallest that holds the scan. test_fraction: share of positions in the
+    test split. scan: 'fermat' or 'raster' (jittered). scan_step_px: nearest-neighbour distance
+    of the scan in pixels, None for N / 6.
+    """
+
+    N: int = 64
+    n_images: int = 512
+    nphotons: float = 1e9
+    seed: int = 0
+    object_size: int | None = None
+    test_fraction: float = 0.25
+    scan: str = "fermat"
+    scan_step_px: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(_is_int(self.N) and self.N in SUPPORTED_N, "N", f"one of {SUPPORTED_N}", self.N)
+        _require(_is_int(self.n_images) and self.n_images >= 2, "n_images", "an integer >= 2", self.n_images)
+        _require(_is_positive(self.nphotons), "nphotons", "a finite number > 0", self.nphotons)
+        _require(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        _require(
+            _is_number(self.test_fraction) and 1 <= round(self.test_fraction * self.n_images) < self.n_images,
+            "test_fraction", "a fraction leaving at least one image in each split", self.test_fraction,
+        )
+        _require(self.scan in SCAN_PATTERNS, "scan", f"one of {SCAN_PATTERNS}", self.scan)
+        _require(
+            self.scan_step_px is None or _is_positive(self.scan_step_px), "scan_step_px",
+            "None or a finite number > 0", self.scan_step_px,
+        )
+        minimum = _minimum_object_size(self)
+        _require(
+            self.object_size is None or (_is_int(self.object_size) and self.object_size >= minimum),
+            "object_size", f"None or an integer >= {minimum} (holds the scan)", self.object_size,
+        )
+
+    @property
+    def step_px(self) -> float:
+        return float(self.N / 6 if self.scan_step_px is None else self.scan_step_px)
+
+    @property
+    def object_side(self) -> int:
+        return int(_minimum_object_size(self) if self.object_size is None else self.object_size)
+
+    @property
+    def n_test(self) -> int:
+        return int(round(self.test_fraction * self.n_images))
+
+
+def spec_hash(spec: SimulationSpec) -> str:
+    """12 hex digits identifying the spec and the simulator version."""
+    canonical = {
+        key: (v if v is None or isinstance(v, str) else float(v) if key in _FLOAT_FIELDS else int(v))
+        for key, v in asdict(spec).items()
+    }
+    text = json.dumps({"simulator_version": SIMULATOR_VERSION, **canonical}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def simulate_dataset(spec: SimulationSpec) -> tuple[PtychoData, PtychoData]:
+    """Simulate the dataset of ``spec``; returns (train, test) with ground truth kept."""
+    object_rng, noise_rng, _ = _generators(spec.seed)
+    obj = make_object(spec.object_side, object_rng)
+    probe = make_probe(spec.N)
+    xcoords, ycoords = scan_positions(spec)
+    patches = extract_patches(obj, xcoords, ycoords, spec.N)
+    psi = physics.illuminate(probe, patches)
+    scale = physics.intensity_scale(psi, spec.nphotons)
+    counts_amplitude = physics.poisson_observe(scale * physics.far_field_amplitude(psi), noise_rng)
+    diffraction = (counts_amplitude / scale).astype(np.float32)
+    splits = split_train_test(ycoords, spec.n_test)
+    return tuple(
+        PtychoData(
+            diffraction=diffraction[idx], probe=probe, xcoords=xcoords[idx], ycoords=ycoords[idx],
+            object_guess=obj, Y=patches[idx], scan_index=idx,
+        )
+        for idx in splits
+    )
+
+
+def ensure_simulated_dataset(spec: SimulationSpec, cache_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Paths of ``<cache_dir>/simulated_<hash>_{train,test}.npz``, simulating them on first use.
+
+    Files are written atomically, so concurrent callers at worst simulate twice and
+    rename identical files into place.
+    """
+    cache_dir = Path(cache_dir)
+    stem = f"simulated_{spec_hash(spec)}"
+    paths = (cache_dir / f"{stem}_train.npz", cache_dir / f"{stem}_test.npz")
+    if not all(p.is_file() for p in paths):
+        for path, data in zip(paths, simulate_dataset(spec)):
+            save_npz(path, data)
+    return paths
+
+
+def make_object(size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size, size) complex64 object, amplitude in [0.5, 1], phase in [-pi/2, pi/2]."""
+    features = _geometric_features(size, rng)
+    amplitude_map = _unit_range(_multiscale_field(size, rng) + features)
+    phase_map = _unit_range(_multiscale_field(size, rng) - 0.7 * features)
+    amplitude = 0.5 + 0.5 * amplitude_map
+    phase = (np.pi / 2) * (2.0 * phase_map - 1.0)
+    return (amplitude * np.exp(1j * phase)).astype(np.complex64)
+
+
+def make_probe(N: int) -> np.ndarray:
+    """(N, N) complex64 probe: soft disk (radius N/4, zero beyond 5N/16), quadratic phase, centred at N/2."""
+    r_inner, r_outer = N / 4, 5 * N / 16
+    r = _radius_map(N)
+    taper = np.cos(0.5 * np.pi * np.clip((r - r_inner) / (r_outer - r_inner), 0.0, 1.0)) ** 2
+    amplitude = np.where(r < r_outer, taper, 0.0)
+    phase = np.where(r < r_outer, _PROBE_EDGE_PHASE_RAD * (r / r_outer) ** 2, 0.0)
+    return (amplitude * np.exp(1j * phase)).astype(np.complex64)
+
+
+def probe_support_radius(N: int) -> float:
+    """Radius in pixels (from pixel N/2) outside which :func:`make_probe` is exactly zero."""
+    return 5 * N / 16
+
+
+def scan_positions(spec: SimulationSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(xcoords, ycoords), each (n_images,) float64 object pixels, centred on the object."""
+    dx, dy = _scan_offsets(spec)
+    centre = spec.object_side / 2
+    return centre + dx, centre + dy
+
+
+def extract_patches(obj: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray, N: int) -> np.ndarray:
+    """Bilinear object patches (n, N, N) complex64.
+
+    obj: (M, H) complex; xcoords, ycoords: (n,) object pixels. Patch k has its pixel
+    (N/2, N/2) on (xcoords[k], ycoords[k]). Raises ValueError if a patch leaves the object.
+    """
+    grid = np.arange(N) - N / 2
+    rows = ycoords[:, None, None] + grid[None, :, None] + np.zeros((1, 1, N))
+    cols = xcoords[:, None, None] + grid[None, None, :] + np.zeros((1, N, 1))
+    limit = np.array(obj.shape) - 1
+    if rows.min() < 0 or cols.min() < 0 or rows.max() > limit[0] or cols.max() > limit[1]:
+        raise ValueError("extract_patches: a patch reaches outside the object")
+    coordinates = np.stack([rows, cols])
+    real = ndimage.map_coordinates(obj.real, coordinates, order=1)
+    imag = ndimage.map_coordinates(obj.imag, coordinates, order=1)
+    return (real + 1j * imag).astype(np.complex64)
+
+
+def split_train_test(ycoords: np.ndarray, n_test: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) int64 indices: test = the n_test largest ycoords; both sorted (scan order)."""
+    order = np.argsort(ycoords, kind="stable")
+    test = np.sort(order[len(order) - n_test:])
+    train = np.sort(order[: len(order) - n_test])
+    return train.astype(np.int64), test.astype(np.int64)
+
+
+def _scan_offsets(spec: SimulationSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Scan positions relative to the object centre, pixels."""
+    k = np.arange(spec.n_images)
+    if spec.scan == "fermat":
+        radius = (spec.step_px / _FERMAT_NN_RATIO) * np.sqrt(k + 0.5)
+        angle = k * _GOLDEN_ANGLE
+        return radius * np.cos(angle), radius * np.sin(angle)
+    side = math.ceil(math.sqrt(spec.n_images))
+    jitter = _generators(spec.seed)[2].uniform(-0.1, 0.1, size=(2, spec.n_images)) * spec.step_px
+    dx = (k % side - (side - 1) / 2) * spec.step_px + jitter[0]
+    dy = (k // side - (math.ceil(spec.n_images / side) - 1) / 2) * spec.step_px + jitter[1]
+    return dx, dy
+
+
+def _generators(seed: int) -> list[np.random.Generator]:
+    """Independent streams for the object, the photon noise and the scan jitter."""
+    return [np.random.default_rng(child) for child in np.random.SeedSequence(int(seed)).spawn(3)]
+
+
+def _minimum_object_size(spec: SimulationSpec) -> int:
+    dx, dy = _scan_offsets(spec)
+    extent = float(max(np.abs(dx).max(), np.abs(dy).max()))
+    size = math.ceil(2 * extent + spec.N + 2 * _EDGE_MARGIN_PX)
+    return size + size % 2
+
+
+def _multiscale_field(size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sum of Gaussian-filtered white noise at sigmas size/8, 8, 3, 1.5 px (weights 1, .6, .35, .2)."""
+    freq2 = np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2
+    field = np.zeros((size, size))
+    for sigma, weight in ((size / 8, 1.0), (8.0, 0.6), (3.0, 0.35), (1.5, 0.2)):
+        noise_hat = np.fft.rfft2(rng.standard_normal((size, size)))
+        smooth = np.fft.irfft2(noise_hat * np.exp(-2 * np.pi**2 * sigma**2 * freq2), s=(size, size))
+        field += weight * smooth / smooth.std()
+    return field
+
+
+def _geometric_features(size: int, rng: np.random.Generator, n_disks: int = 14, n_lines: int = 8):
+    """Soft-edged disks and line segments of random sign and height 1 to 2.5."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    canvas = np.zeros((size, size))
+    for _ in range(n_disks):
+        cx, cy = rng.uniform(0, size, 2)
+        radius = rng.uniform(size / 50, size / 12)
+        canvas += _random_height(rng) * _soft_step(radius - np.hypot(xx - cx, yy - cy))
+    for _ in range(n_lines):
+        x0, y0 = rng.uniform(0, size, 2)
+        angle, length = rng.uniform(0, np.pi), rng.uniform(size / 8, size / 2)
+        ux, uy = np.cos(angle), np.sin(angle)
+        along = np.clip((xx - x0) * ux + (yy - y0) * uy, 0.0, length)
+        distance = np.hypot(xx - x0 - along * ux, yy - y0 - along * uy)
+        canvas += _random_height(rng) * _soft_step(rng.uniform(1.0, 3.0) - distance)
+    return canvas
+
+
+def _random_height(rng: np.random.Generator) -> float:
+    return float(rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 2.5))
+
+
+def _soft_step(signed_distance: np.ndarray) -> np.ndarray:
+    """0 outside, 1 inside, with an edge about one pixel wide."""
+    return 0.5 * (1.0 + np.tanh(signed_distance))
+
+
+def _unit_range(field: np.ndarray) -> np.ndarray:
+    """Map the 0.5th..99.5th percentiles to [0, 1] and clip, so rare extremes do not flatten contrast."""
+    low, high = np.percentile(field, [0.5, 99.5])
+    return np.clip((field - low) / (high - low), 0.0, 1.0)
+
+
+def _radius_map(N: int) -> np.ndarray:
+    grid = np.arange(N) - N / 2
+    return np.hypot(grid[None, :], grid[:, None])
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    is_real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return is_real and math.isfinite(value)
+
+
+def _is_positive(value) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _require(condition: bool, field: str, expected: str, got) -> None:
+    if not condition:
+        raise ValueError(f"SimulationSpec.{field}: expected {expected}; got {got!r}")
