@@ -1,0 +1,270 @@
+"""The PINN in PyTorch: the same layers, in the same order, as ``ptycho.model``/``ptycho.layers``.
+
+``build_model(spec, probe)`` takes the TensorFlow side's ``ModelSpec`` (read duck-typed, by
+field name, so that importing this module never imports TensorFlow) and the probe.
+Forward pass, inputs ``diffraction`` (B, N, N, C) float32 = s * A_file and
+``coords_relative`` (B, 1, 2, C) float32 pixels, channels last as in TensorFlow:
+
+    x      = X / exp(log_scale)                   log_scale: Parameter, init log(s)
+    amp    = amplitude_decoder(encoder(x))        (B, N, N, C), sigmoid centre
+    phase  = phase_decoder(encoder(x))            (B, N, N, C) rad, pi*tanh centre
+    object = amp * exp(i phase)                   (B, N, N, C) complex64    -> "object"
+    if object_big and C > 1:
+        canvas = reassemble_patches(object, coords_relative, canvas_size)  (B, M, M, 1)
+        object = extract_patches_at_offsets(canvas, coords_relative, N)
+    A_pred = pad_and_diffract(object * probe) * exp(log_scale)            -> "amplitude"
+    I_pred = A_pred**2                                                     -> "intensity"
+
+Convolutions run channels first (B, c, H, W). Modules are named as the Keras layers are, so
+a torch module path is the Keras layer path with '.' for '/' (``encoder.block0.conv0`` <->
+``ptycho_pinn/encoder/block0/conv0``); :mod:`ptycho.torch.weights` maps weights by it.
+Weights are initialised like Keras (Glorot uniform kernels, zero biases) from ``spec.seed``,
+with torch's generator: the same distribution, not the same numbers.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ptycho.data import SUPPORTED_N
+from ptycho.torch import ops, reassembly
+
+OUTER_CHANNELS = 4  # decoder channels reserved for the outer-ring branch
+BOTTLENECK_PX = 8
+OUTPUT_KEYS = ("object", "amplitude", "intensity")
+
+
+def filter_ladder(N: int, n_filters_scale: int) -> dict:
+    """Filters per block: {'encoder': (...), 'decoder': (...), 'outer': int}; twin of ptycho.layers."""
+    if N not in SUPPORTED_N:
+        raise ValueError(f"filter_ladder: N must be one of {SUPPORTED_N}; got {N}")
+    doublings = int(round(math.log2(N // BOTTLENECK_PX)))
+    s = n_filters_scale
+    encoder = tuple(128 * s // 2 ** (doublings - 1 - k) for k in range(doublings))
+    decoder = tuple(32 * s * 2 ** (doublings - 2 - k) for k in range(doublings - 1))
+    return {"encoder": encoder, "decoder": decoder, "outer": 32 * s * 64 // N}
+
+
+def border_mask(N: int) -> np.ndarray:
+    """(N, N) float32: 0 inside the central N/2 x N/2 square, 1 outside; twin of ptycho.layers."""
+    mask = np.ones((N, N), np.float32)
+    mask[N // 4: N - N // 4, N // 4: N - N // 4] = 0.0
+    return mask
+
+
+def prepare_probe(probe, N: int, probe_mask: bool) -> np.ndarray:
+    """(N, N) complex64 probe, optionally masked by a disk of radius N/4; twin of ptycho.model."""
+    probe = np.asarray(probe)
+    if probe.shape != (N, N):
+        raise ValueError(f"probe must be (N, N) = ({N}, {N}); got shape {probe.shape}")
+    if not np.iscomplexobj(probe):
+        raise ValueError(f"probe must be complex (amplitude and phase); got dtype {probe.dtype}")
+    if not np.all(np.isfinite(probe)):
+        raise ValueError("probe contains NaN or Inf")
+    probe = probe.astype(np.complex64)
+    if probe_mask:
+        grid = np.arange(N) - N / 2
+        probe = probe * (np.hypot(grid[None, :], grid[:, None]) < N / 4)
+    return probe.astype(np.complex64)
+
+
+def conv3x3(in_channels: int, filters: int) -> nn.Conv2d:
+    """3x3 convolution with Keras' 'same' padding (1 pixel each side at stride 1)."""
+    return nn.Conv2d(in_channels, filters, 3, padding=1)
+
+
+class ConvPoolBlock(nn.Module):
+    """[3x3 conv + ReLU, 3x3 conv + ReLU, 2x2 max-pool]: (B, c, H, W) -> (B, filters, H/2, W/2)."""
+
+    def __init__(self, in_channels: int, filters: int):
+        super().__init__()
+        self.conv0 = conv3x3(in_channels, filters)
+        self.conv1 = conv3x3(filters, filters)
+
+    def forward(self, x):
+        return F.max_pool2d(F.relu(self.conv1(F.relu(self.conv0(x)))), 2)
+
+
+class ConvUpBlock(nn.Module):
+    """[3x3 conv + ReLU, 3x3 conv + ReLU, 2x nearest upsampling]: (B, c, H, W) -> (B, filters, 2H, 2W)."""
+
+    def __init__(self, in_channels: int, filters: int):
+        super().__init__()
+        self.conv0 = conv3x3(in_channels, filters)
+        self.conv1 = conv3x3(filters, filters)
+
+    def forward(self, x):
+        return F.interpolate(F.relu(self.conv1(F.relu(self.conv0(x)))), scale_factor=2,
+                             mode="nearest")
+
+
+class Encoder(nn.Module):
+    """(B, C, N, N) -> (B, filters[-1], 8, 8); children block0, block1, ..."""
+
+    def __init__(self, channels: int, filters: tuple[int, ...]):
+        super().__init__()
+        widths = (channels, *filters)
+        for k, f in enumerate(filters):
+            self.add_module(f"block{k}", ConvPoolBlock(widths[k], f))
+
+    def forward(self, x):
+        for block in self.children():
+            x = block(x)
+        return x
+
+
+class DecoderHead(nn.Module):
+    """(B, 32s, N/2, N/2) -> (B, C, N, N): activated centre padded by N/4, plus the outer ring.
+
+    The first 32s - 4 channels give the centre (3x3 conv to C channels, ``activation``);
+    the last 4 the outer ring (up-block, 3x3 conv, swish, times :func:`border_mask`).
+    """
+
+    def __init__(self, N, in_channels, channels, outer_filters, activation):
+        super().__init__()
+        self.quarter = N // 4
+        self.activation = activation
+        self.centre_conv = conv3x3(in_channels - OUTER_CHANNELS, channels)
+        self.outer_block = ConvUpBlock(OUTER_CHANNELS, outer_filters)
+        self.outer_conv = conv3x3(outer_filters, channels)
+        self.register_buffer("border_mask", torch.from_numpy(border_mask(N)), persistent=False)
+
+    def forward(self, x):
+        q = self.quarter
+        centre = F.pad(self.activation(self.centre_conv(x[:, :-OUTER_CHANNELS])), (q, q, q, q))
+        outer = F.silu(self.outer_conv(self.outer_block(x[:, -OUTER_CHANNELS:])))
+        return centre + outer * self.border_mask
+
+
+class Decoder(nn.Module):
+    """(B, c, 8, 8) -> (B, C, N, N): up-blocks block0, block1, ... to (32s, N/2, N/2), then
+    :class:`DecoderHead` ``head`` (registered last, so children() is the forward order)."""
+
+    def __init__(self, N, in_channels, channels, filters, outer_filters, activation):
+        super().__init__()
+        widths = (in_channels, *filters)
+        for k, f in enumerate(filters):
+            self.add_module(f"block{k}", ConvUpBlock(widths[k], f))
+        self.head = DecoderHead(N, filters[-1], channels, outer_filters, activation)
+
+    def forward(self, x):
+        for module in self.children():
+            x = module(x)
+        return x
+
+
+def amplitude_activation(x):
+    """Sigmoid, values in (0, 1)."""
+    return torch.sigmoid(x)
+
+
+def phase_activation(x):
+    """pi * tanh, values in (-pi, pi) radians."""
+    return math.pi * torch.tanh(x)
+
+
+class PtychoPINN(nn.Module):
+    """The PINN; ``forward(diffraction, coords_relative)`` -> dict of OUTPUT_KEYS (module docstring)."""
+
+    def __init__(self, spec, probe):
+        super().__init__()
+        self.spec = spec
+        self.channels = spec.gridsize**2
+        self.reassembles = bool(spec.object_big) and self.channels > 1
+        if self.reassembles and spec.canvas_size is None:
+            raise ValueError("ModelSpec.canvas_size is required when object_big=True and "
+                             "gridsize > 1; compute it from the groups' offsets")
+        probe = prepare_probe(probe, spec.N, spec.probe_mask)
+        self.register_buffer("probe", torch.from_numpy(probe)[None, :, :, None], persistent=False)
+        log_scale = torch.tensor(math.log(spec.intensity_scale), dtype=torch.float32)
+        self.log_scale = nn.Parameter(log_scale, requires_grad=spec.intensity_scale_trainable)
+        ladder = filter_ladder(spec.N, spec.n_filters_scale)
+        self.encoder = Encoder(self.channels, ladder["encoder"])
+        bottleneck = ladder["encoder"][-1]
+        self.amplitude_decoder = Decoder(spec.N, bottleneck, self.channels, ladder["decoder"],
+                                         ladder["outer"], amplitude_activation)
+        self.phase_decoder = Decoder(spec.N, bottleneck, self.channels, ladder["decoder"],
+                                     ladder["outer"], phase_activation)
+        self.reset_parameters(spec.seed)
+
+    def reset_parameters(self, seed: int) -> None:
+        """Glorot-uniform kernels and zero biases, as Keras initialises them, from ``seed``."""
+        generator = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            for conv in self.convolutions().values():
+                nn.init.xavier_uniform_(conv.weight, generator=generator)
+                nn.init.zeros_(conv.bias)
+
+    def convolutions(self) -> dict[str, nn.Conv2d]:
+        """Every convolution by its module path (``encoder.block0.conv0`` ...), in forward order."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, nn.Conv2d)}
+
+    def forward(self, diffraction, coords_relative):
+        """diffraction (B, N, N, C) float32; coords_relative (B, 1, 2, C) pixels."""
+        scale = torch.exp(self.log_scale)
+        obj = self.object_patches(diffraction / scale)
+        illuminated = self.illuminated_patches(obj, coords_relative) * self.probe
+        predicted = ops.pad_and_diffract(illuminated) * scale
+        return {"object": obj, "amplitude": predicted, "intensity": torch.square(predicted)}
+
+    def object_patches(self, scaled_diffraction):
+        """(B, N, N, C) float32 input already divided by the scale -> (B, N, N, C) complex64."""
+        features = self.encoder(scaled_diffraction.permute(0, 3, 1, 2))
+        amplitude = self.amplitude_decoder(features).permute(0, 2, 3, 1)
+        phase = self.phase_decoder(features).permute(0, 2, 3, 1)
+        return torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
+
+    def illuminated_patches(self, obj, coords_relative):
+        """Object patches as the probe sees them, (B, N, N, C) complex64, via the canvas when object_big."""
+        if not self.reassembles:
+            return obj
+        canvas = self.object_canvas(obj, coords_relative)
+        return reassembly.extract_patches_at_offsets(canvas, coords_relative, self.spec.N)
+
+    def object_canvas(self, obj, coords_relative):
+        """(B, M, M, 1) complex64: each group's C patches at their offsets, overlap-averaged."""
+        size = self.spec.canvas_size or self.spec.N
+        return reassembly.reassemble_patches(obj, coords_relative, size)
+
+    @property
+    def intensity_scale(self) -> float:
+        """Current exp(log_scale)."""
+        return float(torch.exp(self.log_scale.detach()))
+
+
+def build_model(spec, probe) -> PtychoPINN:
+    """A :class:`PtychoPINN` for ``spec`` (a ptycho.model.ModelSpec, read by field) and ``probe`` (N, N)."""
+    missing = [f for f in ("N", "gridsize", "n_filters_scale", "object_big", "probe_mask",
+                           "intensity_scale", "intensity_scale_trainable", "canvas_size", "seed")
+               if not hasattr(spec, f)]
+    if missing:
+        raise TypeError(f"build_model: spec lacks ModelSpec fields {missing}; pass a "
+                        f"ptycho.model.ModelSpec, got {type(spec).__name__}")
+    return PtychoPINN(spec, probe)
+
+
+WEIGHTS_FILE = "model.pt"
+
+
+def save_weights(model: PtychoPINN, run_dir: str | os.PathLike) -> Path:
+    """Write the state dict (weights and log_scale) to ``run_dir/model.pt``; returns the path."""
+    path = Path(run_dir) / WEIGHTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def load_model(spec, probe, weights_path: str | os.PathLike) -> PtychoPINN:
+    """Rebuild the model from ``spec`` and ``probe`` and load weights saved by :func:`save_weights`."""
+    path = Path(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load_model: no weights file at {path}")
+    model = build_model(spec, probe)
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model

@@ -1,0 +1,256 @@
+"""Training of the PyTorch PINN: the same data, loss, optimiser, schedule and history as
+``ptycho.training``.
+
+* Data: :func:`group_data` gathers a dataset into groups exactly as the TF side does
+  (input ``X = s * A_file`` as (B, N, N, C), labels ``X**2``, ptycho.normalization).
+* Loss (:class:`PinnLoss`), each term tracked per epoch under its TF name:
+  ``poisson_nll`` = mean(I_g - I_obs * log(I_g)), I_g = I_pred + INTENSITY_EPSILON;
+  ``amplitude_mae``, ``realspace_mse`` (need ground truth); ``loss`` = weighted sum.
+* Optimiser: :class:`ptycho.torch.optim.KerasAdam` (Keras' Adam arithmetic, epsilon 1e-7).
+  Schedule: ReduceLROnPlateau on val_loss (x0.5, patience 2, min 1e-4) when a validation
+  split exists; EarlyStopping on loss (patience 3). Validation: the last groups (Keras' rule).
+* History per epoch: the loss terms, ``val_<term>``, ``intensity_scale``, ``learning_rate``
+  (after the schedule), ``epoch_time_s`` - the names ``ptycho.training.train`` records.
+* Seeded: ``spec.seed`` drives the shuffling (a fresh permutation every epoch); the same
+  seed gives the same losses twice on CPU.
+* Callbacks are duck-typed (Keras callbacks work): ``on_train_begin(logs)``,
+  ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_end(logs)``
+  are called when present; an exception in any of them propagates.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ptycho import normalization
+from ptycho.torch import optim
+from ptycho.torch.model import PtychoPINN
+from ptycho.torch.reassembly import required_canvas_size
+
+INTENSITY_EPSILON = 1e-12
+LR_FACTOR, LR_PATIENCE, LR_MIN = 0.5, 2, 1e-4
+EARLY_STOPPING_PATIENCE = 3
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training or validation loss became NaN or Inf."""
+
+
+@dataclass(frozen=True, eq=False)
+class GroupedData:
+    """Model-ready arrays of B groups, as ``ptycho.training.GroupedData``: diffraction
+    (B, N, N, C) float32 = s * A_file; coords_relative (B, 1, 2, C) float32 px; intensity
+    (B, N, N, C) float32 labels (photons); object (B, N, N, C) complex64 or None."""
+
+    diffraction: np.ndarray
+    coords_relative: np.ndarray
+    intensity: np.ndarray
+    object: np.ndarray | None = None
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.diffraction.shape[0])
+
+    def take(self, index) -> "GroupedData":
+        obj = None if self.object is None else self.object[index]
+        return GroupedData(self.diffraction[index], self.coords_relative[index],
+                           self.intensity[index], obj)
+
+    def tensors(self, index) -> tuple[dict, dict]:
+        """(inputs, targets) dicts of torch tensors for the groups at ``index``."""
+        inputs = {"diffraction": torch.from_numpy(self.diffraction[index]),
+                  "coords_relative": torch.from_numpy(self.coords_relative[index])}
+        targets = {"intensity": torch.from_numpy(self.intensity[index])}
+        if self.object is not None:
+            targets["object"] = torch.from_numpy(self.object[index])
+        return inputs, targets
+
+
+def group_data(data, groups, intensity_scale: float) -> GroupedData:
+    """Gather a PtychoData into groups: channel c of group b is image ``groups.nn_indices[b, c]``."""
+    index = np.asarray(groups.nn_indices)
+    if index.ndim != 2 or index.size == 0 or index.min() < 0 or index.max() >= data.n_images:
+        raise ValueError(f"group_data: nn_indices {index.shape} must be (B, C) indices into "
+                         f"{data.n_images} images")
+    diffraction = normalization.scale_inputs(_to_channels(data.diffraction[index]), intensity_scale)
+    obj = None if data.Y is None else _to_channels(data.Y[index]).astype(np.complex64)
+    return GroupedData(diffraction=diffraction,
+                       coords_relative=np.asarray(groups.coords_relative, np.float32),
+                       intensity=normalization.intensity_labels(diffraction), object=obj)
+
+
+def _to_channels(stacked):
+    """(B, C, N, N) -> (B, N, N, C)."""
+    return np.ascontiguousarray(np.transpose(stacked, (0, 2, 3, 1)))
+
+
+def poisson_nll(observed, predicted):
+    """Mean Poisson negative log-likelihood (without log(I_obs!)), scalar float32."""
+    guarded = predicted + INTENSITY_EPSILON
+    return torch.mean(guarded - observed * torch.log(guarded))
+
+
+class PinnLoss:
+    """Weighted loss ``loss(targets, outputs) -> {term: scalar}`` (module docstring)."""
+
+    def __init__(self, nll_weight=1.0, mae_weight=0.0, realspace_weight=0.0):
+        self.weights = {"poisson_nll": nll_weight, "amplitude_mae": mae_weight,
+                        "realspace_mse": realspace_weight}
+        self.terms = [name for name, weight in self.weights.items() if weight > 0]
+        if not self.terms:
+            raise ValueError("PinnLoss: at least one loss weight must be > 0")
+
+    @property
+    def term_names(self) -> list[str]:
+        return ["loss", *self.terms]
+
+    @property
+    def needs_ground_truth(self) -> bool:
+        return any(name != "poisson_nll" for name in self.terms)
+
+    def __call__(self, targets, outputs):
+        values = {name: getattr(self, name)(targets, outputs) for name in self.terms}
+        values["loss"] = sum(self.weights[name] * value for name, value in values.items())
+        return values
+
+    @staticmethod
+    def poisson_nll(targets, outputs):
+        return poisson_nll(targets["intensity"], outputs["intensity"])
+
+    @staticmethod
+    def amplitude_mae(targets, outputs):
+        z = outputs["object"]
+        safe_abs = torch.sqrt(z.real**2 + z.imag**2 + INTENSITY_EPSILON)
+        return torch.mean(torch.abs(safe_abs - torch.abs(targets["object"])))
+
+    @staticmethod
+    def realspace_mse(targets, outputs):
+        difference = outputs["object"] - targets["object"]
+        return torch.mean(difference.real**2 + difference.imag**2)
+
+
+def loss_for(model: PtychoPINN) -> PinnLoss:
+    spec = model.spec
+    return PinnLoss(spec.nll_weight, spec.mae_weight, spec.realspace_weight)
+
+
+def make_optimizer(model: PtychoPINN) -> optim.KerasAdam:
+    """Keras-arithmetic Adam over the trainable parameters, at ``spec.learning_rate``."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return optim.KerasAdam(trainable, lr=model.spec.learning_rate)
+
+
+def train_step(model, optimizer, loss, inputs, targets) -> dict[str, float]:
+    """One Adam step on one batch; returns the batch's loss terms as floats."""
+    model.train()
+    terms = loss(targets, model(inputs["diffraction"], inputs["coords_relative"]))
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    optimizer.step()
+    return {name: float(value.detach()) for name, value in terms.items()}
+
+
+def evaluate(model, loss, data: GroupedData, batch_size: int) -> dict[str, float]:
+    """Loss terms averaged over the batches of ``data`` (each batch counts once, as Keras)."""
+    model.eval()
+    sums: dict[str, float] = {}
+    n_batches = 0
+    with torch.no_grad():
+        for begin in range(0, data.n_groups, batch_size):
+            inputs, targets = data.tensors(slice(begin, begin + batch_size))
+            terms = loss(targets, model(inputs["diffraction"], inputs["coords_relative"]))
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            n_batches += 1
+    return {name: total / n_batches for name, total in sums.items()}
+
+
+def train(model: PtychoPINN, data: GroupedData, spec, callbacks: Sequence = ()) -> dict:
+    """Train ``model`` on grouped ``data`` for ``spec`` (a ptycho.training.TrainSpec, by field).
+
+    Returns the per-epoch history, name -> list of floats (module docstring).
+    """
+    loss = loss_for(model)
+    if loss.needs_ground_truth and data.object is None:
+        raise ValueError("train: mae_weight/realspace_weight > 0 need ground-truth object "
+                         "patches, but the data has none (no Y); set both weights to 0")
+    check_offsets_fit(model, data.coords_relative)
+    generator = torch.Generator().manual_seed(spec.seed)
+    optimizer = make_optimizer(model)
+    train_part, val_part = split_validation(data, spec.validation_split)
+    stopper = optim.EarlyStopping(EARLY_STOPPING_PATIENCE)
+    plateau = None if val_part is None else optim.ReduceLROnPlateau(LR_FACTOR, LR_PATIENCE, LR_MIN)
+    history: dict[str, list[float]] = {}
+    logs: dict[str, float] = {}
+    _notify(callbacks, "on_train_begin", logs)
+    for epoch in range(spec.max_epochs):
+        _notify(callbacks, "on_epoch_begin", epoch, {})
+        start = time.perf_counter()
+        order = torch.randperm(train_part.n_groups, generator=generator).numpy()
+        logs = _train_epoch(model, optimizer, loss, train_part, order, spec.batch_size, epoch)
+        if val_part is not None:
+            validation = evaluate(model, loss, val_part, spec.batch_size)
+            _raise_if_non_finite(validation, f"validation after epoch {epoch}")
+            logs.update({f"val_{name}": value for name, value in validation.items()})
+            plateau.update(logs["val_loss"], optimizer)
+        logs.update(intensity_scale=model.intensity_scale, learning_rate=optimizer.learning_rate,
+                    epoch_time_s=time.perf_counter() - start)
+        for name, value in logs.items():
+            history.setdefault(name, []).append(float(value))
+        _notify(callbacks, "on_epoch_end", epoch, logs)
+        if stopper.should_stop(epoch, logs["loss"]):
+            break
+    _notify(callbacks, "on_train_end", logs)
+    return history
+
+
+def _train_epoch(model, optimizer, loss, data, order, batch_size, epoch):
+    sums: dict[str, float] = {}
+    n_batches = 0
+    for begin in range(0, len(order), batch_size):
+        inputs, targets = data.tensors(order[begin:begin + batch_size])
+        for name, value in train_step(model, optimizer, loss, inputs, targets).items():
+            sums[name] = sums.get(name, 0.0) + value
+        n_batches += 1
+        means = {name: total / n_batches for name, total in sums.items()}
+        _raise_if_non_finite(means, f"epoch {epoch}, batch {n_batches - 1}")
+    return {name: means[name] for name in loss.term_names}
+
+
+def _raise_if_non_finite(logs, where):
+    for name, value in logs.items():
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"training diverged: {name} = {value} at {where}; the run is stopped "
+                "(check the data scaling, the canvas size and the learning rate)")
+
+
+def _notify(callbacks, method, *args):
+    for callback in callbacks:
+        hook = getattr(callback, method, None)
+        if hook is not None:
+            hook(*args)
+
+
+def split_validation(data: GroupedData, validation_split: float):
+    """(train, validation or None): the last ``n - ceil(n * (1 - split))`` groups are held out."""
+    n_train = max(1, min(math.ceil(data.n_groups * (1.0 - validation_split)), data.n_groups))
+    if n_train == data.n_groups:
+        return data, None
+    return data.take(slice(0, n_train)), data.take(slice(n_train, None))
+
+
+def check_offsets_fit(model: PtychoPINN, coords_relative) -> None:
+    """Raise ValueError when a group's offsets (B, 1, 2, C) would put a patch off the canvas."""
+    if not model.reassembles:
+        return
+    offsets = np.transpose(np.asarray(coords_relative, np.float64)[:, 0], (0, 2, 1)).reshape(-1, 2)
+    needed = required_canvas_size(model.spec.N, offsets)
+    if needed > model.spec.canvas_size:
+        raise ValueError(f"ModelSpec.canvas_size={model.spec.canvas_size} is too small for these "
+                         f"groups: their offsets need {needed} px; patches would fall off the canvas")

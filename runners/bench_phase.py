@@ -1,0 +1,132 @@
+"""Benchmark of the phase runner: ``python -m runners.bench_phase [--runs N]`` (not a test).
+
+Times ``python -m runners.phase c1=scaled xla=off`` end to end in a subprocess whose cwd,
+hub, MLflow store and dataset cache are in a temporary folder (the first run is cold: it
+simulates the dataset and creates the MLflow database; later runs reuse both). For each
+run it prints the wall time, the peak resident memory of the job process (``peak_gb``) and
+of its process tree, i.e. with the concurrent guard subprocess (``peak_tree_gb``), both
+polled with psutil, and the split the job itself recorded in ``run_scaled/timings.json``:
+
+    process_start_to_job_s    interpreter start, imports of Hydra, config composition
+    imports_s                 TensorFlow and the core (the guard starts just before)
+    tracking_start_s          MLflow import, store, run creation, params
+    data_s                    dataset simulation or loading and validation, sha1s
+    model_build_s             grouping, scaling, model construction
+    guard_wait_s              time training waited for the guard (0 when it was already done)
+    first_epoch_s             first epoch, dominated by graph tracing
+    training_s                the remaining epochs
+    inference_stitching_bundle_s  with the core's own split core.inference/stitching/bundle
+    tracking_results_s, hub_s, tracking_end_s
+                              MLflow metrics and artifacts; inventory and summary; final
+                              MLflow tags, timings, logs, run end (timings.json only)
+    guard_s                   the guard's own wall time (concurrent with the steps above)
+    mlflow_s                  all time in MLflow (its import and store set-up run in a thread
+                              beside TensorFlow's import, so this overlaps imports_s)
+
+Runner overhead = what the runner adds on the job's critical path: process_start_to_job_s
++ tracking_start_s + tracking_results_s + hub_s + tracking_end_s + guard_wait_s. It also times
+``python -m runners.phase --help`` and the guard selector run alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from runners.envinfo import project_root
+from runners.schema import INITIATIVE_ID
+
+GUARD_SELECTOR = "tests/tf_helper/test_translation_shape_guard.py::test_non_xla_translation_guard -vv"
+TIMINGS = Path("tf_baseline/phase_c1_scaled/run_scaled/timings.json")
+OVERHEAD_KEYS = ("process_start_to_job_s", "tracking_start_s", "tracking_results_s", "hub_s", "tracking_end_s",
+                 "guard_wait_s")
+TARGETS = {"phase_s": 20.0, "peak_gb": 1.2, "overhead_s": 3.0, "help_s": 2.0}
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(project_root())}
+    for key in ("TF_XLA_FLAGS", "USE_XLA_TRANSLATE"):
+        env.pop(key, None)
+    return env
+
+
+def run_watched(argv: list[str], cwd: Path) -> tuple[float, float, float, int]:
+    """(wall s, peak RSS of the process tree in GB, peak RSS of the process alone in GB, exit status)."""
+    t0 = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watched, tree_peak, own_peak = psutil.Process(process.pid), 0, 0
+    while process.poll() is None:
+        try:
+            own = watched.memory_info().rss
+            children = sum(child.memory_info().rss for child in watched.children(recursive=True))
+        except psutil.Error:
+            continue  # a process of the tree ended between listing and reading
+        own_peak, tree_peak = max(own_peak, own), max(tree_peak, own + children)
+        time.sleep(0.05)
+    return time.perf_counter() - t0, tree_peak / 1e9, own_peak / 1e9, process.returncode
+
+
+def phase_run(workdir: Path) -> dict[str, float]:
+    argv = [
+        sys.executable, "-m", "runners.phase", "c1=scaled", "xla=off",
+        f"hub.root={workdir / 'hub'}", f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
+        f"hydra.run.dir={workdir / 'outputs' / str(time.time_ns())}",
+    ]
+    wall, tree_gb, job_gb, status = run_watched(argv, workdir)
+    if status != 0:
+        raise SystemExit(f"phase run failed (exit {status}): {shlex.join(argv)}")
+    timings = json.loads((workdir / "hub" / TIMINGS).read_text())
+    overhead = sum(timings.get(k, 0.0) for k in OVERHEAD_KEYS)
+    return {"phase_s": wall, "peak_gb": job_gb, "peak_tree_gb": tree_gb, "overhead_s": overhead, **timings}
+
+
+def help_seconds(repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "runners.phase", "--help"], cwd=project_root(), env=_env(),
+                       stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def guard_alone_seconds() -> float:
+    argv = [sys.executable, "-m", "pytest", *shlex.split(GUARD_SELECTOR), "-p", "no:cacheprovider", "-q"]
+    wall, _, _, status = run_watched(argv, project_root())
+    if status != 0:
+        raise SystemExit(f"guard selector failed alone: {shlex.join(argv)}")
+    return wall
+
+
+def report(runs: list[dict[str, float]], help_s: float, guard_s: float) -> None:
+    keys = list(runs[0])
+    print(f"python -m runners.phase c1=scaled xla=off ({INITIATIVE_ID}), {len(runs)} run(s); run 1 is cold")
+    print(f"{'':32s}" + "".join(f"{'run ' + str(i + 1):>10s}" for i in range(len(runs))) + f"{'target':>10s}")
+    for key in keys:
+        target = TARGETS.get(key)
+        cells = "".join(f"{run.get(key, float('nan')):10.2f}" for run in runs)
+        print(f"{key:32s}{cells}{'<= %.1f' % target if target else '':>10s}")
+    print(f"{'guard selector alone (s)':32s}{guard_s:10.2f}")
+    print(f"{'--help (s, median of 3)':32s}{help_s:10.2f}{'<= %.1f' % TARGETS['help_s']:>10s}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2, help="phase runs (the first is cold); default 2")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_phase_") as folder:
+        runs = [phase_run(Path(folder)) for _ in range(args.runs)]
+    report(runs, help_seconds(), guard_alone_seconds())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+"""Phase C1: one baseline run of a backend, from the guard check to the hub (DESIGN §3).
+
+Order of work in :class:`C1Run`: start the guard (pytest subprocess), import the backend,
+open the MLflow run, prepare the data (simulate or load and validate), then the core's
+``run_phase_job`` (grouping, model, training behind the guard gate, inference,
+stitching, debug bundle), log results to MLflow, write the hub. Everything the job prints
+is teed into the slot's CLI log. Any failure writes a blocker and raises PhaseBlocked.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from runners import hub, outcome, tracking, xla
+from runners.callbacks import keras_base, make_callbacks
+from runners.envinfo import XLA_ENV_KEYS, git_commit, library_versions, project_root
+from runners.evidence import GREEN, OUTCOME_FILE, RUNNING, PhaseRecord
+from runners.guard import GuardFailed, GuardRun
+from runners.job import JobContext
+from runners.outcome import PhaseBlocked, PhaseConfigError, display_path
+from runners.schema import Backend, PhaseConfig
+from runners.tee import FdTee
+from runners.timeline import Timeline
+
+log = logging.getLogger(__name__)
+TIMINGS_FILE = "timings.json"
+# stats.json sections already logged under their own names (quality.*, per-epoch history)
+BUNDLE_DUPLICATES = ("quality", "history_final")
+
+
+def c1_slot(spec: PhaseConfig, job: JobContext) -> hub.HubSlot:
+    """The job's hub slot: ``hub.slot``, the isolating parent's slot, or the derived name."""
+    stem = f"phase_{spec.phase.value}_{spec.c1.variant}"
+    if spec.hub.slot:
+        name = spec.hub.slot
+    elif job.parent is not None:
+        name = job.parent.slot
+    else:
+        keys = job.slot_suffix_keys()
+        suffix = f"job{job.job_num}" if keys is None else hub.slot_suffix(list(job.overrides), keys)
+        name = f"{spec.backend.tag}_baseline/{stem}" + (f"__{suffix}" if suffix else "")
+    return hub.resolve_slot(
+        job.launch_dir / spec.hub.root, name, tag=spec.backend.tag, phase_stem=stem,
+        variant=spec.c1.variant, guard_name=spec.guard.name,
+    )
+
+
+def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[str, str]) -> PhaseRecord:
+    """The RUNNING record of a C1 job (``env``: the XLA variables the job runs under)."""
+    settings = spec.c1
+    suffix = slot.name.rsplit("/", 1)[-1].partition("__")[2]
+    title = f"Phase C1 — {spec.backend.label} {settings.title}" + (f" [{suffix}]" if suffix else "")
+    shown = {
+        "guard_log": slot.guard_log, "cli_log": slot.cli_log, "bundle": slot.bundle_dir, "run_dir": slot.run_dir,
+    }
+    return PhaseRecord(
+        slot=slot.name,
+        title=title,
+        utc_time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        command=job.command,
+        env=env,
+        versions=library_versions(),
+        git_commit=git_commit(project_root()),
+        parameters={
+            "n_images": "all" if settings.n_images is None else settings.n_images,
+            "n_groups": settings.n_groups, "batch_size": settings.batch_size, "gridsize": settings.gridsize,
+            "neighbor_count": settings.neighbor_count, "max_epochs": settings.max_epochs,
+            "stitching": str(settings.do_stitching).lower(), "seed": settings.seed,
+        },
+        paths={key: display_path(path, job.launch_dir) for key, path in shown.items()},
+        xla={"mode": spec.xla.mode.value, "isolated": "yes" if job.parent is not None else "no"},
+    )
+
+
+def run_c1(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
+    """Run phase C1 for ``spec``; returns the GREEN record or raises PhaseBlocked/PhaseConfigError."""
+    try:
+        slot = c1_slot(spec, job)
+        check_backend(spec)
+        check_dataset_size(spec, job.launch_dir)
+    except ValueError as exc:
+        raise PhaseConfigError(str(exc)) from exc
+    if job.parent is None and spec.backend.name is Backend.tensorflow and xla.needs_isolation():
+        return run_in_fresh_process(job, slot)
+    return C1Run(spec, job, slot).execute()
+
+
+def check_backend(spec: PhaseConfig) -> None:
+    """The backend's workflow module (``run_phase_job`` and ``GroupingSpec``) must be installed."""
+    try:
+        found = importlib.util.find_spec(spec.backend.workflow) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise ValueError(
+            f"backend.workflow: module {spec.backend.workflow!r} (backend={spec.backend.name.value}) "
+            "is not installed in this environment"
+        )
+
+
+def check_dataset_size(spec: PhaseConfig, launch_dir: Path) -> None:
+    """For data files: n_images and the groups must fit the train file (read from its header).
+
+    An unreadable file is left to the data step, which reports it as a blocker.
+    """
+    if not spec.dataset.uses_files:
+        return
+    import zipfile
+
+    import numpy as np
+
+    path = launch_dir / spec.dataset.train_data_file
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            n_positions = int(npz["xcoords"].shape[0])
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
+        return
+    settings = spec.c1
+    source = f"positions in {spec.dataset.train_data_file}"
+    if settings.n_images is not None and settings.n_images > n_positions:
+        raise ValueError(f"c1.n_images: must be <= {n_positions} ({source}); got {settings.n_images}")
+    settings.check_against(settings.n_images or n_positions, source)
+
+
+def run_in_fresh_process(job: JobContext, slot: hub.HubSlot) -> PhaseRecord:
+    """Re-run the job in a subprocess of its own XLA mode; its record, or PhaseBlocked."""
+    parent = xla.ParentJob(command=job.command, slot=slot.name, parent_run_id=job.parent_run_id)
+    code = xla.run_isolated(list(job.overrides), job.output_dir, parent, job.launch_dir)
+    record = PhaseRecord.load(job.output_dir / OUTCOME_FILE)
+    if record is None or record.status == RUNNING:
+        raise RuntimeError(f"the isolated job exited with status {code} and left no outcome in {job.output_dir}")
+    if record.status != GREEN:
+        raise PhaseBlocked(record.error, record.blocker)
+    return record
+
+
+class C1Run:
+    """One C1 job in this process (see the module docstring for the order of work)."""
+
+    def __init__(self, spec: PhaseConfig, job: JobContext, slot: hub.HubSlot):
+        self.spec, self.job, self.slot = spec, job, slot
+        self.settings = spec.c1
+        self.lock_timeout_s = spec.hub.lock_timeout_s
+        self.record = new_record(spec, job, slot, {key: os.environ.get(key, "<unset>") for key in XLA_ENV_KEYS})
+        self.outcome_path = job.output_dir / OUTCOME_FILE
+        self.timeline = Timeline()
+        self.guard: GuardRun | None = None
+        self.tracker: tracking.Tracker | None = None
+        self.core_timings: dict[str, float] = {}
+
+    def execute(self) -> PhaseRecord:
+        self.slot.make_dirs()
+        self.record.save(self.outcome_path)
+        banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
+        with FdTee(self.slot.cli_log, banner):
+            try:
+                self._run()
+            except Exception as exc:
+                self._fail(exc)
+            print(
+                f"GREEN: {self.record.title}; stats.json sha1 {self.record.stats_sha1}; "
+                f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}",
+                flush=True,
+            )
+        return self.record
+
+    def _step(self, name: str) -> None:
+        self.record.step = name
+        self.timeline.mark(name)
+        log.info("step: %s", name)
+
+    def _run(self) -> None:
+        self._step("guard")
+        self.guard = GuardRun(
+            self.spec.guard.selector, self._guard_cwd(), self.spec.guard.timeout_s,
+            lambda text: hub.write_guard_logs(self.slot, text, self.lock_timeout_s),
+            autoload_plugins=self.spec.guard.autoload_plugins,
+        )
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-start") as pool:
+            # MLflow's import and store set-up overlap TensorFlow's import (mostly outside the GIL)
+            uri = tracking.absolute_uri(self.spec.tracking.uri, self.job.launch_dir)
+            tracker = pool.submit(tracking.Tracker, uri, self.spec.tracking.experiment)
+            self._step("imports")
+            workflow = self._import_backend()
+            self._step("tracking")
+            self.tracker = tracker.result()
+        self._start_tracking()
+        self._step("data")
+        train, test = self._load_data()
+        self._step("model build and grouping")
+        result = workflow.run_phase_job(train, test, **self._core_arguments(workflow, train))
+        self.timeline.mark("core_done")
+        self.core_timings = dict(result.timings_s)
+        self._step("tracking results")
+        self._log_results(result)
+        self._step("hub")
+        self.record.stats_sha1 = result.stats_sha1
+        outcome.mark_green(self.record, self.slot, self.lock_timeout_s)
+        self._step("tracking end")
+        self._end_tracking(green=True)
+        self.record.save(self.outcome_path)
+
+    def _guard_cwd(self) -> Path:
+        return self.job.launch_dir / self.spec.guard.cwd if self.spec.guard.cwd else project_root()
+
+    def _import_backend(self):
+        if self.spec.backend.name is Backend.tensorflow:
+            self.record.xla.update(xla.import_tensorflow())
+        return importlib.import_module(self.spec.backend.workflow)
+
+    def _start_tracking(self) -> None:
+        spec = self.spec
+        tags = {
+            "backend": spec.backend.name.value, "phase": spec.phase.value, "phase_variant": self.settings.variant,
+            "slot": self.slot.name, "xla_mode": spec.xla.mode.value, "git_commit": self.record.git_commit,
+            "status": RUNNING, **{f"env.{k}": v for k, v in self.record.env.items()},
+            **{f"xla.{k}": v for k, v in self.record.xla.items()},
+        }
+        run_id = self.tracker.start(self.slot.name, tags, self.job.parent_run_id)
+        self.record.mlflow = {
+            "run_id": run_id, "experiment": spec.tracking.experiment, "tracking_uri": self.tracker.uri,
+        }
+        if self.job.parent_run_id:
+            self.record.mlflow["parent_run_id"] = self.job.parent_run_id
+        self.record.save(self.outcome_path)
+        config = OmegaConf.to_container(OmegaConf.structured(spec), enum_to_str=True)
+        self.tracker.log_params(tracking.flatten(config))
+
+    def _load_data(self):
+        from ptycho.data import file_sha1, load_npz
+
+        paths = self._dataset_files()
+        train, test = (load_npz(path) for path in paths)
+        digests = [file_sha1(path) for path in paths]
+        for context, path, data, sha1 in zip(("train", "test"), paths, (train, test), digests):
+            self.tracker.log_dataset(self.spec.dataset.name, path, sha1, context, data.n_images)
+        self.record.dataset = {
+            "name": self.spec.dataset.name,
+            "train": display_path(paths[0], self.job.launch_dir), "train_sha1": digests[0],
+            "test": display_path(paths[1], self.job.launch_dir), "test_sha1": digests[1],
+        }
+        settings = self.settings
+        self.record.parity_key = tracking.parity_key(digests[0], digests[1], {
+            "N": train.N, "gridsize": settings.gridsize, "n_images": settings.n_images or train.n_images,
+            "n_groups": settings.n_groups, "neighbor_count": settings.neighbor_count,
+            "batch_size": settings.batch_size, "max_epochs": settings.max_epochs, "seed": settings.seed,
+        })
+        self.tracker.set_tags({"parity_key": self.record.parity_key})
+        return train, test
+
+    def _dataset_files(self) -> tuple[Path, Path]:
+        dataset, launch = self.spec.dataset, self.job.launch_dir
+        if dataset.uses_files:
+            return launch / dataset.train_data_file, launch / dataset.test_data_file
+        from ptycho.simulate import SimulationSpec, ensure_simulated_dataset
+
+        return ensure_simulated_dataset(SimulationSpec(**asdict(dataset.simulation)), launch / dataset.cache_dir)
+
+    def _core_arguments(self, workflow, train) -> dict:
+        """Keyword arguments of ``workflow.run_phase_job`` (the spec classes are shared by the backends)."""
+        from ptycho.model import ModelSpec
+        from ptycho.training import TrainSpec
+
+        settings = self.settings
+        base = keras_base() if self.spec.backend.name is Backend.tensorflow else object
+        return {
+            "grouping": workflow.GroupingSpec(
+                gridsize=settings.gridsize, neighbor_count=settings.neighbor_count, n_groups=settings.n_groups,
+                n_images=settings.n_images, seed=settings.seed,
+            ),
+            "model_spec": ModelSpec(
+                N=train.N, gridsize=settings.gridsize, use_xla_translate=self.spec.xla.mode.value == "on",
+                seed=settings.seed, **asdict(settings.model),
+            ),
+            "train_spec": TrainSpec(
+                max_epochs=settings.max_epochs, batch_size=settings.batch_size, seed=settings.seed,
+                validation_split=settings.validation_split, quiet=settings.quiet,
+            ),
+            "run_dir": self.slot.run_dir,
+            "bundle_dir": self.slot.bundle_dir,
+            "do_stitching": settings.do_stitching,
+            "callbacks": make_callbacks(
+                base, wait_for_guard=self._wait_for_guard, log_epoch=self._log_epoch, mark=self._mark_training
+            ),
+            "nphotons": self.spec.dataset.nphotons,
+        }
+
+    def _wait_for_guard(self) -> None:
+        self._step("guard wait")
+        result = self.guard.finish()
+        self.record.guard = result.status
+        self.timeline.mark("guard_done")
+        log.info("guard %s in %.1f s: %s", result.status, result.duration_s, self.record.paths["guard_log"])
+        if not result.passed:
+            raise GuardFailed(
+                f"guard {self.spec.guard.name} is {result.status} ({result.command}); "
+                f"see {self.record.paths['guard_log']}"
+            )
+
+    def _log_epoch(self, epoch: int, metrics: dict) -> None:
+        self.tracker.log_metrics(metrics, step=epoch)
+
+    def _mark_training(self, event: str) -> None:
+        self.timeline.mark(event)
+        if event == "train_begin":
+            self.record.step = "training"
+        elif event == "train_end":
+            self.record.step = "inference, stitching and bundle"
+
+    def _log_results(self, result) -> None:
+        self.tracker.log_metrics({
+            **tracking.numeric_leaves(
+                {k: v for k, v in result.bundle_stats.items() if k not in BUNDLE_DUPLICATES}, "bundle."
+            ),
+            **tracking.numeric_leaves(result.quality, "quality."),
+            "throughput_groups_per_s": result.throughput_groups_per_s,
+            "n_groups_train": result.n_groups_train,
+            "intensity_scale": result.intensity_scale,
+        })
+        self.tracker.set_tags({"guard_status": self.record.guard, "stats_sha1": result.stats_sha1})
+        if self.spec.tracking.log_artifacts:
+            self.tracker.log_artifacts(self.slot.bundle_dir, "bundle")
+            self.tracker.log_artifacts(self.job.output_dir / ".hydra", "hydra")
+
+    def _end_tracking(self, green: bool) -> None:
+        """Final tags, timing metrics, log artifacts; end the run; write timings.json."""
+        tracker = self.tracker
+        tracker.set_tags({"status": self.record.status, "guard_status": self.record.guard,
+                          "blocker": self.record.blocker or ""})
+        timings = self._timings()
+        tracker.log_metrics({f"timing.{key}": value for key, value in timings.items()})
+        if self.spec.tracking.log_artifacts:
+            tracker.log_artifacts(self.slot.guard_log, "logs")
+            tracker.log_artifacts(self.slot.cli_log, "logs")
+        tracker.end(green)
+        self.timeline.mark("end")
+        self.slot.run_dir.mkdir(parents=True, exist_ok=True)
+        hub.atomic_write_text(self.slot.run_dir / TIMINGS_FILE, json.dumps(self._timings(), indent=2) + "\n")
+
+    def _timings(self) -> dict[str, float]:
+        """Seconds per step (module docstring of runners.bench_phase); missing steps are left out."""
+        t = self.timeline
+        spans = {
+            "imports_s": t.span("imports", "tracking"),
+            "tracking_start_s": t.span("tracking", "data"),
+            "data_s": t.span("data", "model build and grouping"),
+            "model_build_s": t.span("model build and grouping", "guard wait"),
+            "guard_wait_s": t.span("guard wait", "guard_done"),
+            "first_epoch_s": t.span("train_begin", "first_epoch_end"),
+            "training_s": t.span("first_epoch_end", "train_end"),
+            "inference_stitching_bundle_s": t.span("train_end", "core_done"),
+            "tracking_results_s": t.span("tracking results", "hub"),
+            "hub_s": t.span("hub", "tracking end"),
+            "tracking_end_s": t.span("tracking end", "end"),
+        }
+        timings = {key: value for key, value in spans.items() if value is not None}
+        timings.update({f"core.{key}": float(value) for key, value in self.core_timings.items()})
+        if self.guard is not None and self.guard.finished:
+            timings["guard_s"] = self.guard.finish().duration_s
+        timings["mlflow_s"] = self.tracker.seconds if self.tracker else 0.0
+        timings["process_start_to_job_s"] = t.process_age_s
+        timings["job_s"] = t.elapsed()
+        return timings
+
+    def _fail(self, error: Exception) -> None:
+        """Complete the evidence of a failed job and raise PhaseBlocked."""
+        log.error("%s failed at step %r", self.record.title, self.record.step, exc_info=error)
+        if self.guard is not None:
+            self.record.guard = self.guard.finish().status
+        outcome.block(self.record, self.slot, error, self.job.launch_dir, self.lock_timeout_s)
+        self.record.save(self.outcome_path)
+        if self.tracker is not None and self.tracker.run_id is not None:
+            try:
+                self._end_tracking(green=False)
+            except Exception:  # the blocker is written; MLflow trouble must not hide the first error
+                log.exception("could not close the MLflow run %s as FAILED", self.tracker.run_id)
+        print(f"BLOCKED: {self.record.title}; blocker {self.record.blocker}", flush=True)
+        raise PhaseBlocked(self.record.error, self.record.blocker) from error

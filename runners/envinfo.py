@@ -1,0 +1,43 @@
+"""What the evidence records about the environment: project root, git commit, library versions."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+XLA_ENV_KEYS = ("TF_XLA_FLAGS", "USE_XLA_TRANSLATE")
+_DISTRIBUTIONS = ("tensorflow-cpu", "keras", "numpy", "hydra-core", "omegaconf", "mlflow", "torch")
+
+
+def project_root() -> Path:
+    """The folder holding the ``runners`` package (the repository root in a clone)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def library_versions() -> dict[str, str]:
+    """Python and the installed versions of the libraries a phase depends on (no imports)."""
+    versions = {"python": sys.version.split()[0]}
+    for name in _DISTRIBUTIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@lru_cache(maxsize=None)
+def git_commit(root: Path) -> str:
+    """``<sha>`` of HEAD, ``<sha> (dirty)`` with uncommitted changes, or ``unknown``."""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha} (dirty)" if dirty else sha

@@ -1,0 +1,127 @@
+"""The evidence record of one phase job and its three renderings.
+
+A :class:`PhaseRecord` is filled in while the job runs and saved as ``phase_outcome.json``
+in the job's Hydra output folder. The hub's inventory section, summary entry and blocker
+file are rendered from it, by the job itself and again (idempotently) by the Hydra
+post-hook, so both paths write the same text.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+GREEN, BLOCKED, RUNNING = "GREEN", "BLOCKED", "RUNNING"
+OUTCOME_FILE = "phase_outcome.json"
+
+
+@dataclass
+class PhaseRecord:
+    """Everything the hub and MLflow say about one job (plain JSON types only)."""
+
+    slot: str
+    title: str
+    utc_time: str
+    command: str
+    env: dict[str, str]
+    versions: dict[str, str]
+    git_commit: str
+    parameters: dict[str, object]
+    paths: dict[str, str]
+    status: str = RUNNING
+    step: str = "start"
+    xla: dict[str, str] = field(default_factory=dict)
+    dataset: dict[str, str] = field(default_factory=dict)
+    guard: str = "NOT RUN"
+    stats_sha1: str | None = None
+    parity_key: str | None = None
+    mlflow: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    blocker: str | None = None
+
+    def save(self, path: Path) -> None:
+        """Atomic JSON write (temporary file + rename)."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "PhaseRecord | None":
+        """The record saved at ``path``, or None when there is none."""
+        if not path.is_file():
+            return None
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def _kv(mapping: dict) -> str:
+    return " ".join(f"{key}={value}" for key, value in mapping.items()) or "-"
+
+
+def inventory_section(record: PhaseRecord) -> str:
+    """The slot's section of analysis/artifact_inventory.txt (DESIGN §4)."""
+    status = record.status if record.status == GREEN else f"{record.status} (step: {record.step}; {record.error})"
+    lines = [
+        record.title,
+        f"Slot: {record.slot}",
+        f"UTC time: {record.utc_time}",
+        f"Status: {status}",
+        f"Command: {record.command}",
+        f"Env: {_kv(record.env)}",
+        f"XLA: {_kv(record.xla)}",
+        f"Versions: {_kv(record.versions)}",
+        f"Git commit: {record.git_commit}",
+        f"Parameters: {_kv(record.parameters)}",
+        f"Dataset: {_kv(record.dataset)}",
+        f"Guard: {record.guard}; log {record.paths.get('guard_log', '-')}",
+        f"CLI log: {record.paths.get('cli_log', '-')}",
+    ]
+    if record.status == GREEN:
+        lines += [
+            f"Bundle: {record.paths.get('bundle', '-')}",
+            f"Run dir: {record.paths.get('run_dir', '-')}",
+            f"stats.json sha1: {record.stats_sha1}",
+            f"Parity key: {record.parity_key}",
+        ]
+    else:
+        lines.append(f"Blocker: {record.blocker}")
+    lines.append(f"MLflow: {_kv(record.mlflow)}")
+    return "\n".join(lines)
+
+
+def summary_entry(record: PhaseRecord) -> str:
+    """The slot's entry in summary.md (Markdown)."""
+    head = f"### {record.title} (`{record.slot}`)\n- **{record.status}** at {record.utc_time}: `{record.command}`"
+    run = record.mlflow.get("run_id", "-")
+    if record.status == GREEN:
+        return (
+            f"{head}\n- stats.json sha1 `{record.stats_sha1}`; MLflow run `{run}`\n"
+            f"- bundle `{record.paths.get('bundle')}`; CLI log `{record.paths.get('cli_log')}`"
+        )
+    return f"{head}\n- step {record.step}: {record.error}\n- blocker `{record.blocker}`; MLflow run `{run}`"
+
+
+def blocker_markdown(record: PhaseRecord, stack_trace: str, stale_bundle: str | None) -> str:
+    """The blocker file: what failed, where the logs are, how to rerun, and the stack trace."""
+    stale = (
+        f"- Earlier bundle left in place, NOT produced by this run: `{stale_bundle}`\n" if stale_bundle else ""
+    )
+    return (
+        f"# BLOCKED: {record.title}\n\n"
+        f"- Slot: `{record.slot}`\n"
+        f"- UTC time: {record.utc_time}\n"
+        f"- Failed step: {record.step}\n"
+        f"- Error: {record.error}\n"
+        f"- Guard: {record.guard}; log `{record.paths.get('guard_log', '-')}`\n"
+        f"- CLI log: `{record.paths.get('cli_log', '-')}`\n"
+        f"- Command: `{record.command}`\n"
+        f"- Env: {_kv(record.env)}\n"
+        f"- XLA: {_kv(record.xla)}\n"
+        f"- Versions: {_kv(record.versions)}\n"
+        f"- Git commit: {record.git_commit}\n"
+        f"- Parameters: {_kv(record.parameters)}\n"
+        f"- Dataset: {_kv(record.dataset)}\n"
+        f"- MLflow: {_kv(record.mlflow)}\n"
+        f"{stale}\n"
+        f"## Stack trace\n\n```\n{stack_trace.rstrip()}\n```\n"
+    )

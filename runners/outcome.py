@@ -1,0 +1,87 @@
+"""How a job ends: GREEN (inventory section + summary entry) or BLOCKED (blocker file too).
+
+The job writes its outcome itself (primary path); the Hydra post-hook calls the same
+functions again after the job (second path), which change nothing when the job already
+wrote them. The errors below derive from Hydra's CompactHydraException, so Hydra prints only their
+message (not a traceback) and exits with status 1. Hydra then adds a hint line of its own,
+so the entry point (``runners.phase.cli``) ends the output with the blocker paths: every
+blocker written in this process and every PhaseBlocked made here (raised here or
+unpickled from a launcher's worker) is remembered for it (:func:`blockers_seen`).
+"""
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+from hydra.errors import CompactHydraException
+
+from runners import hub
+from runners.evidence import BLOCKED, GREEN, PhaseRecord, blocker_markdown, inventory_section, summary_entry
+
+
+class PhaseConfigError(CompactHydraException, ValueError):
+    """The composed config cannot run (message starts with the key); nothing was done."""
+
+
+_BLOCKERS_SEEN: list[str] = []
+
+
+class PhaseBlocked(CompactHydraException):
+    """The phase failed; the blocker file says why. Picklable (joblib sends it back)."""
+
+    def __init__(self, reason: str, blocker: str):
+        super().__init__(reason, blocker)
+        self.reason, self.blocker = reason, blocker
+        _BLOCKERS_SEEN.append(blocker)
+
+    def __str__(self) -> str:
+        return f"BLOCKED: {self.reason}\nblocker: {self.blocker}"
+
+
+def blockers_seen() -> list[str]:
+    """Blocker paths written or received in this process, first seen first."""
+    return list(dict.fromkeys(_BLOCKERS_SEEN))
+
+
+def display_path(path: Path, launch_dir: Path) -> str:
+    """``path`` relative to the launch folder when inside it, absolute otherwise."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(launch_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def is_published(record: PhaseRecord, slot: hub.HubSlot) -> bool:
+    """True when the hub already shows exactly this record (and its blocker exists)."""
+    if not slot.inventory.is_file():
+        return False
+    body = hub.read_section(slot.inventory.read_text(encoding="utf-8"), slot.name)
+    blocker_ok = record.status != BLOCKED or bool(record.blocker)
+    return blocker_ok and body == inventory_section(record)
+
+
+def publish(record: PhaseRecord, slot: hub.HubSlot, lock_timeout_s: float) -> None:
+    """Write (or replace) the slot's inventory section and summary entry."""
+    hub.publish(slot, inventory_section(record), summary_entry(record), lock_timeout_s)
+
+
+def block(
+    record: PhaseRecord, slot: hub.HubSlot, error: BaseException, launch_dir: Path, lock_timeout_s: float
+) -> Path:
+    """Mark ``record`` BLOCKED by ``error``, write the blocker file and publish; the blocker path."""
+    record.status = BLOCKED
+    record.error = f"{type(error).__name__}: {error}".splitlines()[0]
+    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    stale = display_path(slot.bundle_dir, launch_dir) if slot.bundle_dir.exists() else None
+    path = hub.write_blocker(slot, blocker_markdown(record, stack, stale), lock_timeout_s)
+    record.blocker = display_path(path, launch_dir)
+    _BLOCKERS_SEEN.append(record.blocker)
+    publish(record, slot, lock_timeout_s)
+    return path
+
+
+def mark_green(record: PhaseRecord, slot: hub.HubSlot, lock_timeout_s: float) -> None:
+    record.status = GREEN
+    record.step = "done"
+    publish(record, slot, lock_timeout_s)

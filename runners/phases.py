@@ -1,0 +1,50 @@
+"""Phase dispatch: each phase kind's runner, slot and record builders, plus sweep bookkeeping.
+
+A new phase (issue 4's C2) adds a PhaseKind member, a config group and an entry here.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from runners import c1, hub, sweep
+from runners.evidence import PhaseRecord
+from runners.job import JobContext
+from runners.schema import PhaseConfig, PhaseKind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PhaseRunner:
+    """``run`` does the job; ``slot`` and ``new_record`` let the post-hook rebuild its evidence."""
+
+    run: Callable[[PhaseConfig, JobContext], PhaseRecord]
+    slot: Callable[[PhaseConfig, JobContext], hub.HubSlot]
+    new_record: Callable[[PhaseConfig, JobContext, hub.HubSlot, dict], PhaseRecord]
+
+
+PHASE_RUNNERS: dict[PhaseKind, PhaseRunner] = {
+    PhaseKind.c1: PhaseRunner(run=c1.run_c1, slot=c1.c1_slot, new_record=c1.new_record),
+}
+
+
+def run_phase(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
+    """Run the selected phase; in a sweep, report the job's end and maybe end the parent run."""
+    green = False
+    try:
+        record = PHASE_RUNNERS[spec.phase].run(spec, job)
+        green = True
+        return record
+    finally:
+        if job.sweep is not None and job.parent is None:
+            _report_to_sweep(job, green)
+
+
+def _report_to_sweep(job: JobContext, green: bool) -> None:
+    try:
+        sweep.record_job_end(job.sweep_dir, job.job_num, green)
+        sweep.finish_parent(job.sweep_dir, job.sweep)
+    except Exception:  # the job's own outcome stands; the parent run is closed at multirun end
+        log.exception("could not report job %d to the sweep in %s", job.job_num, job.sweep_dir)

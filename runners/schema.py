@@ -1,0 +1,276 @@
+"""Typed schema of the phase runner's config (conf/phase.yaml), registered in Hydra's ConfigStore.
+
+The dataclasses make composition strict: an unknown key or a wrong type fails while Hydra
+composes. Range and cross-field checks run in ``__post_init__`` when :func:`to_spec` turns
+the composed config into objects; they raise ``ValueError`` whose message starts with the
+dotted key (``c1.gridsize: ...``) and says what is allowed. Checks that need the dataset
+itself (how many scan positions a file holds) are in ``runners.preflight``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import ClassVar, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+INITIATIVE_ID = "FIX-PYTORCH-FORWARD-PARITY-001"
+
+
+class Backend(str, Enum):
+    tensorflow = "tensorflow"
+    pytorch = "pytorch"
+
+
+class XlaMode(str, Enum):
+    on = "on"
+    off = "off"
+
+
+class DatasetSource(str, Enum):
+    simulated = "simulated"
+    files = "files"
+
+
+class PhaseKind(str, Enum):
+    """Phase kinds the runner dispatches on (``runners.phases.PHASE_RUNNERS``)."""
+
+    c1 = "c1"
+
+
+def _require(ok: bool, key: str, allowed: str, got: object) -> None:
+    if not ok:
+        raise ValueError(f"{key}: must be {allowed}; got {got!r}")
+
+
+@dataclass
+class SimulationConfig:
+    """Mirror of ``ptycho.simulate.SimulationSpec`` (the core validates the values again)."""
+
+    _key: ClassVar[str] = "dataset.simulation"
+    N: int = 64
+    n_images: int = 512
+    nphotons: float = 1e9
+    seed: int = 0
+    object_size: Optional[int] = None
+    test_fraction: float = 0.25
+    scan: str = "fermat"
+    scan_step_px: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _require(self.N in (64, 128, 256), f"{self._key}.N", "one of 64, 128, 256", self.N)
+        _require(self.n_images >= 2, f"{self._key}.n_images", ">= 2", self.n_images)
+        _require(self.nphotons > 0, f"{self._key}.nphotons", "> 0", self.nphotons)
+        _require(0 < self.test_fraction < 1, f"{self._key}.test_fraction", "in (0, 1)", self.test_fraction)
+
+    @property
+    def n_train(self) -> int:
+        """Images in the train split (the simulator puts round(test_fraction * n) in test)."""
+        return self.n_images - int(round(self.test_fraction * self.n_images))
+
+
+@dataclass
+class DatasetConfig:
+    """Where the train/test NPZ files come from. Relative paths: from the launch directory."""
+
+    name: str = MISSING
+    source: DatasetSource = MISSING
+    train_data_file: Optional[str] = None
+    test_data_file: Optional[str] = None
+    cache_dir: str = "datasets/simulated"
+    nphotons: Optional[float] = None
+    simulation: Optional[SimulationConfig] = None
+
+    def __post_init__(self) -> None:
+        given = (self.train_data_file is not None, self.test_data_file is not None)
+        if any(given) and not all(given):
+            missing = "dataset.test_data_file" if given[0] else "dataset.train_data_file"
+            raise ValueError(f"{missing}: must be set too when the other data file is set")
+        if self.source is DatasetSource.files:
+            _require(all(given), "dataset.train_data_file", "set (with dataset.test_data_file) for source=files", None)
+        else:
+            _require(
+                all(given) or self.simulation is not None, "dataset.simulation",
+                "set for source=simulated (or give both data files)", None,
+            )
+        _require(self.nphotons is None or self.nphotons > 0, "dataset.nphotons", "null or > 0", self.nphotons)
+
+    @property
+    def uses_files(self) -> bool:
+        return self.train_data_file is not None
+
+
+@dataclass
+class BackendConfig:
+    """The core a phase runs on: ``workflow`` is the module holding ``run_phase_job``."""
+
+    name: Backend = MISSING
+    label: str = MISSING
+    tag: str = MISSING
+    workflow: str = MISSING
+
+    def __post_init__(self) -> None:
+        _require(self.tag.isidentifier(), "backend.tag", "a short identifier (used in file names)", self.tag)
+
+
+@dataclass
+class XlaConfig:
+    mode: XlaMode = MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Mirror of the trainable settings of ``ptycho.model.ModelSpec``."""
+
+    n_filters_scale: int = 2
+    object_big: bool = True
+    probe_mask: bool = False
+    intensity_scale_trainable: bool = True
+    nll_weight: float = 1.0
+    mae_weight: float = 0.0
+    realspace_weight: float = 0.0
+    learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _require(self.n_filters_scale >= 1, "c1.model.n_filters_scale", ">= 1", self.n_filters_scale)
+        _require(self.learning_rate > 0, "c1.model.learning_rate", "> 0", self.learning_rate)
+        for key in ("nll_weight", "mae_weight", "realspace_weight"):
+            _require(getattr(self, key) >= 0, f"c1.model.{key}", ">= 0", getattr(self, key))
+
+
+@dataclass
+class C1Config:
+    """Phase C1: train, infer, stitch and bundle one baseline. ``variant`` names the slot."""
+
+    variant: str = MISSING
+    title: str = MISSING
+    n_images: Optional[int] = None
+    n_groups: int = MISSING
+    batch_size: int = MISSING
+    gridsize: int = MISSING
+    neighbor_count: int = MISSING
+    max_epochs: int = MISSING
+    do_stitching: bool = True
+    quiet: bool = True
+    seed: int = 0
+    validation_split: float = 0.05
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.variant.isidentifier(), "c1.variant", "an identifier (used in the slot name)", self.variant)
+        _require(self.gridsize >= 1, "c1.gridsize (shorthand: gridsize)", ">= 1", self.gridsize)
+        channels = self.gridsize**2
+        _require(
+            self.neighbor_count >= channels, "c1.neighbor_count",
+            f">= gridsize**2 = {channels} (a group takes gridsize**2 of the K nearest neighbours)",
+            self.neighbor_count,
+        )
+        _require(self.n_groups >= 1, "c1.n_groups", ">= 1", self.n_groups)
+        _require(self.batch_size >= 1, "c1.batch_size", ">= 1", self.batch_size)
+        _require(self.max_epochs >= 1, "c1.max_epochs", ">= 1", self.max_epochs)
+        _require(self.seed >= 0, "c1.seed", ">= 0", self.seed)
+        _require(0 <= self.validation_split < 1, "c1.validation_split", "in [0, 1)", self.validation_split)
+        if self.n_images is not None:
+            _require(self.n_images >= 1, "c1.n_images", "null (all) or >= 1", self.n_images)
+            self.check_against(self.n_images, "c1.n_images")
+
+    def check_against(self, n_positions: int, source: str) -> None:
+        """Raise ValueError when ``n_positions`` scan positions cannot give the requested groups."""
+        _require(
+            self.n_groups <= n_positions, "c1.n_groups",
+            f"<= {n_positions} (each group needs a distinct seed position; {source} = {n_positions})",
+            self.n_groups,
+        )
+        if self.gridsize > 1:
+            _require(
+                self.neighbor_count <= n_positions, "c1.neighbor_count",
+                f"<= {n_positions} ({source} = {n_positions})", self.neighbor_count,
+            )
+
+
+@dataclass
+class GuardConfig:
+    """The pytest selector run before training; ``name`` is the stem of its log and blockers."""
+
+    name: str = MISSING
+    selector: str = MISSING
+    cwd: Optional[str] = None
+    timeout_s: float = 600.0
+    autoload_plugins: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.name.isidentifier(), "guard.name", "an identifier (used in file names)", self.name)
+        _require(bool(self.selector.strip()), "guard.selector", "a pytest selector", self.selector)
+        _require(self.timeout_s > 0, "guard.timeout_s", "> 0", self.timeout_s)
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = INITIATIVE_ID
+    log_artifacts: bool = True
+
+    def __post_init__(self) -> None:
+        _require(bool(self.uri.strip()), "tracking.uri", "a tracking URI", self.uri)
+        _require(bool(self.experiment.strip()), "tracking.experiment", "a name", self.experiment)
+
+
+@dataclass
+class HubConfig:
+    root: str = MISSING
+    slot: Optional[str] = None
+    lock_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        _require(self.lock_timeout_s > 0, "hub.lock_timeout_s", "> 0", self.lock_timeout_s)
+
+
+@dataclass
+class PhaseConfig:
+    """Root of conf/phase.yaml. ``gridsize`` is the top-level shorthand that c1 follows."""
+
+    initiative: str = INITIATIVE_ID
+    phase: PhaseKind = PhaseKind.c1
+    gridsize: int = 2
+    dataset: DatasetConfig = MISSING
+    guard: GuardConfig = MISSING
+    backend: BackendConfig = MISSING
+    xla: XlaConfig = MISSING
+    c1: Optional[C1Config] = None
+    tracking: TrackingConfig = MISSING
+    hub: HubConfig = MISSING
+
+    def __post_init__(self) -> None:
+        if self.phase is PhaseKind.c1:
+            _require(self.c1 is not None, "c1", "a c1 option (scaled, baseline, gs1) for phase=c1", None)
+            simulation = self.dataset.simulation
+            if not self.dataset.uses_files and simulation is not None:
+                if self.c1.n_images is not None:
+                    _require(
+                        self.c1.n_images <= simulation.n_train, "c1.n_images",
+                        f"<= {simulation.n_train} (train images of the simulated dataset)", self.c1.n_images,
+                    )
+                else:
+                    self.c1.check_against(simulation.n_train, "simulated train images")
+
+    @property
+    def phase_settings(self) -> C1Config:
+        """The settings of the selected phase."""
+        return getattr(self, self.phase.value)
+
+
+def register_configs() -> None:
+    """Register the schema as ``phase_schema`` (the first entry of conf/phase.yaml's defaults)."""
+    ConfigStore.instance().store(name="phase_schema", node=PhaseConfig)
+
+
+def to_spec(cfg: DictConfig) -> PhaseConfig:
+    """Resolve and validate a composed config (without its ``hydra`` node) into a PhaseConfig.
+
+    Raises ValueError naming the offending key.
+    """
+    spec = OmegaConf.to_object(cfg)
+    if not isinstance(spec, PhaseConfig):
+        raise ValueError("config: not composed from the phase_schema (conf/phase.yaml)")
+    return spec

@@ -1,0 +1,240 @@
+"""The commands of issue 3 run as subprocesses on the real core, at small sizes through overrides.
+
+Every run has cwd = a tmp folder, and hub.root, tracking.uri and the dataset cache there.
+One run per command (module-scoped fixtures), read back by several tests.
+"""
+import hashlib
+import json
+import re
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from runners import hub, tracking
+
+pytestmark = pytest.mark.slow
+SMALL = ["dataset.simulation.n_images=96"]  # 72 train / 24 test positions; c1 stays at 'scaled'
+EXPERIMENT = "FIX-PYTORCH-FORWARD-PARITY-001"
+SLOT = "tf_baseline/phase_c1_scaled"
+
+
+class Run:
+    """A finished CLI run: its folder, completed process and MLflow client."""
+
+    def __init__(self, workdir, done):
+        self.workdir, self.done = workdir, done
+        self.hub = workdir / "hub"
+        self.client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+
+    @property
+    def last_line(self):
+        return self.done.stdout.strip().splitlines()[-1]
+
+    def section(self, slot=SLOT):
+        return hub.read_section((self.hub / "analysis" / "artifact_inventory.txt").read_text(), slot)
+
+    def runs(self):
+        experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        return self.client.search_runs([experiment.experiment_id])
+
+    def run_of(self, slot=SLOT):
+        (found,) = [r for r in self.runs() if r.info.run_name == slot]
+        return found
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, isolated_overrides, run_cli):
+    """cli_run(name, *args, prepare=None) -> Run of ``python -m runners.phase *args`` in a new folder."""
+    def start(name, *args, prepare=None):
+        workdir = tmp_path_factory.mktemp(name)
+        if prepare:
+            prepare(workdir)
+        return Run(workdir, run_cli([*args, *isolated_overrides(workdir)], cwd=workdir, timeout=600))
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def xla_off(cli_run):
+    return cli_run("xla_off", "c1=scaled", "xla=off", *SMALL)
+
+
+def test_green_run_exits_0_and_says_so_last(xla_off):
+    assert xla_off.done.returncode == 0, xla_off.done.stdout[-3000:]
+    assert xla_off.last_line.startswith("GREEN: Phase C1 — TF scaled baseline; stats.json sha1 ")
+
+
+def test_cli_log_holds_everything_the_job_printed_including_tensorflow_native_lines(xla_off):
+    log = (xla_off.hub / SLOT / "cli" / "train_tf_phase_c1_scaled.log").read_text()
+    assert log.startswith("# Phase C1 — TF scaled baseline")
+    assert "step: guard" in log and "step: data" in log and "GREEN: Phase C1" in log
+    assert re.search(r"^[IWE]0000 .*\.cc:\d+\]", log, re.M), "no TensorFlow C++ log line captured"
+
+
+def test_guard_logs_have_a_header_and_the_pytest_output(xla_off):
+    slot_log = (xla_off.hub / SLOT / "green" / "pytest_tf_translation_guard.log").read_text()
+    assert slot_log == (xla_off.hub / "green" / "pytest_tf_translation_guard.log").read_text()
+    assert "# command: python -m pytest tests/tf_helper/test_translation_shape_guard.py::" in slot_log
+    assert "# env: TF_XLA_FLAGS=--tf_xla_auto_jit=0 USE_XLA_TRANSLATE=0" in slot_log
+    assert "# result: GREEN (exit 0)" in slot_log and "test_non_xla_translation_guard PASSED" in slot_log
+
+
+def test_bundle_and_run_outputs_are_in_the_slot(xla_off):
+    bundle = xla_off.hub / SLOT / "analysis" / "forward_parity_debug_tf"
+    for name in ("stats.json", "offsets.json", "canvas.json", "patch_amplitude_grid.png", "canvas_amplitude.png",
+                 "loss_curve.png"):
+        assert (bundle / name).is_file(), name
+    run_dir = xla_off.hub / SLOT / "run_scaled"
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert {"imports_s", "data_s", "first_epoch_s", "guard_s", "mlflow_s", "hub_s", "job_s"} <= set(timings)
+    assert (run_dir / "history.json").is_file()
+
+
+def test_inventory_section_carries_the_design_fields_and_the_recomputed_sha1(xla_off):
+    sha1 = hashlib.sha1((xla_off.hub / SLOT / "analysis/forward_parity_debug_tf/stats.json").read_bytes()).hexdigest()
+    lines = xla_off.section().splitlines()
+    assert lines[0] == "Phase C1 — TF scaled baseline"
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    assert fields["Status"] == "GREEN" and fields["stats.json sha1"] == sha1
+    assert fields["Command"].startswith("python -m runners.phase c1=scaled xla=off dataset.simulation.n_images=96")
+    assert fields["Env"] == "TF_XLA_FLAGS=--tf_xla_auto_jit=0 USE_XLA_TRANSLATE=0"
+    assert "tensorflow-cpu=" in fields["Versions"] and "mlflow=" in fields["Versions"]
+    assert re.fullmatch(r"[0-9a-f]{40}( \(dirty\))?", fields["Git commit"])
+    assert "n_images=64 n_groups=32" in fields["Parameters"] and "stitching=true" in fields["Parameters"]
+    assert fields["Bundle"] == f"hub/{SLOT}/analysis/forward_parity_debug_tf"
+    assert fields["CLI log"] == f"hub/{SLOT}/cli/train_tf_phase_c1_scaled.log"
+    assert fields["Guard"] == f"GREEN; log hub/{SLOT}/green/pytest_tf_translation_guard.log"
+    run = xla_off.run_of()
+    assert f"run_id={run.info.run_id}" in fields["MLflow"] and "tracking_uri=sqlite:///" in fields["MLflow"]
+    summary = (xla_off.hub / "summary.md").read_text()
+    assert f"`{SLOT}`" in summary and sha1 in summary and run.info.run_id in summary
+
+
+def test_mlflow_run_has_params_metrics_tags_inputs_and_artifacts(xla_off):
+    run = xla_off.run_of()
+    sha1 = hashlib.sha1((xla_off.hub / SLOT / "analysis/forward_parity_debug_tf/stats.json").read_bytes()).hexdigest()
+    assert run.info.status == "FINISHED"
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    assert params["c1.gridsize"] == "2" and params["xla.mode"] == "off" and params["c1.n_groups"] == "32"
+    assert tags["backend"] == "tensorflow" and tags["phase"] == "c1" and tags["xla_mode"] == "off"
+    assert tags["guard_status"] == "GREEN" and tags["stats_sha1"] == sha1 and tags["status"] == "GREEN"
+    assert tags["xla.tf_import.TF_XLA_FLAGS"] == "--tf_xla_auto_jit=0" and tags["xla.isolated"] == "no"
+    inputs = {i.dataset.digest: i for i in run.inputs.dataset_inputs}
+    assert len(inputs) == 2 and all(len(digest) == 36 for digest in inputs)
+    train_sha1 = tags["dataset.train_sha1"]
+    assert train_sha1[:36] in inputs and len(train_sha1) == 40
+    assert tags["parity_key"] == tracking.parity_key(train_sha1, tags["dataset.test_sha1"], {
+        "N": 64, "gridsize": 2, "n_images": 64, "n_groups": 32, "neighbor_count": 7, "batch_size": 4,
+        "max_epochs": 1, "seed": 0})
+    history = xla_off.client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in history] == [0]
+    assert "bundle.patch_amplitude.mean" in metrics and "quality.amp_ssim" in metrics
+    assert "timing.first_epoch_s" in metrics and metrics["throughput_groups_per_s"] > 0
+    artifacts = {f.path for folder in ("bundle", "logs", "hydra")
+                 for f in xla_off.client.list_artifacts(run.info.run_id, folder)}
+    assert {"bundle/stats.json", "logs/train_tf_phase_c1_scaled.log", "logs/pytest_tf_translation_guard.log",
+            "hydra/config.yaml", "hydra/overrides.yaml"} <= artifacts
+
+
+def _fly001_files(workdir):
+    """Real files in the NPZ contract at the paths dataset=fly001 expects (made by the simulator)."""
+    from ptycho.data import save_npz
+    from ptycho.simulate import SimulationSpec, simulate_dataset
+
+    folder = workdir / "datasets" / "fly001_reconstructed_prepared"
+    train, test = simulate_dataset(SimulationSpec(n_images=96, seed=3))
+    save_npz(folder / "fly001_reconstructed_final_downsampled_data_train.npz", train)
+    save_npz(folder / "fly001_reconstructed_final_downsampled_data_test.npz", test)
+
+
+@pytest.fixture(scope="module")
+def fly001_xla_on(cli_run):
+    return cli_run("fly001", "c1=scaled", "dataset=fly001", prepare=_fly001_files)
+
+
+def test_xla_on_run_on_real_files(fly001_xla_on):
+    run = fly001_xla_on
+    assert run.done.returncode == 0, run.done.stdout[-3000:]
+    fields = dict(line.split(": ", 1) for line in run.section().splitlines()[1:])
+    assert fields["Env"] == "TF_XLA_FLAGS= USE_XLA_TRANSLATE=1"
+    train = run.workdir / "datasets/fly001_reconstructed_prepared/fly001_reconstructed_final_downsampled_data_train.npz"
+    assert f"train_sha1={hashlib.sha1(train.read_bytes()).hexdigest()}" in fields["Dataset"]
+    assert "name=fly001" in fields["Dataset"]
+    tags = run.run_of().data.tags
+    assert tags["xla_mode"] == "on" and tags["xla.tf_import.TF_XLA_FLAGS"] == "<empty>"
+    assert tags["env.USE_XLA_TRANSLATE"] == "1"
+
+
+def test_broken_data_file_blocks_with_the_blocker_path_last(cli_run, write_guard, tmp_path):
+    def broken(workdir):
+        folder = workdir / "datasets" / "fly001_reconstructed_prepared"
+        folder.mkdir(parents=True)
+        for split in ("train", "test"):
+            (folder / f"fly001_reconstructed_final_downsampled_data_{split}.npz").write_bytes(b"not an npz")
+
+    run = cli_run("broken", "c1=scaled", "dataset=fly001", f"guard.selector={write_guard(tmp_path, True)}",
+                  prepare=broken)
+    assert run.done.returncode == 1
+    path = run.last_line.removeprefix("blocker: ")
+    blocker = run.workdir / path
+    assert blocker.is_file() and "DataContractError" in blocker.read_text()
+    assert "Status: BLOCKED" in run.section()
+    assert run.run_of().info.status == "FAILED" and run.run_of().data.tags["status"] == "BLOCKED"
+
+
+@pytest.fixture(scope="module")
+def mixed_xla_sweep(cli_run):
+    return cli_run("mixed", "-m", "c1=scaled", "xla=on,off", *SMALL)
+
+
+def test_a_mixed_xla_sweep_runs_each_job_in_a_process_of_its_own_mode(mixed_xla_sweep):
+    run = mixed_xla_sweep
+    assert run.done.returncode == 0, run.done.stdout[-3000:]
+    on, off = run.run_of(f"{SLOT}__xla=on"), run.run_of(f"{SLOT}__xla=off")
+    assert on.data.tags["xla.tf_import.TF_XLA_FLAGS"] == "<empty>"
+    assert on.data.tags["xla.tf_import.USE_XLA_TRANSLATE"] == "1"
+    assert off.data.tags["xla.tf_import.TF_XLA_FLAGS"] == "--tf_xla_auto_jit=0"
+    assert off.data.tags["xla.tf_import.USE_XLA_TRANSLATE"] == "0"
+    assert off.data.tags["xla.isolated"] == "yes" and on.data.tags["xla.isolated"] == "no"
+    assert on.data.tags["xla.pid"] != off.data.tags["xla.pid"]
+    for slot, env in ((f"{SLOT}__xla=on", "TF_XLA_FLAGS= USE_XLA_TRANSLATE=1"),
+                      (f"{SLOT}__xla=off", "TF_XLA_FLAGS=--tf_xla_auto_jit=0 USE_XLA_TRANSLATE=0")):
+        section = run.section(slot)
+        assert "Status: GREEN" in section and f"Env: {env}" in section
+        assert section.splitlines()[0] == f"Phase C1 — TF scaled baseline [{slot.split('__')[1]}]"
+        guard_log = (run.hub / slot / "green" / "pytest_tf_translation_guard.log").read_text()
+        assert f"# env: {env}" in guard_log
+
+
+def test_a_sweep_gets_one_parent_run_with_each_job_as_a_child(mixed_xla_sweep):
+    runs = mixed_xla_sweep.runs()
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and parent.info.status == "FINISHED"
+    assert parent.info.run_name.startswith("sweep: c1=scaled xla=on,off dataset.simulation.n_images=96")
+
+
+@pytest.fixture(scope="module")
+def joblib_sweep(cli_run, tmp_path_factory, write_guard):
+    guard = write_guard(tmp_path_factory.mktemp("guard"), True)
+    return cli_run(
+        "joblib", "-m", "c1=scaled", "xla=off", "gridsize=1,2", "c1.seed=0,1", "hydra/launcher=parallel",
+        f"guard.selector={guard}", "c1.model.n_filters_scale=1", *SMALL,
+    )
+
+
+def test_a_joblib_sweep_of_four_jobs_gives_four_sections_and_one_parent_with_four_children(joblib_sweep):
+    run = joblib_sweep
+    assert run.done.returncode == 0, run.done.stdout[-3000:]
+    inventory = (run.hub / "analysis" / "artifact_inventory.txt").read_text()
+    slots = re.findall(r"^>>> BEGIN SECTION (\S+)$", inventory, re.M)
+    assert sorted(slots) == sorted(f"{SLOT}__c1.seed={s},gridsize={g}" for s in (0, 1) for g in (1, 2))
+    assert inventory.count("Status: GREEN") == 4
+    runs = run.client.search_runs(
+        [run.client.get_experiment_by_name(EXPERIMENT).experiment_id], "tags.sweep = 'parent'")
+    (parent,) = runs
+    children = run.client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 4 and {c.data.tags["slot"] for c in children} == set(slots)
+    assert len({c.data.tags["xla.pid"] for c in children}) >= 2  # joblib worker processes
+    assert parent.info.status == "FINISHED"

@@ -1,0 +1,162 @@
+"""Config composition: every group and option, the typed schema, and its error messages."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from runners.schema import Backend, DatasetSource, PhaseKind, XlaMode, to_spec
+
+REPO = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO / "conf"
+
+
+def test_default_config_is_the_scaled_tf_phase_with_xla_on(compose_phase):
+    spec = to_spec(compose_phase())
+    assert spec.phase is PhaseKind.c1 and spec.backend.name is Backend.tensorflow
+    assert spec.xla.mode is XlaMode.on and spec.dataset.source is DatasetSource.simulated
+    c1 = spec.c1
+    assert (c1.n_images, c1.n_groups, c1.batch_size, c1.gridsize, c1.neighbor_count, c1.max_epochs) == (
+        64, 32, 4, 2, 7, 1
+    )
+    assert c1.do_stitching and c1.quiet
+    assert spec.tracking.uri == "sqlite:///mlflow.db"
+    assert spec.tracking.experiment == "FIX-PYTORCH-FORWARD-PARITY-001"
+    assert spec.hub.root == (
+        "plans/active/FIX-PYTORCH-FORWARD-PARITY-001/reports/2025-11-13T000000Z/forward_parity"
+    )
+    assert spec.guard.selector == (
+        "tests/tf_helper/test_translation_shape_guard.py::test_non_xla_translation_guard -vv"
+    )
+
+
+def _options(group):
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "group, option",
+    [(group, option) for group in ("dataset", "backend", "xla", "c1", "guard", "tracking", "hub")
+     for option in _options(group)],
+)
+def test_every_group_option_composes_and_validates(group, option, compose_phase):
+    assert compose_phase([f"{group}={option}"], hydra_node=True).hydra.runtime.choices[group] == option
+    assert getattr(to_spec(compose_phase([f"{group}={option}"])), group) is not None
+
+
+@pytest.mark.parametrize(
+    "preset, target",
+    [("parallel", "JoblibLauncher"), ("cluster_local", "LocalLauncher"), ("slurm", "SlurmLauncher")],
+)
+def test_launcher_presets_compose(preset, target, compose_phase):
+    launcher = compose_phase([f"hydra/launcher={preset}"], hydra_node=True).hydra.launcher
+    assert launcher._target_.endswith(target)
+    assert (launcher.n_jobs if preset == "parallel" else launcher.timeout_min) > 0
+
+
+def test_c1_variants(compose_phase):
+    baseline = to_spec(compose_phase(["c1=baseline"])).c1
+    gs1 = to_spec(compose_phase(["c1=gs1"])).c1
+    assert baseline.variant == "baseline" and baseline.n_images is None and baseline.max_epochs > 1
+    assert gs1.variant == "gs1" and gs1.gridsize == 1
+
+
+@pytest.mark.parametrize("mode, flags, translate", [("off", "--tf_xla_auto_jit=0", "0"), ("on", "", "1")])
+def test_xla_modes_set_the_job_environment(mode, flags, translate, compose_phase):
+    cfg = compose_phase([f"xla={mode}"], hydra_node=True)
+    assert cfg.xla.mode == mode
+    assert dict(cfg.hydra.job.env_set) == {"TF_XLA_FLAGS": flags, "USE_XLA_TRANSLATE": translate}
+
+
+def test_pytorch_backend_brings_its_own_guard_and_names(compose_phase):
+    spec = to_spec(compose_phase(["backend=pytorch"]))
+    assert (spec.backend.tag, spec.backend.label) == ("torch", "PyTorch")
+    assert spec.guard.name == "torch_translation_guard"
+    assert to_spec(compose_phase(["backend=pytorch", "guard=tf_translation"])).guard.name == "tf_translation_guard"
+
+
+def test_gridsize_shorthand_drives_the_phase(compose_phase):
+    assert to_spec(compose_phase(["gridsize=1"])).c1.gridsize == 1
+    assert to_spec(compose_phase(["c1=gs1", "gridsize=3", "c1.neighbor_count=9"])).c1.gridsize == 3
+
+
+def test_fly001_points_at_the_prepared_files_and_files_are_overridable(compose_phase):
+    spec = to_spec(compose_phase(["dataset=fly001"]))
+    assert spec.dataset.train_data_file.endswith("fly001_reconstructed_final_downsampled_data_train.npz")
+    assert spec.dataset.test_data_file.endswith("fly001_reconstructed_final_downsampled_data_test.npz")
+    spec = to_spec(compose_phase(["dataset.train_data_file=a.npz", "dataset.test_data_file=b.npz"]))
+    assert spec.dataset.uses_files and spec.dataset.train_data_file == "a.npz"
+
+
+@pytest.mark.parametrize("override", ["c1.gridsiz=2", "hub.rot=x", "tracking.url=x", "bogus=1"])
+def test_a_typo_fails_at_composition_naming_the_key(override, compose_phase):
+    with pytest.raises(ConfigCompositionException, match=override.split("=")[0].replace(".", r"\.")):
+        compose_phase([override])
+
+
+@pytest.mark.parametrize("override", ["c1.batch_size=four", "gridsize=two", "c1.quiet=maybe", "xla.mode=sideways"])
+def test_a_wrong_type_fails_at_composition(override, compose_phase):
+    with pytest.raises(ConfigCompositionException, match=override.split("=")[0].replace(".", r"\.")):
+        compose_phase([override])
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["gridsize=0"], "c1.gridsize"),
+        (["c1.neighbor_count=3"], "c1.neighbor_count"),
+        (["c1.batch_size=0"], "c1.batch_size"),
+        (["c1.max_epochs=0"], "c1.max_epochs"),
+        (["c1.n_groups=65"], "c1.n_groups"),
+        (["c1.n_images=1000"], "c1.n_images"),
+        (["c1=baseline", "c1.n_groups=400"], "c1.n_groups"),
+        (["dataset.train_data_file=a.npz"], "dataset.test_data_file"),
+        (["dataset.simulation.test_fraction=1.5"], "dataset.simulation.test_fraction"),
+        (["c1.validation_split=1.0"], "c1.validation_split"),
+        (["guard.name=has space"], "guard.name"),
+    ],
+)
+def test_impossible_values_fail_with_the_key_named(overrides, key, compose_phase):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        to_spec(compose_phase(overrides))
+
+
+def test_resolved_config_interpolates_the_initiative_everywhere(compose_phase):
+    cfg = compose_phase(["initiative=OTHER-001"])
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["tracking"]["experiment"] == "OTHER-001"
+    assert resolved["hub"]["root"].startswith("plans/active/OTHER-001/")
+
+
+def _cli(*args):
+    code = (
+        "import runpy, sys; sys.argv = ['phase', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('runners.phase', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_ABSENT',"
+        " 'MLFLOW_LOADED' if 'mlflow' in sys.modules else 'MLFLOW_ABSENT')\n"
+    )
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    return done, time.perf_counter() - t0
+
+
+def test_help_is_readable_quick_and_imports_neither_tensorflow_nor_mlflow():
+    done, seconds = _cli("--help")
+    assert done.returncode == 0, done.stderr
+    for group in ("backend", "c1", "dataset", "guard", "hub", "tracking", "xla"):
+        assert f"{group}: " in done.stdout
+    assert "python -m runners.phase c1=scaled xla=off" in done.stdout
+    assert done.stdout.strip().endswith("TF_ABSENT MLFLOW_ABSENT")
+    assert seconds < 10  # generous under load; bench_phase measures the 2 s target
+
+
+def test_cfg_job_prints_the_composed_config_without_running():
+    done, _ = _cli("--cfg", "job", "c1=scaled", "xla=off", "gridsize=1")
+    assert done.returncode == 0, done.stderr
+    printed = OmegaConf.create(done.stdout.rsplit("\n", 2)[0])
+    assert printed.xla.mode == "off" and printed.gridsize == 1
+    assert done.stdout.strip().endswith("TF_ABSENT MLFLOW_ABSENT")

@@ -1,0 +1,189 @@
+"""In-process phase runs on the real core at tiny sizes, and an injected failure at each step.
+
+Each failure must leave exactly one blocker, no debug bundle, an inventory section and
+summary entry pointing at the blocker, and exit status 1 with the blocker path last.
+The job runs in this (pytest) process: the XLA isolation rule is switched off here
+because TensorFlow was imported by other tests; the CLI tests cover isolation.
+"""
+import hashlib
+import runpy
+import sys
+
+import numpy as np
+import pytest
+
+from runners import hub, outcome, xla
+
+TINY = ["c1=scaled", "xla=off", "c1.n_images=32", "c1.n_groups=8", "c1.batch_size=4", "c1.model.n_filters_scale=1"]
+SMALL_SIMULATION = "dataset.simulation.n_images=96"
+SLOT = "tf_baseline/phase_c1_scaled"
+
+
+@pytest.fixture
+def phase_run(tmp_path, monkeypatch, capfd, isolated_overrides, write_guard):
+    """phase_run(*overrides) -> (exit status, (stdout, stderr), hub root) for an in-process run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(xla, "needs_isolation", lambda: False)
+    monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])  # one process runs many phases here
+    guard = write_guard(tmp_path, passing=True)
+
+    def run(*overrides):
+        files = any(o.startswith("dataset=") for o in overrides)
+        argv = ["phase", *TINY, *([] if files else [SMALL_SIMULATION]), *isolated_overrides(tmp_path),
+                f"guard.selector={guard}", *overrides]
+        monkeypatch.setattr(sys, "argv", argv)
+        capfd.readouterr()
+        try:
+            runpy.run_module("runners.phase", run_name="__main__")
+            status = 0
+        except SystemExit as exc:
+            status = exc.code
+        captured = capfd.readouterr()
+        return status, (captured.out, captured.err), tmp_path / "hub"
+
+    return run
+
+
+def _slot_dir(root):
+    return root / SLOT
+
+
+def test_a_green_run_then_a_blocked_rerun_in_process(phase_run, tmp_path):
+    status, output, root = phase_run()
+    assert status == 0, output
+    slot = _slot_dir(root)
+    stats = slot / "analysis" / "forward_parity_debug_tf" / "stats.json"
+    sha1 = hashlib.sha1(stats.read_bytes()).hexdigest()
+    section = hub.read_section((root / "analysis" / "artifact_inventory.txt").read_text(), SLOT)
+    assert section.splitlines()[0] == "Phase C1 — TF scaled baseline"
+    assert "Status: GREEN" in section and f"stats.json sha1: {sha1}" in section
+    assert (slot / "cli" / "train_tf_phase_c1_scaled.log").read_text().strip()
+    assert (slot / "green" / "pytest_tf_translation_guard.log").is_file()
+    assert (slot / "run_scaled" / "timings.json").is_file()
+    assert not list((slot / "red").iterdir())
+    assert sha1 in output[0].strip().splitlines()[-1]
+
+    # a blocked rerun replaces the section; the earlier bundle stays and the blocker says so
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not an npz")
+    status, output, root = phase_run(
+        "dataset=fly001", f"dataset.train_data_file={broken}", f"dataset.test_data_file={broken}"
+    )
+    assert status == 1
+    inventory = (root / "analysis" / "artifact_inventory.txt").read_text()
+    assert inventory.count(f">>> BEGIN SECTION {SLOT}\n") == 1 and "Status: GREEN" not in inventory
+    bundle = _slot_dir(root) / "analysis" / "forward_parity_debug_tf"
+    assert (bundle / "stats.json").is_file()
+    (blocker,) = (_slot_dir(root) / "red").glob("blocked_*.md")
+    assert f"Earlier bundle left in place, NOT produced by this run: `{bundle.relative_to(tmp_path)}`" in (
+        blocker.read_text())
+
+
+def _blocked(status, output, root):
+    """The one blocker of a blocked run, after the common assertions."""
+    slot = _slot_dir(root)
+    assert status == 1, output
+    blockers = list((slot / "red").glob("blocked_*_tf_translation_guard.md"))
+    assert len(blockers) == 1, blockers
+    assert not (slot / "analysis" / "forward_parity_debug_tf").exists()
+    shown = blockers[0].relative_to(root.parent)  # paths are shown relative to the launch folder
+    assert output[1].strip().splitlines()[-1] == f"blocker: {shown}"
+    section = hub.read_section((root / "analysis" / "artifact_inventory.txt").read_text(), SLOT)
+    assert "Status: BLOCKED" in section and f"Blocker: {shown}" in section
+    assert str(shown) in (root / "summary.md").read_text()
+    text = blockers[0].read_text()
+    assert "## Stack trace" in text and "Traceback" in text and "pytest_tf_translation_guard.log" in text
+    assert "python -m runners.phase" in text and "USE_XLA_TRANSLATE=0" in text
+    return text
+
+
+def test_red_guard_blocks_before_training(phase_run, write_guard, tmp_path):
+    red = write_guard(tmp_path, passing=False)
+    text = _blocked(*phase_run(f"guard.selector={red}"))
+    assert "GuardFailed" in text and "Failed step: guard wait" in text and "Guard: RED" in text
+    guard_log = (tmp_path / "hub" / SLOT / "green" / "pytest_tf_translation_guard.log").read_text()
+    assert "# result: RED (exit 1)" in guard_log and "injected red guard" in guard_log
+    assert not (tmp_path / "hub" / SLOT / "run_scaled" / "history.json").exists()
+
+
+def test_bad_data_blocks_with_the_data_contract_error(phase_run, tmp_path):
+    broken = tmp_path / "broken_train.npz"
+    broken.write_bytes(b"PK\x03\x04 this is not a complete npz")
+    text = _blocked(*phase_run(
+        "dataset=fly001", f"dataset.train_data_file={broken}", f"dataset.test_data_file={broken}"
+    ))
+    assert "DataContractError" in text and "broken_train.npz" in text and "Failed step: data" in text
+
+
+def test_training_crash_blocks(phase_run, monkeypatch):
+    import keras
+    from ptycho import workflow
+
+    class Crash(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("injected training crash")
+
+    real_train = workflow.train
+    monkeypatch.setattr(workflow, "train", lambda model, data, spec, callbacks: real_train(
+        model, data, spec, [*callbacks, Crash()]))
+    text = _blocked(*phase_run())
+    assert "injected training crash" in text and "Failed step: training" in text
+
+
+def test_stitching_crash_blocks(phase_run, monkeypatch):
+    from ptycho import inference
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("injected stitching crash")
+
+    monkeypatch.setattr(inference, "stitch_patches", crash)
+    text = _blocked(*phase_run())
+    assert "injected stitching crash" in text and "Failed step: inference, stitching and bundle" in text
+
+
+def test_nan_loss_blocks(phase_run, monkeypatch):
+    import tensorflow as tf
+    from ptycho import training
+
+    monkeypatch.setattr(training, "poisson_nll", lambda observed, predicted: tf.reduce_mean(predicted) * np.nan)
+    text = _blocked(*phase_run())
+    assert "NonFiniteLossError" in text and "Failed step: training" in text
+
+
+def test_the_job_writes_its_blocker_without_the_post_hook(phase_run, tmp_path):
+    missing = tmp_path / "missing.npz"
+    text = _blocked(*phase_run(
+        "~hydra.callbacks.hub_post_hook", "dataset=fly001",
+        f"dataset.train_data_file={missing}", f"dataset.test_data_file={missing}",
+    ))
+    assert "missing.npz" in text
+
+
+def test_the_post_hook_writes_the_blocker_when_the_job_could_not(phase_run, monkeypatch, tmp_path):
+    from runners import c1
+
+    def broken_fail(self, error):
+        raise RuntimeError("the job's own blocker path is broken") from error
+
+    monkeypatch.setattr(c1.C1Run, "_fail", broken_fail)
+    missing = tmp_path / "missing.npz"
+    status, output, root = phase_run(
+        "dataset=fly001", f"dataset.train_data_file={missing}", f"dataset.test_data_file={missing}"
+    )
+    blockers = list((_slot_dir(root) / "red").glob("blocked_*.md"))
+    assert status == 1 and len(blockers) == 1
+    text = blockers[0].read_text()
+    assert "the job's own blocker path is broken" in text and "missing.npz" in text
+    section = hub.read_section((root / "analysis" / "artifact_inventory.txt").read_text(), SLOT)
+    assert "Status: BLOCKED" in section and blockers[0].name in section
+
+
+def test_a_config_error_names_the_key_and_writes_nothing(phase_run, tmp_path):
+    status, output, root = phase_run("gridsize=0")
+    assert status == 1 and "c1.gridsize (shorthand: gridsize): must be >= 1; got 0" in output[1]
+    assert not root.exists()
+    status, output, root = phase_run("hub.slot=../../outside")
+    assert status == 1 and "hub.slot" in output[1] and not (tmp_path / "outside").exists()
+    status, output, root = phase_run("backend.workflow=no_such_backend.workflow")
+    assert status == 1 and "backend.workflow: module 'no_such_backend.workflow'" in output[1]
+    assert not root.exists()

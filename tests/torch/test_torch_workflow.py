@@ -1,0 +1,69 @@
+"""run_phase_job on the PyTorch port: the TF job's inputs, outputs and bundle keys."""
+import json
+
+import numpy as np
+import pytest
+
+from ptycho.compare import flatten_statistics
+from ptycho.model import ModelSpec
+from ptycho.training import TrainSpec
+from ptycho.torch import workflow as pt_workflow
+from ptycho import workflow as tf_workflow
+
+JOB = dict(grouping=tf_workflow.GroupingSpec(gridsize=2, neighbor_count=7, n_groups=8,
+                                             n_images=32, seed=2),
+           model_spec=ModelSpec(gridsize=2), train_spec=TrainSpec(max_epochs=1, batch_size=4))
+
+
+@pytest.fixture(scope="module")
+def jobs(small_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("jobs")
+    train, test = small_dataset
+    return {name: job(train, test, run_dir=root / name / "run", bundle_dir=root / name / "bundle",
+                      **JOB)
+            for name, job in (("tf", tf_workflow.run_phase_job),
+                              ("torch", pt_workflow.run_phase_job))}
+
+
+def test_same_result_type_history_names_and_resolved_spec(jobs):
+    tf_job, torch_job = jobs["tf"], jobs["torch"]
+    assert type(torch_job) is type(tf_job) is pt_workflow.JobResult
+    assert pt_workflow.GroupingSpec is tf_workflow.GroupingSpec
+    assert set(torch_job.history) == set(tf_job.history)
+    assert len(torch_job.history["loss"]) == 1 and torch_job.throughput_groups_per_s > 0
+    assert torch_job.model_spec == tf_job.model_spec  # same data scale and canvas size
+    assert torch_job.n_groups_train == tf_job.n_groups_train
+    assert set(torch_job.timings_s) == set(tf_job.timings_s)
+    assert torch_job.weights_path.name == "model.pt" and torch_job.weights_path.is_file()
+    assert set(torch_job.quality) == set(tf_job.quality) and torch_job.quality
+
+
+def test_bundles_have_the_same_files_and_keys(jobs):
+    tf_dir, torch_dir = jobs["tf"].bundle_dir, jobs["torch"].bundle_dir
+    assert sorted(p.name for p in torch_dir.iterdir()) == sorted(p.name for p in tf_dir.iterdir())
+    flat = [flatten_statistics(job.bundle_stats) for job in (jobs["tf"], jobs["torch"])]
+    assert set(flat[0]) == set(flat[1])
+    for name in ("offsets.json", "canvas.json"):  # the same test groups and canvas
+        assert json.loads((torch_dir / name).read_text()) == json.loads((tf_dir / name).read_text())
+    run_files = {p.name for p in jobs["torch"].weights_path.parent.iterdir()}
+    assert {"history.json", "model_spec.json", "reconstruction.npz", "model.pt"} <= run_files
+
+
+def test_failing_callback_leaves_no_bundle(small_dataset, tmp_path):
+    class Abort:
+        def on_train_begin(self, logs):
+            raise RuntimeError("guard says no")
+
+    with pytest.raises(RuntimeError, match="guard says no"):
+        pt_workflow.run_phase_job(*small_dataset, run_dir=tmp_path / "run",
+                                  bundle_dir=tmp_path / "bundle", callbacks=[Abort()], **JOB)
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_without_stitching_the_canvas_is_the_models_own(small_dataset, tmp_path):
+    job = dict(JOB, train_spec=TrainSpec(max_epochs=1, batch_size=8))
+    result = pt_workflow.run_phase_job(*small_dataset, run_dir=tmp_path / "run",
+                                       bundle_dir=tmp_path / "bundle", do_stitching=False, **job)
+    assert result.quality == {}
+    canvas = np.load(tmp_path / "run" / "reconstruction.npz")["canvas"]
+    assert canvas.shape == (result.model_spec.canvas_size,) * 2
