@@ -229,7 +229,7 @@ class PtychoPINN(keras.Model):
         return [self._all_trackers[name] for name in self._active_terms]
 
     def train_step(self, data):
-        inputs, targets = data
+        inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             terms = self.pinn_loss(targets, self(inputs, training=True))
         gradients = tape.gradient(terms["loss"], self.trainable_weights)
@@ -243,7 +243,7 @@ class PtychoPINN(keras.Model):
         return {"object": self.object_patches(inputs["diffraction"])}
 
     def test_step(self, data):
-        inputs, targets = data
+        inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self._track(self.pinn_loss(targets, self(inputs, training=False)))
 
     def _track(self, terms):

@@ -133,12 +133,15 @@ def frc_threshold_frequency(a: np.ndarray, b: np.ndarray, mask: np.ndarray | Non
 
     Linear interpolation between the last ring at or above the threshold and the first
     ring below it; NYQUIST (0.5) when it never drops. With a mask, both images are
-    cropped to its bounding box and zeroed outside it (the shared edge slightly raises
-    the high-frequency correlation; compare numbers computed with the same mask).
+    cropped to its bounding box, their mean over the mask is removed and they are zeroed
+    outside it: without the mean removal the shared mask edge dominates the spectrum and
+    a featureless reconstruction would score the Nyquist frequency.
     """
     a, b, mask = _check_pair(a, b, mask, names=("a", "b"))
     a, b, mask = _crop_to_mask(a, b, mask)
-    freqs, frc = fourier_ring_correlation(np.where(mask, a, 0), np.where(mask, b, 0))
+    a = np.where(mask, a - a[mask].mean(), 0)
+    b = np.where(mask, b - b[mask].mean(), 0)
+    freqs, frc = fourier_ring_correlation(a, b)
     below = np.flatnonzero(frc[1:] < threshold)
     if below.size == 0:
         return NYQUIST
