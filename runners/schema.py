@@ -37,6 +37,7 @@ class PhaseKind(str, Enum):
     """Phase kinds the runner dispatches on (``runners.phases.PHASE_RUNNERS``)."""
 
     c1 = "c1"
+    c2 = "c2"
 
 
 def _require(ok: bool, key: str, allowed: str, got: object) -> None:
@@ -190,6 +191,29 @@ class C1Config:
 
 
 @dataclass
+class C2Config:
+    """Phase C2: compare a TF and a PyTorch bundle. Bundle paths (folder or stats.json) are
+    taken relative to the launch folder; when both are null, MLflow is searched."""
+
+    variant: str = MISSING
+    title: str = MISSING
+    tolerance: float = 0.10
+    atol: float = 0.0
+    tf_bundle: Optional[str] = None
+    torch_bundle: Optional[str] = None
+    parity_key: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _require(self.variant.isidentifier(), "c2.variant", "an identifier (used in the slot name)", self.variant)
+        _require(self.tolerance > 0, "c2.tolerance", "> 0 (e.g. 0.10 for +-10%)", self.tolerance)
+        _require(self.atol >= 0, "c2.atol", ">= 0", self.atol)
+        given = (self.tf_bundle is not None, self.torch_bundle is not None)
+        if any(given) and not all(given):
+            missing = "c2.torch_bundle" if given[0] else "c2.tf_bundle"
+            raise ValueError(f"{missing}: must be set too when the other bundle path is set")
+
+
+@dataclass
 class GuardConfig:
     """The pytest selector run before training; ``name`` is the stem of its log and blockers."""
 
@@ -238,6 +262,7 @@ class PhaseConfig:
     backend: BackendConfig = MISSING
     xla: XlaConfig = MISSING
     c1: Optional[C1Config] = None
+    c2: Optional[C2Config] = None
     tracking: TrackingConfig = MISSING
     hub: HubConfig = MISSING
 
@@ -253,9 +278,11 @@ class PhaseConfig:
                     )
                 else:
                     self.c1.check_against(simulation.n_train, "simulated train images")
+        elif self.phase is PhaseKind.c2:
+            _require(self.c2 is not None, "c2", "a c2 option (tf_vs_torch) for phase=c2", None)
 
     @property
-    def phase_settings(self) -> C1Config:
+    def phase_settings(self) -> C1Config | C2Config:
         """The settings of the selected phase."""
         return getattr(self, self.phase.value)
 
