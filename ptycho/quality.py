@@ -146,6 +146,8 @@ def frc_threshold_frequency(a: np.ndarray, b: np.ndarray, mask: np.ndarray | Non
     if below.size == 0:
         return NYQUIST
     k = below[0] + 1
+    if k == 1:  # below already at the first ring (the DC ring carries no signal once the mean is removed)
+        return float(freqs[1])
     step = (frc[k - 1] - threshold) / (frc[k - 1] - frc[k])
     return float(freqs[k - 1] + step * (freqs[k] - freqs[k - 1]))
 
