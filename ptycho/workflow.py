@@ -29,7 +29,6 @@ History metric names (per epoch, lists of floats; the PyTorch port uses the same
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ptycho import bundle, grouping, inference, normalization
+from ptycho import bundle, grouping, job_records, inference, normalization
 from ptycho.data import PtychoData
 from ptycho.model import ModelSpec, build_model, canvas_size_for, save_weights
 from ptycho.training import TrainSpec, group_data, split_validation, train
@@ -106,23 +105,23 @@ def run_phase_job(train_data: PtychoData, test_data: PtychoData, *, grouping: Gr
     run_dir = Path(run_dir)
     spec, train_grouped, test_grouped, test_groups = prepare_job_data(
         train_data, test_data, grouping, model_spec, nphotons or DEFAULT_NPHOTONS)
-    timings["data_prep"], clock = _lap(clock)
+    timings["data_prep"], clock = job_records.lap(clock)
 
     model = build_model(spec, train_data.probe)
     history = train(model, train_grouped, train_spec, callbacks)
     weights_path = _save_run(model, spec, history, run_dir)
-    timings["training"], clock = _lap(clock)
+    timings["training"], clock = job_records.lap(clock)
     timings["first_epoch"] = history["epoch_time_s"][0]
 
     # The training batch size: the convolution kernels built for training are reused, which
     # keeps inference fast and its memory small.
     patches = inference.predict_patches(model, test_grouped.inputs(), train_spec.batch_size)
     model.release_traced_functions()  # memory for stitching and the bundle
-    timings["inference"], clock = _lap(clock)
+    timings["inference"], clock = job_records.lap(clock)
 
     canvas, canvas_mask, quality = _reconstruct(model, patches, test_grouped, test_groups,
                                                 test_data, do_stitching, run_dir)
-    timings["stitching"], clock = _lap(clock)
+    timings["stitching"], clock = job_records.lap(clock)
 
     offsets, _ = inference.global_offsets(test_groups)
     flat = np.transpose(patches, (0, 3, 1, 2)).reshape(-1, spec.N, spec.N)
@@ -131,14 +130,14 @@ def run_phase_job(train_data: PtychoData, test_data: PtychoData, *, grouping: Gr
         bundle_dir, flat, offsets, canvas, canvas_mask=canvas_mask,
         intensity_scale=model.intensity_scale,
         history={k: v for k, v in history.items() if k not in NON_LOSS_CURVES},
-        extra_stats=_extra_stats(history, quality, train_grouped.n_groups, spec),
+        extra_stats=job_records.extra_stats(history, quality, train_grouped.n_groups, spec),
     )
     result_sha1 = bundle.stats_sha1(bundle_dir)
-    timings["bundle"], _ = _lap(clock)
+    timings["bundle"], _ = job_records.lap(clock)
     fitted, _ = split_validation(train_grouped, train_spec.validation_split)
     return JobResult(
         history=history, stats_sha1=result_sha1, bundle_dir=Path(bundle_dir), weights_path=weights_path,
-        quality=quality, throughput_groups_per_s=_throughput(history, fitted.n_groups),
+        quality=quality, throughput_groups_per_s=job_records.throughput(history, fitted.n_groups),
         n_groups_train=train_grouped.n_groups, intensity_scale=model.intensity_scale,
         bundle_stats=bundle.read_bundle_stats(bundle_dir), timings_s=timings, model_spec=spec,
     )
@@ -185,8 +184,8 @@ def _check_consistent(train_data, test_data, spec: GroupingSpec, model_spec: Mod
 
 def _save_run(model, spec: ModelSpec, history, run_dir: Path) -> Path:
     weights_path = save_weights(model, run_dir)
-    _write_json(run_dir / HISTORY_FILE, history)
-    _write_json(run_dir / MODEL_SPEC_FILE, dataclasses.asdict(spec))
+    job_records.write_json(run_dir / HISTORY_FILE, history)
+    job_records.write_json(run_dir / MODEL_SPEC_FILE, dataclasses.asdict(spec))
     return weights_path
 
 
@@ -200,45 +199,9 @@ def _reconstruct(model, patches, test_grouped, test_groups, test_data, do_stitch
     else:
         canvas = model.object_canvas(patches[:1], test_grouped.coords_relative[:1]).numpy()[0, :, :, 0]
         mask, quality, extra = None, {}, {}
-    _save_npz(run_dir / RECONSTRUCTION_FILE, canvas=canvas.astype(np.complex64),
+    job_records.save_npz(run_dir / RECONSTRUCTION_FILE, canvas=canvas.astype(np.complex64),
               covered=np.ones(canvas.shape, bool) if mask is None else mask, **extra)
     return canvas, mask, quality
-
-
-def _extra_stats(history, quality, n_groups_train, spec: ModelSpec) -> dict:
-    """stats.json sections; deterministic for a seeded run (no wall-clock values)."""
-    final = {k: v[-1] for k, v in history.items() if k != "epoch_time_s"}
-    return {
-        "quality": quality,
-        "history_final": final,
-        "training": {"epochs": len(history["loss"]), "n_groups_train": n_groups_train,
-                     "gridsize": spec.gridsize, "canvas_size": spec.canvas_size,
-                     "data_intensity_scale": spec.intensity_scale},
-    }
-
-
-def _throughput(history, n_groups: int) -> float:
-    times = history["epoch_time_s"]
-    steady = times[1:] if len(times) > 1 else times
-    return float(n_groups / np.median(steady))
-
-
-def _lap(start: float) -> tuple[float, float]:
-    now = time.perf_counter()
-    return now - start, now
-
-
-def _write_json(path: Path, document) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(temporary, path)
 
 
 def _require_int(value, name: str, minimum: int) -> None:
