@@ -6,61 +6,38 @@ The layer structure follows the reference PtychoPINN (REFERENCE.md, "Architectur
 * decoder: blocks of [3x3 conv + ReLU, 3x3 conv + ReLU, 2x2 nearest upsampling] up to
   (N/2, N/2, 32s), then :class:`DecoderHead` (the reference's "decoder_last").
 
-Filter ladders (s = n_filters_scale). As in the reference, the encoder always pools down to
-an 8 x 8 bottleneck (N/8 at N = 64) and the decoder always ends at N/2 with 32s channels, so
-larger N gets one more block per doubling, each with half the filters of the next:
-
-    N     encoder filters              decoder filters             outer-ring up-block
-    64    32s 64s 128s                 64s 32s                     32s
-    128   16s 32s 64s 128s             128s 64s 32s                16s
-    256   8s 16s 32s 64s 128s          256s 128s 64s 32s           8s
+The filter ladders and the initial weights are in :mod:`ptycho.architecture`.
 
 Every layer has a stable name, so each weight has a stable path for a port to map one to
 one, e.g. ``ptycho_pinn/encoder/block0/conv0/kernel`` or
 ``ptycho_pinn/phase_decoder/head/outer_conv/bias``. Kernels are (3, 3, in, out), 'same'
-padding, Glorot-uniform initialised from a per-layer seed. Layers build their weights from
-shapes alone (``build``), without a forward pass.
+padding. Layers build their weights from shapes alone (``build``), without a forward pass;
+``ptycho.model.build_model`` then sets them to ``architecture.initial_weights``.
 """
 from __future__ import annotations
 
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from ptycho.data import SUPPORTED_N
-
-OUTER_CHANNELS = 4  # decoder channels reserved for the outer-ring branch (reference c_outer)
-BOTTLENECK_PX = 8
+from ptycho.architecture import OUTER_CHANNELS, border_mask
 
 
-def filter_ladder(N: int, n_filters_scale: int) -> dict[str, tuple[int, ...] | int]:
-    """Filters per block for patch side N: {'encoder': (...), 'decoder': (...), 'outer': int}."""
-    if N not in SUPPORTED_N:
-        raise ValueError(f"filter_ladder: N must be one of {SUPPORTED_N}; got {N}")
-    doublings = int(round(math.log2(N // BOTTLENECK_PX)))  # 3, 4, 5 pooling blocks
-    s = n_filters_scale
-    encoder = tuple(128 * s // 2 ** (doublings - 1 - k) for k in range(doublings))
-    decoder = tuple(32 * s * 2 ** (doublings - 2 - k) for k in range(doublings - 1))
-    return {"encoder": encoder, "decoder": decoder, "outer": 32 * s * 64 // N}
-
-
-def _conv(filters, name, seed, activation=None):
-    return keras.layers.Conv2D(
-        filters, 3, padding="same", activation=activation, name=name,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-    )
+def _conv(filters, name, activation=None):
+    # Zeros only until build_model loads architecture.initial_weights (shared with PyTorch).
+    return keras.layers.Conv2D(filters, 3, padding="same", activation=activation, name=name,
+                               kernel_initializer="zeros")
 
 
 class _TwoConvBlock(keras.layers.Layer):
     """Two 3x3 convs + ReLU, then a resampling layer; weights are built from shapes alone."""
 
-    def __init__(self, filters: int, seed: int, **kwargs):
+    def __init__(self, filters: int, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
-        self.conv0 = _conv(filters, "conv0", seed, "relu")
-        self.conv1 = _conv(filters, "conv1", seed + 1, "relu")
+        self.conv0 = _conv(filters, "conv0", "relu")
+        self.conv1 = _conv(filters, "conv1", "relu")
 
     def build(self, input_shape):
         self.conv0.build(input_shape)
@@ -70,8 +47,8 @@ class _TwoConvBlock(keras.layers.Layer):
 class ConvPoolBlock(_TwoConvBlock):
     """[3x3 conv + ReLU, 3x3 conv + ReLU, 2x2 max-pool]: (B, H, W, c) -> (B, H/2, W/2, filters)."""
 
-    def __init__(self, filters: int, seed: int, **kwargs):
-        super().__init__(filters, seed, **kwargs)
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(filters, **kwargs)
         self.pool = keras.layers.MaxPooling2D(2, name="pool")
 
     def call(self, x):
@@ -85,8 +62,8 @@ class ConvPoolBlock(_TwoConvBlock):
 class ConvUpBlock(_TwoConvBlock):
     """[3x3 conv + ReLU, 3x3 conv + ReLU, 2x nearest upsampling]: (B, H, W, c) -> (B, 2H, 2W, filters)."""
 
-    def __init__(self, filters: int, seed: int, **kwargs):
-        super().__init__(filters, seed, **kwargs)
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(filters, **kwargs)
         self.upsample = keras.layers.UpSampling2D(2, name="upsample")
 
     def call(self, x):
@@ -108,11 +85,9 @@ def _build_chain(blocks, input_shape):
 class Encoder(keras.layers.Layer):
     """(B, N, N, C) float32 -> (B, 8, 8, filters[-1]) float32."""
 
-    def __init__(self, filters: tuple[int, ...], seed: int, **kwargs):
+    def __init__(self, filters: tuple[int, ...], **kwargs):
         super().__init__(**kwargs)
-        self.blocks = [
-            ConvPoolBlock(f, seed + 2 * k, name=f"block{k}") for k, f in enumerate(filters)
-        ]
+        self.blocks = [ConvPoolBlock(f, name=f"block{k}") for k, f in enumerate(filters)]
 
     def build(self, input_shape):
         _build_chain(self.blocks, input_shape)
@@ -132,13 +107,13 @@ class DecoderHead(keras.layers.Layer):
     mask (1 outside the central N/2 x N/2 square, 0 inside) and added to the centre.
     """
 
-    def __init__(self, N: int, channels: int, outer_filters: int, activation, seed: int, **kwargs):
+    def __init__(self, N: int, channels: int, outer_filters: int, activation, **kwargs):
         super().__init__(**kwargs)
         self.N = N
         self.activation = activation
-        self.centre_conv = _conv(channels, "centre_conv", seed)
-        self.outer_block = ConvUpBlock(outer_filters, seed + 1, name="outer_block")
-        self.outer_conv = _conv(channels, "outer_conv", seed + 3)
+        self.centre_conv = _conv(channels, "centre_conv")
+        self.outer_block = ConvUpBlock(outer_filters, name="outer_block")
+        self.outer_conv = _conv(channels, "outer_conv")
         self.border_mask = tf.constant(border_mask(N)[None, :, :, None])
 
     def build(self, input_shape):
@@ -158,14 +133,10 @@ class DecoderHead(keras.layers.Layer):
 class Decoder(keras.layers.Layer):
     """(B, 8, 8, c) -> (B, N, N, C): up-blocks to (N/2, N/2, 32s), then :class:`DecoderHead`."""
 
-    def __init__(self, N, channels, filters, outer_filters, activation, seed, **kwargs):
+    def __init__(self, N, channels, filters, outer_filters, activation, **kwargs):
         super().__init__(**kwargs)
-        self.blocks = [
-            ConvUpBlock(f, seed + 2 * k, name=f"block{k}") for k, f in enumerate(filters)
-        ]
-        self.head = DecoderHead(
-            N, channels, outer_filters, activation, seed + 2 * len(filters), name="head"
-        )
+        self.blocks = [ConvUpBlock(f, name=f"block{k}") for k, f in enumerate(filters)]
+        self.head = DecoderHead(N, channels, outer_filters, activation, name="head")
 
     def build(self, input_shape):
         self.head.build(_build_chain(self.blocks, input_shape))
@@ -184,10 +155,3 @@ def amplitude_activation(x):
 def phase_activation(x):
     """Phase head activation: pi * tanh, values in (-pi, pi) radians."""
     return math.pi * tf.tanh(x)
-
-
-def border_mask(N: int) -> np.ndarray:
-    """(N, N) float32: 0 inside the central N/2 x N/2 square, 1 outside."""
-    mask = np.ones((N, N), np.float32)
-    mask[N // 4: N - N // 4, N // 4: N - N // 4] = 0.0
-    return mask

@@ -36,7 +36,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ptycho import layers, tf_helper
+from ptycho import architecture, layers, tf_helper
+from ptycho.architecture import prepare_probe
 from ptycho.data import SUPPORTED_N
 
 LOSS_TERMS = ("loss", "poisson_nll", "amplitude_mae", "realspace_mse")
@@ -56,7 +57,8 @@ class ModelSpec:
     whether log_scale trains. use_xla_translate: translation path (None: tf_helper decides;
     the USE_XLA_TRANSLATE environment variable overrides). nll_weight, mae_weight,
     realspace_weight: loss weights (MAE and real-space need ground truth). learning_rate:
-    Adam's. seed: weight-initialisation seed.
+    Adam's. seed: of the initial weights (``architecture.initial_weights``, the same numbers
+    for both backends).
     """
 
     N: int = 64
@@ -148,16 +150,15 @@ class PtychoPINN(keras.Model):
             shape=(), name="log_scale", trainable=spec.intensity_scale_trainable,
             initializer=keras.initializers.Constant(math.log(spec.intensity_scale)),
         )
-        ladder = layers.filter_ladder(spec.N, spec.n_filters_scale)
-        seed = 1000 * spec.seed
-        self.encoder = layers.Encoder(ladder["encoder"], seed, name="encoder")
+        ladder = architecture.filter_ladder(spec.N, spec.n_filters_scale)
+        self.encoder = layers.Encoder(ladder["encoder"], name="encoder")
         self.amplitude_decoder = layers.Decoder(
             spec.N, spec.channels, ladder["decoder"], ladder["outer"], layers.amplitude_activation,
-            seed + 100, name="amplitude_decoder",
+            name="amplitude_decoder",
         )
         self.phase_decoder = layers.Decoder(
             spec.N, spec.channels, ladder["decoder"], ladder["outer"], layers.phase_activation,
-            seed + 200, name="phase_decoder",
+            name="phase_decoder",
         )
         self.pinn_loss = None
         # Metric state must exist before the model is built; compile picks the active ones.
@@ -168,7 +169,8 @@ class PtychoPINN(keras.Model):
         """Create every weight from the spec alone (no forward pass); ``input_shape`` is ignored."""
         spec = self.spec
         self.encoder.build((None, spec.N, spec.N, spec.channels))
-        bottleneck = (None, layers.BOTTLENECK_PX, layers.BOTTLENECK_PX, self.encoder.blocks[-1].filters)
+        bottleneck = (None, architecture.BOTTLENECK_PX, architecture.BOTTLENECK_PX,
+                      self.encoder.blocks[-1].filters)
         self.amplitude_decoder.build(bottleneck)
         self.phase_decoder.build(bottleneck)
 
@@ -197,6 +199,17 @@ class PtychoPINN(keras.Model):
         """(B, M, M, 1) complex64: each group's C patches shifted to their offsets, overlap-averaged."""
         size = self.spec.canvas_size or self.spec.N
         return tf_helper.reassemble_patches(obj, coords, size, use_xla=self.use_xla)
+
+    def set_initial_weights(self) -> None:
+        """Set every convolution to ``architecture.initial_weights`` of the spec (the numbers the
+        PyTorch port starts from too) and log_scale to log(intensity_scale)."""
+        spec = self.spec
+        initial = architecture.initial_weights(spec.N, spec.gridsize, spec.n_filters_scale, spec.seed)
+        for variable in self.weights:
+            *layer, name = variable.path.split("/")[1:]
+            if layer:
+                variable.assign(initial["/".join(layer)][name])
+        self.log_scale.assign(math.log(spec.intensity_scale))
 
     def release_traced_functions(self) -> None:
         """Drop the traced train/test/predict functions (rebuilt on next use) and free their graphs."""
@@ -253,31 +266,13 @@ class PtychoPINN(keras.Model):
         return {tracker.name: tracker.result() for tracker in trackers}
 
 
-def prepare_probe(probe: np.ndarray, N: int, probe_mask: bool) -> np.ndarray:
-    """Check the probe ((N, N) complex, finite) and apply the optional disk mask (radius N/4).
-
-    Returns (N, N) complex64. The probe is otherwise used as given by the data, because the
-    dataset intensity scale was computed with it.
-    """
-    probe = np.asarray(probe)
-    if probe.shape != (N, N):
-        raise ValueError(f"probe must be (N, N) = ({N}, {N}); got shape {probe.shape}")
-    if not np.iscomplexobj(probe):
-        raise ValueError(f"probe must be complex (amplitude and phase); got dtype {probe.dtype}")
-    if not np.all(np.isfinite(probe)):
-        raise ValueError("probe contains NaN or Inf")
-    if probe_mask:
-        grid = np.arange(N) - N / 2
-        probe = probe * (np.hypot(grid[None, :], grid[:, None]) < N / 4)
-    return probe.astype(np.complex64)
-
-
 def build_model(spec: ModelSpec, probe: np.ndarray) -> PtychoPINN:
     """A built (weights created, not compiled) :class:`PtychoPINN` for ``spec`` and ``probe`` (N, N)."""
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"build_model: spec must be a ModelSpec; got {type(spec).__name__}")
     model = PtychoPINN(spec, probe)
     model.build()
+    model.set_initial_weights()
     return model
 
 

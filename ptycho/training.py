@@ -33,7 +33,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ptycho import normalization
+from ptycho import batches, normalization
+from ptycho.batches import split_validation
 from ptycho.data import PtychoData
 from ptycho.grouping import Groups
 from ptycho.model import PtychoPINN, check_offsets_fit
@@ -49,7 +50,8 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """max_epochs >= 1; batch_size >= 1 groups; seed: shuffling and Keras seeds;
+    """max_epochs >= 1; batch_size >= 1 groups; seed: the batch order (``batches.epoch_order``,
+    shared with the PyTorch port) and Keras' seeds;
     validation_split in [0, 1): the last fraction of the groups (Keras' rule, at least one
     training group) is held out for val_* metrics; quiet: no progress bar."""
 
@@ -275,9 +277,9 @@ def train(model: PtychoPINN, data: GroupedData, spec: TrainSpec,
             monitor="val_loss", factor=LR_FACTOR, patience=LR_PATIENCE, min_lr=LR_MIN, verbose=0))
     with_object = loss.needs_ground_truth
     model.fit(
-        _dataset(train_part, spec.batch_size, spec.seed, with_object),
+        _dataset(train_part, spec.batch_size, with_object, shuffle=(spec.seed, spec.max_epochs)),
         steps_per_epoch=_steps(train_part, spec.batch_size),
-        validation_data=None if val_part is None else _dataset(val_part, spec.batch_size, None, with_object),
+        validation_data=None if val_part is None else _dataset(val_part, spec.batch_size, with_object),
         validation_steps=None if val_part is None else _steps(val_part, spec.batch_size),
         epochs=spec.max_epochs,
         callbacks=[*builtin, NonFiniteLossGuard(), recorder, *callbacks],
@@ -290,31 +292,27 @@ def train(model: PtychoPINN, data: GroupedData, spec: TrainSpec,
     return recorder.history
 
 
-def split_validation(data: GroupedData, validation_split: float) -> tuple[GroupedData, GroupedData | None]:
-    """(train, validation or None): the last ``n - ceil(n * (1 - split))`` groups are held out."""
-    n_train = math.ceil(data.n_groups * (1.0 - validation_split))
-    n_train = max(1, min(n_train, data.n_groups))
-    if n_train == data.n_groups:
-        return data, None
-    return data.take(slice(0, n_train)), data.take(slice(n_train, None))
+def _dataset(data: GroupedData, batch_size: int, with_object: bool, shuffle: tuple[int, int] | None = None):
+    """Batches of (inputs, targets); ``shuffle`` = (seed, epochs) or None (one pass, in order).
 
-
-def _dataset(data: GroupedData, batch_size: int, shuffle_seed: int | None, with_object: bool) -> tf.data.Dataset:
-    """Batches of (inputs, targets), one pass per epoch, repeated without end.
-
-    Repeating lets Keras keep one iterator for the whole fit (with steps_per_epoch): a fresh
-    iterator every epoch stalled some epoch starts by seconds with the CPU idle. The shuffle
-    (seeded) draws a new order each pass.
+    Shuffled: ``batches.epoch_order`` for each epoch, the order the PyTorch port uses too, so
+    both backends see the same batches. The whole run is one dataset, so Keras keeps one
+    iterator for the fit (a fresh iterator per epoch stalled some epoch starts by seconds).
     """
-    targets = data.targets() if with_object else {"intensity": data.intensity}
-    dataset = tf.data.Dataset.from_tensor_slices((data.inputs(), targets))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(data.n_groups, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).repeat().prefetch(1)
+    arrays = (data.inputs(), data.targets() if with_object else {"intensity": data.intensity})
+    if shuffle is None:
+        return tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size).repeat().prefetch(1)
+    seed, epochs = shuffle
+    orders = np.stack([batches.epoch_order(data.n_groups, seed, epoch) for epoch in range(epochs)])
+    tensors = tf.nest.map_structure(tf.constant, arrays)
+    return (tf.data.Dataset.from_tensor_slices(orders)
+            .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+            .map(lambda index: tf.nest.map_structure(lambda t: tf.gather(t, index), tensors))
+            .prefetch(1))
 
 
 def _steps(data: GroupedData, batch_size: int) -> int:
-    return math.ceil(data.n_groups / batch_size)
+    return batches.n_batches(data.n_groups, batch_size)
 
 
 def _is_int(value) -> bool:

@@ -18,8 +18,8 @@ Forward pass, inputs ``diffraction`` (B, N, N, C) float32 = s * A_file and
 Convolutions run channels first (B, c, H, W). Modules are named as the Keras layers are, so
 a torch module path is the Keras layer path with '.' for '/' (``encoder.block0.conv0`` <->
 ``ptycho_pinn/encoder/block0/conv0``); :mod:`ptycho.torch.weights` maps weights by it.
-Weights are initialised like Keras (Glorot uniform kernels, zero biases) from ``spec.seed``,
-with torch's generator: the same distribution, not the same numbers.
+Weights start from ``ptycho.architecture.initial_weights`` of the spec, the very numbers the
+Keras model starts from, so both backends begin a run of the same spec identically.
 """
 from __future__ import annotations
 
@@ -32,46 +32,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ptycho.data import SUPPORTED_N
+from ptycho import architecture
+from ptycho.architecture import OUTER_CHANNELS, border_mask, prepare_probe
 from ptycho.torch import ops, reassembly
 
-OUTER_CHANNELS = 4  # decoder channels reserved for the outer-ring branch
-BOTTLENECK_PX = 8
 OUTPUT_KEYS = ("object", "amplitude", "intensity")
-
-
-def filter_ladder(N: int, n_filters_scale: int) -> dict:
-    """Filters per block: {'encoder': (...), 'decoder': (...), 'outer': int}; twin of ptycho.layers."""
-    if N not in SUPPORTED_N:
-        raise ValueError(f"filter_ladder: N must be one of {SUPPORTED_N}; got {N}")
-    doublings = int(round(math.log2(N // BOTTLENECK_PX)))
-    s = n_filters_scale
-    encoder = tuple(128 * s // 2 ** (doublings - 1 - k) for k in range(doublings))
-    decoder = tuple(32 * s * 2 ** (doublings - 2 - k) for k in range(doublings - 1))
-    return {"encoder": encoder, "decoder": decoder, "outer": 32 * s * 64 // N}
-
-
-def border_mask(N: int) -> np.ndarray:
-    """(N, N) float32: 0 inside the central N/2 x N/2 square, 1 outside; twin of ptycho.layers."""
-    mask = np.ones((N, N), np.float32)
-    mask[N // 4: N - N // 4, N // 4: N - N // 4] = 0.0
-    return mask
-
-
-def prepare_probe(probe, N: int, probe_mask: bool) -> np.ndarray:
-    """(N, N) complex64 probe, optionally masked by a disk of radius N/4; twin of ptycho.model."""
-    probe = np.asarray(probe)
-    if probe.shape != (N, N):
-        raise ValueError(f"probe must be (N, N) = ({N}, {N}); got shape {probe.shape}")
-    if not np.iscomplexobj(probe):
-        raise ValueError(f"probe must be complex (amplitude and phase); got dtype {probe.dtype}")
-    if not np.all(np.isfinite(probe)):
-        raise ValueError("probe contains NaN or Inf")
-    probe = probe.astype(np.complex64)
-    if probe_mask:
-        grid = np.arange(N) - N / 2
-        probe = probe * (np.hypot(grid[None, :], grid[:, None]) < N / 4)
-    return probe.astype(np.complex64)
 
 
 def conv3x3(in_channels: int, filters: int) -> nn.Conv2d:
@@ -184,22 +149,25 @@ class PtychoPINN(nn.Module):
         self.register_buffer("probe", torch.from_numpy(probe)[None, :, :, None], persistent=False)
         log_scale = torch.tensor(math.log(spec.intensity_scale), dtype=torch.float32)
         self.log_scale = nn.Parameter(log_scale, requires_grad=spec.intensity_scale_trainable)
-        ladder = filter_ladder(spec.N, spec.n_filters_scale)
+        ladder = architecture.filter_ladder(spec.N, spec.n_filters_scale)
         self.encoder = Encoder(self.channels, ladder["encoder"])
         bottleneck = ladder["encoder"][-1]
         self.amplitude_decoder = Decoder(spec.N, bottleneck, self.channels, ladder["decoder"],
                                          ladder["outer"], amplitude_activation)
         self.phase_decoder = Decoder(spec.N, bottleneck, self.channels, ladder["decoder"],
                                      ladder["outer"], phase_activation)
-        self.reset_parameters(spec.seed)
+        self.set_initial_weights()
 
-    def reset_parameters(self, seed: int) -> None:
-        """Glorot-uniform kernels and zero biases, as Keras initialises them, from ``seed``."""
-        generator = torch.Generator().manual_seed(int(seed))
+    def set_initial_weights(self) -> None:
+        """Set every convolution to ``architecture.initial_weights`` of the spec (HWIO kernels
+        transposed to torch's OIHW), the numbers the Keras model starts from too."""
+        spec = self.spec
+        initial = architecture.initial_weights(spec.N, spec.gridsize, spec.n_filters_scale, spec.seed)
         with torch.no_grad():
-            for conv in self.convolutions().values():
-                nn.init.xavier_uniform_(conv.weight, generator=generator)
-                nn.init.zeros_(conv.bias)
+            for path, conv in self.convolutions().items():
+                layer = initial[path.replace(".", "/")]
+                conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(layer["kernel"].transpose(3, 2, 0, 1))))
+                conv.bias.copy_(torch.from_numpy(layer["bias"]))
 
     def convolutions(self) -> dict[str, nn.Conv2d]:
         """Every convolution by its module path (``encoder.block0.conv0`` ...), in forward order."""

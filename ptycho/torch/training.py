@@ -11,8 +11,8 @@
   split exists; EarlyStopping on loss (patience 3). Validation: the last groups (Keras' rule).
 * History per epoch: the loss terms, ``val_<term>``, ``intensity_scale``, ``learning_rate``
   (after the schedule), ``epoch_time_s`` - the names ``ptycho.training.train`` records.
-* Seeded: ``spec.seed`` drives the shuffling (a fresh permutation every epoch); the same
-  seed gives the same losses twice on CPU.
+* Seeded: ``spec.seed`` drives the shuffling, ``ptycho.batches.epoch_order`` (the order the
+  TF side uses too); the same seed gives the same losses twice on CPU.
 * Callbacks are duck-typed (Keras callbacks work): ``on_train_begin(logs)``,
   ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_end(logs)``
   are called when present; an exception in any of them propagates.
@@ -27,7 +27,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ptycho import normalization
+from ptycho import batches, normalization
+from ptycho.batches import split_validation
 from ptycho.torch import optim
 from ptycho.torch.model import PtychoPINN
 from ptycho.torch.reassembly import required_canvas_size
@@ -180,7 +181,6 @@ def train(model: PtychoPINN, data: GroupedData, spec, callbacks: Sequence = ()) 
         raise ValueError("train: mae_weight/realspace_weight > 0 need ground-truth object "
                          "patches, but the data has none (no Y); set both weights to 0")
     check_offsets_fit(model, data.coords_relative)
-    generator = torch.Generator().manual_seed(spec.seed)
     optimizer = make_optimizer(model)
     train_part, val_part = split_validation(data, spec.validation_split)
     stopper = optim.EarlyStopping(EARLY_STOPPING_PATIENCE)
@@ -191,7 +191,7 @@ def train(model: PtychoPINN, data: GroupedData, spec, callbacks: Sequence = ()) 
     for epoch in range(spec.max_epochs):
         _notify(callbacks, "on_epoch_begin", epoch, {})
         start = time.perf_counter()
-        order = torch.randperm(train_part.n_groups, generator=generator).numpy()
+        order = batches.epoch_order(train_part.n_groups, spec.seed, epoch)
         logs = _train_epoch(model, optimizer, loss, train_part, order, spec.batch_size, epoch)
         if val_part is not None:
             validation = evaluate(model, loss, val_part, spec.batch_size)
@@ -235,14 +235,6 @@ def _notify(callbacks, method, *args):
         hook = getattr(callback, method, None)
         if hook is not None:
             hook(*args)
-
-
-def split_validation(data: GroupedData, validation_split: float):
-    """(train, validation or None): the last ``n - ceil(n * (1 - split))`` groups are held out."""
-    n_train = max(1, min(math.ceil(data.n_groups * (1.0 - validation_split)), data.n_groups))
-    if n_train == data.n_groups:
-        return data, None
-    return data.take(slice(0, n_train)), data.take(slice(n_train, None))
 
 
 def check_offsets_fit(model: PtychoPINN, coords_relative) -> None:

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ptycho import layers
 from ptycho.model import (
-    ModelSpec, build_model, canvas_size_for, check_offsets_fit, load_model, prepare_probe, save_weights,
+    ModelSpec, build_model, canvas_size_for, check_offsets_fit, load_model, save_weights,
 )
 from ptycho.simulate import make_probe
 
@@ -63,34 +62,11 @@ def test_log_scale_is_a_tracked_trainable_weight(full_models):
     assert any(w is frozen.log_scale for w in frozen.non_trainable_weights)
 
 
-@pytest.mark.parametrize("N, encoder, decoder, outer", [
-    (64, (64, 128, 256), (128, 64), 64),
-    (128, (32, 64, 128, 256), (256, 128, 64), 32),
-    (256, (16, 32, 64, 128, 256), (512, 256, 128, 64), 16),
-])
-def test_filter_ladder_keeps_an_8px_bottleneck_and_ends_at_n_over_2(N, encoder, decoder, outer):
-    ladder = layers.filter_ladder(N, 2)
-    assert ladder == {"encoder": encoder, "decoder": decoder, "outer": outer}
-    assert N // 2 ** len(ladder["encoder"]) == 8
-    assert 8 * 2 ** len(ladder["decoder"]) == N // 2
-
-
 def test_larger_n_builds_and_runs():
     model = build_model(ModelSpec(N=128, gridsize=1, n_filters_scale=1), make_probe(128))
     out = model({"diffraction": tf.ones((1, 128, 128, 1)) * 50.0, "coords_relative": tf.zeros((1, 1, 2, 1))})
     assert out["object"].shape == (1, 128, 128, 1)
     assert np.all(np.isfinite(out["intensity"].numpy()))
-
-
-def test_filter_ladder_rejects_unsupported_n():
-    with pytest.raises(ValueError, match="N must be one of"):
-        layers.filter_ladder(96, 2)
-
-
-def test_border_mask_zero_inside_the_central_square():
-    mask = layers.border_mask(64)
-    assert mask[16:48, 16:48].sum() == 0
-    assert mask.sum() == 64 * 64 - 32 * 32
 
 
 def test_decoder_output_is_the_padded_centre_plus_the_masked_ring(full_models):
@@ -126,23 +102,6 @@ def test_canvas_size_comes_from_the_actual_offsets():
     check_offsets_fit(ModelSpec(canvas_size=92), coords)
     with pytest.raises(ValueError, match="too small for these groups"):
         check_offsets_fit(ModelSpec(canvas_size=90), coords)
-
-
-@pytest.mark.parametrize("probe, match", [
-    (np.ones((64, 64), np.complex64)[:32], "probe must be"),
-    (np.ones((64, 64), np.float32), "must be complex"),
-    (np.full((64, 64), np.nan, np.complex64), "NaN or Inf"),
-])
-def test_bad_probe_is_a_clear_error(probe, match):
-    with pytest.raises(ValueError, match=match):
-        prepare_probe(probe, 64, probe_mask=False)
-
-
-def test_probe_mask_is_a_disk_of_radius_n_over_4():
-    masked = prepare_probe(np.ones((64, 64), np.complex64), 64, probe_mask=True)
-    assert masked.dtype == np.complex64
-    assert masked[32, 32] == 1 and masked[32, 32 + 17] == 0 and masked[0, 0] == 0
-    assert np.count_nonzero(masked) == pytest.approx(math.pi * 16**2, rel=0.05)
 
 
 def test_saved_weights_reload_and_predict_identically(smoke_runs, tmp_path):

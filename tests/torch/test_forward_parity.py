@@ -115,14 +115,15 @@ def test_physics_stages_agree_given_the_same_object(pair):
     assert max_relative_error(amplitude_tf, ops.pad_and_diffract(psi_pt)) <= PHYSICS_RTOL
 
 
-def test_shared_definitions_match_the_tf_side(pair, probe):
-    from ptycho import layers
-
-    for N in (64, 128, 256):
-        assert pt_model.filter_ladder(N, 2) == layers.filter_ladder(N, 2)
-    np.testing.assert_array_equal(pt_model.border_mask(64), layers.border_mask(64))
-    for masked in (False, True):
-        np.testing.assert_array_equal(pt_model.prepare_probe(probe, 64, masked),
-                                      tf_model.prepare_probe(probe, 64, masked))
-    n_torch = sum(p.numel() for p in pair.torch.parameters())
-    assert n_torch == pair.keras.count_params()
+def test_both_backends_start_from_the_same_initial_weights(pair, probe):
+    """No transfer: each backend builds its own model from the spec and gets the same numbers."""
+    own_torch = pt_model.build_model(pair.spec, probe)
+    keras_layers = weights.keras_variables(pair.keras)
+    convs = weights.torch_convolutions(own_torch)
+    assert set(convs) == set(keras_layers) - {weights.LOG_SCALE}
+    for name, conv in convs.items():
+        kernel = conv.weight.detach().numpy().transpose(2, 3, 1, 0)
+        np.testing.assert_array_equal(kernel, keras_layers[name]["kernel"].numpy(), err_msg=name)
+        np.testing.assert_array_equal(conv.bias.detach().numpy(), keras_layers[name]["bias"].numpy())
+    assert own_torch.log_scale.item() == float(pair.keras.log_scale.numpy())
+    assert sum(p.numel() for p in own_torch.parameters()) == pair.keras.count_params()
