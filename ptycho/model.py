@@ -29,7 +29,6 @@ from __future__ import annotations
 import gc
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -38,95 +37,9 @@ import tensorflow as tf
 
 from ptycho import architecture, layers, tf_helper
 from ptycho.architecture import prepare_probe
-from ptycho.data import SUPPORTED_N
+from ptycho.spec import LOSS_TERMS, ModelSpec
 
-LOSS_TERMS = ("loss", "poisson_nll", "amplitude_mae", "realspace_mse")
 WEIGHTS_FILE = "model.weights.h5"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Settings of the network; arrays (the probe) are passed separately.
-
-    N: patch side (64, 128, 256). gridsize: g, C = g**2 channels. n_filters_scale: s of the
-    filter ladder (ptycho.layers). object_big: reassemble the C patches on a canvas and
-    re-extract them inside the forward path. canvas_size: side M (pixels) of that canvas;
-    required when object_big and C > 1, computed from the groups' offsets by
-    :func:`canvas_size_for` (never a fixed guess). probe_mask: multiply the probe by a disk
-    of radius N/4. intensity_scale: s, initial exp(log_scale). intensity_scale_trainable:
-    whether log_scale trains. use_xla_translate: translation path (None: tf_helper decides;
-    the USE_XLA_TRANSLATE environment variable overrides). nll_weight, mae_weight,
-    realspace_weight: loss weights (MAE and real-space need ground truth). learning_rate:
-    Adam's. seed: of the initial weights (``architecture.initial_weights``, the same numbers
-    for both backends).
-    """
-
-    N: int = 64
-    gridsize: int = 2
-    n_filters_scale: int = 2
-    object_big: bool = True
-    probe_mask: bool = False
-    intensity_scale: float = 988.2
-    intensity_scale_trainable: bool = True
-    use_xla_translate: bool | None = None
-    nll_weight: float = 1.0
-    mae_weight: float = 0.0
-    realspace_weight: float = 0.0
-    learning_rate: float = 1e-3
-    canvas_size: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _require(_is_int(self.N) and self.N in SUPPORTED_N, "N", f"one of {SUPPORTED_N}", self.N)
-        for name in ("gridsize", "n_filters_scale"):
-            _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1",
-                     getattr(self, name))
-        _require(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
-        for name in ("intensity_scale", "learning_rate"):
-            value = getattr(self, name)
-            _require(_is_number(value) and value > 0, name, "a finite number > 0", value)
-        for name in ("nll_weight", "mae_weight", "realspace_weight"):
-            value = getattr(self, name)
-            _require(_is_number(value) and value >= 0, name, "a finite number >= 0", value)
-        _require(self.nll_weight + self.mae_weight + self.realspace_weight > 0, "nll_weight",
-                 "at least one loss weight > 0", self.nll_weight)
-        for name in ("object_big", "probe_mask", "intensity_scale_trainable"):
-            _require(isinstance(getattr(self, name), bool), name, "a bool", getattr(self, name))
-        _require(self.use_xla_translate is None or isinstance(self.use_xla_translate, bool),
-                 "use_xla_translate", "None or a bool", self.use_xla_translate)
-        _require(self.canvas_size is None or (_is_int(self.canvas_size) and self.canvas_size >= self.N),
-                 "canvas_size", f"None or an integer >= N={self.N}", self.canvas_size)
-
-    @property
-    def channels(self) -> int:
-        """C = gridsize**2."""
-        return self.gridsize**2
-
-    @property
-    def reassembles(self) -> bool:
-        """True when the forward path reassembles patches on a canvas (object_big and C > 1)."""
-        return self.object_big and self.channels > 1
-
-
-def canvas_size_for(N: int, *coords_relative: np.ndarray) -> int:
-    """Canvas side M holding every group's patches: tf_helper.required_canvas_size of all offsets.
-
-    coords_relative: one or more (B, 1, 2, C) arrays (pixels), e.g. the train and test groups.
-    """
-    offsets = [np.transpose(np.asarray(c, np.float64)[:, 0], (0, 2, 1)).reshape(-1, 2) for c in coords_relative]
-    return tf_helper.required_canvas_size(N, np.concatenate(offsets))
-
-
-def check_offsets_fit(spec: ModelSpec, coords_relative: np.ndarray) -> None:
-    """Raise ValueError when a group's offsets (B, 1, 2, C) would put a patch off the canvas."""
-    if not spec.reassembles:
-        return
-    needed = canvas_size_for(spec.N, coords_relative)
-    if needed > spec.canvas_size:
-        raise ValueError(
-            f"ModelSpec.canvas_size={spec.canvas_size} is too small for these groups: their offsets "
-            f"need {needed} px (canvas_size_for(N, coords_relative)); patches would fall off the canvas"
-        )
 
 
 class PtychoPINN(keras.Model):
@@ -141,7 +54,7 @@ class PtychoPINN(keras.Model):
         if spec.reassembles and spec.canvas_size is None:
             raise ValueError(
                 "ModelSpec.canvas_size is required when object_big=True and gridsize > 1; "
-                "compute it from the groups with ptycho.model.canvas_size_for(N, coords_relative)"
+                "compute it from the groups with ptycho.stitching.canvas_size_for(N, coords_relative)"
             )
         self.spec = spec
         self.use_xla = tf_helper.should_use_xla(spec.use_xla_translate)
@@ -292,17 +205,3 @@ def load_model(spec: ModelSpec, probe: np.ndarray, weights_path: str | os.PathLi
     model = build_model(spec, probe)
     model.load_weights(path)
     return model
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
-        and math.isfinite(value)
-
-
-def _require(condition: bool, field: str, expected: str, got) -> None:
-    if not condition:
-        raise ValueError(f"ModelSpec.{field}: expected {expected}; got {got!r}")

@@ -17,7 +17,7 @@ N and C and a dynamic batch size. Conventions (DESIGN §7, glossary in ``ptycho`
   repeated C times (flat index ``b*C + c``); any other batch mismatch is a ValueError.
 
 Patch extraction, reassembly and global stitching live in :mod:`ptycho.tf_reassembly`
-and are re-exported here.
+and are re-exported here; canvas sizes are :mod:`ptycho.stitching`'s.
 """
 from __future__ import annotations
 
@@ -34,7 +34,6 @@ _REASSEMBLY_NAMES = (
     "extract_patches_at_offsets",
     "reassemble_by_offsets",
     "reassemble_patches",
-    "required_canvas_size",
 )
 
 __all__ = [

@@ -8,21 +8,15 @@ exact inverses). Every function makes one batched translation call; complex data
 travels as stacked real and imaginary channels. The overlap count is separable and costs
 two 1-D resamplings.
 
-Normalisation by the overlap count divides by ``max(count, COUNT_FLOOR)``: exact
-wherever at least a thousandth of a patch covers a pixel, a smooth fade to 0 at the
-bilinear rim, and exactly 0 (never NaN) where no patch lands.
+Normalisation by the overlap count divides by ``max(count, COUNT_FLOOR)`` (see
+:mod:`ptycho.stitching`, which holds the global stitching's bookkeeping).
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import tensorflow as tf
 
-from ptycho import tf_helper
-
-COUNT_FLOOR = 1e-3
-STITCH_CHUNK_PIXELS = 2**22  # window pixels per streamed chunk in reassemble_by_offsets
+from ptycho import stitching, tf_helper
+from ptycho.stitching import COUNT_FLOOR
 
 
 def extract_patches_at_offsets(canvas, coords_relative, N, use_xla=None):
@@ -111,92 +105,15 @@ def _flat_shifts(coords_relative, batched):
     return shifts, coords.shape[3]
 
 
-def required_canvas_size(N, offsets_xy) -> int:
-    """Smallest even canvas side holding N x N patches centred at ``offsets_xy``.
-
-    N: patch side (pixels); offsets_xy: (n, 2) [dx, dy] pixels relative to the canvas
-    centre. Returns ``N + 2 * ceil(max |offset|)``, rounded up to even.
-    """
-    offsets = _check_offsets(offsets_xy)
-    if int(N) != N or N < 1:
-        raise ValueError(f"required_canvas_size: N must be a positive integer; got {N}")
-    reach = float(np.max(np.abs(offsets))) if offsets.size else 0.0
-    size = int(N) + 2 * math.ceil(reach)
-    return size + size % 2
-
-
 def reassemble_by_offsets(patches, offsets_xy, canvas_size=None, chunk_size=None, use_xla=None):
-    """Stitch patches into one canvas by shift-and-sum, normalised by the overlap count.
+    """``stitching.reassemble_by_offsets`` with the windows summed in TensorFlow (its docstring).
 
-    patches: (n, N, N) complex (or real); offsets_xy: (n, 2) [dx, dy] pixels of each
-    patch centre relative to the canvas centre (sub-pixel offsets are bilinear);
-    canvas_size: M, default :func:`required_canvas_size`; chunk_size: patches per
-    streamed chunk (default: as many as keep a chunk near ``STITCH_CHUNK_PIXELS``).
-    Each patch is translated by its sub-pixel remainder into an (N+1)^2 window that is
-    added at its integer position, so the cost scales with n * N^2, not n * M^2.
-    Returns (M, M) complex64.
+    patches (n, N, N) complex, offsets_xy (n, 2) [dx, dy] px; returns (M, M) complex64.
     """
-    patches = np.asarray(patches)
-    offsets = _check_offsets(offsets_xy)
-    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
-        raise ValueError(f"reassemble_by_offsets: patches must be (n, N, N); got {patches.shape}")
-    if patches.shape[0] != offsets.shape[0]:
-        raise ValueError(
-            f"reassemble_by_offsets: {patches.shape[0]} patches but {offsets.shape[0]} offsets"
-        )
-    side = patches.shape[1]
-    needed = required_canvas_size(side, offsets)
-    size = needed if canvas_size is None else int(canvas_size)
-    if size < needed:
-        raise ValueError(
-            f"reassemble_by_offsets: canvas_size {size} is too small for offsets up to "
-            f"{np.max(np.abs(offsets)):.2f} px with N={side}; need at least {needed}"
-        )
-    if chunk_size is None:
-        chunk_size = max(1, STITCH_CHUNK_PIXELS // (side + 1) ** 2)
-    elif int(chunk_size) < 1:
-        raise ValueError(f"reassemble_by_offsets: chunk_size must be >= 1; got {chunk_size}")
     use_xla = tf_helper.should_use_xla(use_xla)
-    totals = tf.zeros([size, size, 3], tf.float32)  # real, imag, count
-    for begin in range(0, patches.shape[0], int(chunk_size)):
-        chunk = slice(begin, begin + int(chunk_size))
-        totals += _stitch_chunk(patches[chunk], offsets[chunk], size, use_xla)
-    sums = totals.numpy()
-    count = np.maximum(sums[..., 2], COUNT_FLOOR)
-    return ((sums[..., 0] + 1j * sums[..., 1]) / count).astype(np.complex64)
 
+    def sum_windows(stacked, shifts, window, linear, n_pixels):
+        moved = tf_helper._warp(stacked, shifts, (window, window), (0, 0), "bilinear", use_xla)
+        return tf.math.unsorted_segment_sum(tf.reshape(moved, [-1, 3]), linear, num_segments=n_pixels).numpy()
 
-def _check_offsets(offsets_xy):
-    offsets = np.asarray(offsets_xy, dtype=np.float64)
-    if offsets.ndim != 2 or offsets.shape[1] != 2:
-        raise ValueError(f"offsets_xy must be (n, 2) [dx, dy]; got shape {offsets.shape}")
-    if not np.all(np.isfinite(offsets)):
-        raise ValueError("offsets_xy must be finite (found NaN or Inf)")
-    return offsets
-
-
-def _stitch_chunk(patches, offsets, size, use_xla):
-    """(size, size, 3) [real, imag, count] sums of one chunk of patches."""
-    side = patches.shape[1]
-    top_left = (size - side) // 2 + offsets[:, ::-1]  # (k, 2) [row, col]
-    whole = np.floor(top_left)
-    frac = (top_left - whole).astype(np.float32)
-    carry = frac >= 1.0  # a remainder that rounds up to 1 in float32 is a whole pixel
-    whole, frac = (whole + carry).astype(np.int32), np.where(carry, 0.0, frac)
-    layers = [patches.real, patches.imag, np.ones(patches.shape)]
-    stacked = np.stack(layers, axis=-1).astype(np.float32)  # (k, N, N, 3)
-    window = side + 1
-    moved = tf_helper._warp(
-        stacked, frac[:, ::-1], (window, window), (0, 0), "bilinear", use_xla
-    )
-    # Rows/cols past the canvas only ever receive exact zeros (zero remainder), so clip.
-    steps = np.arange(window)
-    rows = np.minimum(whole[:, 0, None] + steps, size - 1)  # (k, window)
-    cols = np.minimum(whole[:, 1, None] + steps, size - 1)
-    linear = rows[:, :, None] * size + cols[:, None, :]  # (k, window, window)
-    return tf.reshape(
-        tf.math.unsorted_segment_sum(
-            tf.reshape(moved, [-1, 3]), linear.reshape(-1), num_segments=size * size
-        ),
-        [size, size, 3],
-    )
+    return stitching.reassemble_by_offsets(patches, offsets_xy, sum_windows, canvas_size, chunk_size)

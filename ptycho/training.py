@@ -1,8 +1,7 @@
 """Training of the PINN: grouped inputs, the loss, callbacks and the ``model.fit`` loop.
 
-Scaling (CONTRACTS "Scaling", ptycho.normalization): for groups with scan indices
-``nn_indices`` (B, C) the model input is ``X = s * A_file`` gathered to (B, N, N, C) and the
-labels are ``X**2`` (photons), so inputs and labels carry the same intensity scale s.
+Grouped inputs and labels, the validation split and the batch order are
+:mod:`ptycho.batches`' (shared with the PyTorch port).
 
 Loss terms (:class:`PinnLoss`, each tracked per epoch under its name):
 
@@ -26,110 +25,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ptycho import batches, normalization
-from ptycho.batches import split_validation
-from ptycho.data import PtychoData
-from ptycho.grouping import Groups
-from ptycho.model import PtychoPINN, check_offsets_fit
-
-INTENSITY_EPSILON = 1e-12
-LR_FACTOR, LR_PATIENCE, LR_MIN = 0.5, 2, 1e-4
-EARLY_STOPPING_PATIENCE = 3
-
-
-class NonFiniteLossError(RuntimeError):
-    """A training or validation loss became NaN or Inf."""
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """max_epochs >= 1; batch_size >= 1 groups; seed: the batch order (``batches.epoch_order``,
-    shared with the PyTorch port) and Keras' seeds;
-    validation_split in [0, 1): the last fraction of the groups (Keras' rule, at least one
-    training group) is held out for val_* metrics; quiet: no progress bar."""
-
-    max_epochs: int = 50
-    batch_size: int = 16
-    seed: int = 0
-    validation_split: float = 0.05
-    quiet: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("max_epochs", "batch_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"TrainSpec.{name}: expected an integer >= 1; got {value!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"TrainSpec.seed: expected an integer >= 0; got {self.seed!r}")
-        split = self.validation_split
-        if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 <= split < 1:
-            raise ValueError(f"TrainSpec.validation_split: expected a number in [0, 1); got {split!r}")
-        if not isinstance(self.quiet, bool):
-            raise ValueError(f"TrainSpec.quiet: expected a bool; got {self.quiet!r}")
-
-
-@dataclass(frozen=True, eq=False)
-class GroupedData:
-    """Model-ready arrays for B groups of C = gridsize**2 scan positions.
-
-    diffraction (B, N, N, C) float32 = s * A_file; coords_relative (B, 1, 2, C) float32 pixels;
-    object (B, N, N, C) complex64 true patches, or None (no ground truth, or not gathered).
-    The labels, ``intensity`` = diffraction**2 (photons), are computed when asked for.
-    """
-
-    diffraction: np.ndarray
-    coords_relative: np.ndarray
-    object: np.ndarray | None = None
-
-    @property
-    def n_groups(self) -> int:
-        return int(self.diffraction.shape[0])
-
-    @property
-    def intensity(self) -> np.ndarray:
-        """(B, N, N, C) float32 intensity labels."""
-        return normalization.intensity_labels(self.diffraction)
-
-    def inputs(self) -> dict[str, np.ndarray]:
-        return {"diffraction": self.diffraction, "coords_relative": self.coords_relative}
-
-    def targets(self) -> dict[str, np.ndarray]:
-        targets = {"intensity": self.intensity}
-        if self.object is not None:
-            targets["object"] = self.object
-        return targets
-
-    def take(self, index: slice | np.ndarray) -> "GroupedData":
-        obj = None if self.object is None else self.object[index]
-        return GroupedData(self.diffraction[index], self.coords_relative[index], obj)
-
-
-def group_data(data: PtychoData, groups: Groups, intensity_scale: float, with_object: bool = True) -> GroupedData:
-    """Gather ``data`` into groups: channel c of group b is scan image ``groups.nn_indices[b, c]``.
-
-    with_object: also gather the true patches ``Y`` (when the data has them).
-    """
-    index = np.asarray(groups.nn_indices)
-    if index.ndim != 2 or index.size == 0 or index.min() < 0 or index.max() >= data.n_images:
-        raise ValueError(
-            f"group_data: nn_indices {index.shape} must be (B, C) indices into {data.n_images} images"
-        )
-    diffraction = normalization.scale_inputs(_to_channels(data.diffraction[index]), intensity_scale)
-    obj = None if data.Y is None or not with_object else _to_channels(data.Y[index]).astype(np.complex64)
-    return GroupedData(diffraction, np.asarray(groups.coords_relative, np.float32), obj)
-
-
-def _to_channels(stacked: np.ndarray) -> np.ndarray:
-    """(B, C, N, N) -> (B, N, N, C)."""
-    return np.ascontiguousarray(np.transpose(stacked, (0, 2, 3, 1)))
-
+from ptycho import batches
+from ptycho.batches import GroupedData, split_validation
+from ptycho.model import PtychoPINN
+from ptycho.spec import (
+    EARLY_STOPPING_PATIENCE, INTENSITY_EPSILON, LR_FACTOR, LR_MIN, LR_PATIENCE, NonFiniteLossError, TrainSpec,
+)
+from ptycho.stitching import check_offsets_fit
 
 def guarded_intensity(intensity):
     """Predicted intensity made strictly positive before any log: ``I + INTENSITY_EPSILON``."""
@@ -313,7 +221,3 @@ def _dataset(data: GroupedData, batch_size: int, with_object: bool, shuffle: tup
 
 def _steps(data: GroupedData, batch_size: int) -> int:
     return batches.n_batches(data.n_groups, batch_size)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

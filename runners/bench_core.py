@@ -96,8 +96,11 @@ def _training(train_data, epochs: int, n_groups: int) -> dict:
     import numpy as np
 
     from ptycho import grouping, normalization
-    from ptycho.model import ModelSpec, build_model, canvas_size_for
-    from ptycho.training import TrainSpec, group_data, train
+    from ptycho.batches import group_data
+    from ptycho.model import build_model
+    from ptycho.spec import ModelSpec, TrainSpec
+    from ptycho.stitching import canvas_size_for
+    from ptycho.training import train
 
     groups = grouping.group_positions(train_data.xcoords, train_data.ycoords, GRIDSIZE, 7, n_groups, seed=0)
     scale = normalization.dataset_intensity_scale(train_data.diffraction)
@@ -235,10 +238,9 @@ def _scaled_run() -> dict:
     import tensorflow  # noqa: F401  (the import alone is most of the memory; recorded apart)
 
     import_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    from ptycho.model import ModelSpec
     from ptycho.simulate import SimulationSpec, simulate_dataset
-    from ptycho.training import TrainSpec
-    from ptycho.workflow import GroupingSpec, run_phase_job
+    from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
+    from ptycho.workflow import run_phase_job
 
     train_data, test_data = simulate_dataset(SimulationSpec())
     with tempfile.TemporaryDirectory() as root:

@@ -69,10 +69,9 @@ def _spawn(backend, batch_size, epochs, threads):
 
 def _measure(backend, batch_size, epochs, threads):
     """One training run at the scaled settings; returns a row of figures."""
-    from ptycho.model import ModelSpec
-    from ptycho.training import TrainSpec
+    from ptycho.spec import ModelSpec, TrainSpec
 
-    data = _scaled_groups(backend)
+    data = _scaled_groups()
     spec = ModelSpec(gridsize=SCALED["gridsize"], intensity_scale=data["scale"],
                      canvas_size=data["canvas"])
     train_spec = TrainSpec(max_epochs=epochs, batch_size=batch_size, validation_split=0.0)
@@ -100,11 +99,12 @@ def _measure(backend, batch_size, epochs, threads):
             "final_loss": history["loss"][-1], "wall_s": time.perf_counter() - start}
 
 
-def _scaled_groups(backend):
-    """Grouped training data of the scaled settings, built by the backend's own group_data."""
+def _scaled_groups():
+    """Grouped training data of the scaled settings (one data layer for both backends)."""
     from ptycho import grouping, normalization
+    from ptycho.batches import group_data
     from ptycho.simulate import SimulationSpec, simulate_dataset
-    from ptycho.torch.reassembly import required_canvas_size
+    from ptycho.stitching import canvas_size_for
 
     train, _ = simulate_dataset(SimulationSpec())
     train = train.subset(grouping.compact_subset(train.xcoords, train.ycoords,
@@ -112,14 +112,8 @@ def _scaled_groups(backend):
     groups = grouping.group_positions(train.xcoords, train.ycoords, SCALED["gridsize"],
                                       SCALED["neighbor_count"], SCALED["n_groups"], SCALED["seed"])
     scale = normalization.dataset_intensity_scale(train.diffraction)
-    if backend == "pytorch":
-        from ptycho.torch.training import group_data
-    else:
-        from ptycho.training import group_data
-    offsets = np.transpose(groups.coords_relative[:, 0], (0, 2, 1)).reshape(-1, 2)
-    data = {"grouped": group_data(train, groups, scale), "probe": train.probe, "scale": scale,
-            "canvas": required_canvas_size(train.N, offsets)}
-    return data
+    return {"grouped": group_data(train, groups, scale), "probe": train.probe, "scale": scale,
+            "canvas": canvas_size_for(train.N, groups.coords_relative)}
 
 
 def _table(rows):

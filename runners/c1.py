@@ -95,7 +95,7 @@ def run_c1(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
 
 
 def check_backend(spec: PhaseConfig) -> None:
-    """The backend's workflow module (``run_phase_job`` and ``GroupingSpec``) must be installed."""
+    """The backend's workflow module (``run_phase_job``) must be installed."""
     try:
         found = importlib.util.find_spec(spec.backend.workflow) is not None
     except ModuleNotFoundError:
@@ -197,7 +197,7 @@ class C1Run:
         self._step("data")
         train, test = self._load_data()
         self._step("model build and grouping")
-        result = workflow.run_phase_job(train, test, **self._core_arguments(workflow, train))
+        result = workflow.run_phase_job(train, test, **self._core_arguments(train))
         self.timeline.mark("core_done")
         self.core_timings = dict(result.timings_s)
         self._step("tracking results")
@@ -265,15 +265,14 @@ class C1Run:
 
         return ensure_simulated_dataset(SimulationSpec(**asdict(dataset.simulation)), launch / dataset.cache_dir)
 
-    def _core_arguments(self, workflow, train) -> dict:
-        """Keyword arguments of ``workflow.run_phase_job`` (the spec classes are shared by the backends)."""
-        from ptycho.model import ModelSpec
-        from ptycho.training import TrainSpec
+    def _core_arguments(self, train) -> dict:
+        """Keyword arguments of ``workflow.run_phase_job`` (the specs are shared by the backends)."""
+        from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 
         settings = self.settings
         base = keras_base() if self.spec.backend.name is Backend.tensorflow else object
         return {
-            "grouping": workflow.GroupingSpec(
+            "grouping": GroupingSpec(
                 gridsize=settings.gridsize, neighbor_count=settings.neighbor_count, n_groups=settings.n_groups,
                 n_images=settings.n_images, seed=settings.seed,
             ),

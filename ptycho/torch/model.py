@@ -1,7 +1,7 @@
 """The PINN in PyTorch: the same layers, in the same order, as ``ptycho.model``/``ptycho.layers``.
 
-``build_model(spec, probe)`` takes the TensorFlow side's ``ModelSpec`` (read duck-typed, by
-field name, so that importing this module never imports TensorFlow) and the probe.
+``build_model(spec, probe)`` takes a ``ptycho.spec.ModelSpec`` (shared with the TensorFlow
+side) and the probe.
 Forward pass, inputs ``diffraction`` (B, N, N, C) float32 = s * A_file and
 ``coords_relative`` (B, 1, 2, C) float32 pixels, channels last as in TensorFlow:
 
@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from ptycho import architecture
 from ptycho.architecture import OUTER_CHANNELS, border_mask, prepare_probe
+from ptycho.spec import ModelSpec
 from ptycho.torch import ops, reassembly
 
 OUTPUT_KEYS = ("object", "amplitude", "intensity")
@@ -206,14 +207,10 @@ class PtychoPINN(nn.Module):
         return float(torch.exp(self.log_scale.detach()))
 
 
-def build_model(spec, probe) -> PtychoPINN:
-    """A :class:`PtychoPINN` for ``spec`` (a ptycho.model.ModelSpec, read by field) and ``probe`` (N, N)."""
-    missing = [f for f in ("N", "gridsize", "n_filters_scale", "object_big", "probe_mask",
-                           "intensity_scale", "intensity_scale_trainable", "canvas_size", "seed")
-               if not hasattr(spec, f)]
-    if missing:
-        raise TypeError(f"build_model: spec lacks ModelSpec fields {missing}; pass a "
-                        f"ptycho.model.ModelSpec, got {type(spec).__name__}")
+def build_model(spec: ModelSpec, probe) -> PtychoPINN:
+    """A :class:`PtychoPINN` for ``spec`` and ``probe`` (N, N)."""
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"build_model: spec must be a ptycho.spec.ModelSpec; got {type(spec).__name__}")
     return PtychoPINN(spec, probe)
 
 

@@ -1,8 +1,8 @@
 """Training of the PyTorch PINN: the same data, loss, optimiser, schedule and history as
 ``ptycho.training``.
 
-* Data: :func:`group_data` gathers a dataset into groups exactly as the TF side does
-  (input ``X = s * A_file`` as (B, N, N, C), labels ``X**2``, ptycho.normalization).
+* Data: ``ptycho.batches.GroupedData``, the TF side's (input ``X = s * A_file`` as
+  (B, N, N, C), labels ``X**2``); :func:`batch_tensors` turns a batch into torch tensors.
 * Loss (:class:`PinnLoss`), each term tracked per epoch under its TF name:
   ``poisson_nll`` = mean(I_g - I_obs * log(I_g)), I_g = I_pred + INTENSITY_EPSILON;
   ``amplitude_mae``, ``realspace_mse`` (need ground truth); ``loss`` = weighted sum.
@@ -21,73 +21,28 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from ptycho import batches, normalization
-from ptycho.batches import split_validation
+from ptycho.batches import GroupedData, split_validation
+from ptycho.spec import (
+    EARLY_STOPPING_PATIENCE, INTENSITY_EPSILON, LR_FACTOR, LR_MIN, LR_PATIENCE, NonFiniteLossError, TrainSpec,
+)
+from ptycho.stitching import check_offsets_fit
 from ptycho.torch import optim
 from ptycho.torch.model import PtychoPINN
-from ptycho.torch.reassembly import required_canvas_size
 
-INTENSITY_EPSILON = 1e-12
-LR_FACTOR, LR_PATIENCE, LR_MIN = 0.5, 2, 1e-4
-EARLY_STOPPING_PATIENCE = 3
-
-
-class NonFiniteLossError(RuntimeError):
-    """A training or validation loss became NaN or Inf."""
-
-
-@dataclass(frozen=True, eq=False)
-class GroupedData:
-    """Model-ready arrays of B groups, as ``ptycho.training.GroupedData``: diffraction
-    (B, N, N, C) float32 = s * A_file; coords_relative (B, 1, 2, C) float32 px; intensity
-    (B, N, N, C) float32 labels (photons); object (B, N, N, C) complex64 or None."""
-
-    diffraction: np.ndarray
-    coords_relative: np.ndarray
-    intensity: np.ndarray
-    object: np.ndarray | None = None
-
-    @property
-    def n_groups(self) -> int:
-        return int(self.diffraction.shape[0])
-
-    def take(self, index) -> "GroupedData":
-        obj = None if self.object is None else self.object[index]
-        return GroupedData(self.diffraction[index], self.coords_relative[index],
-                           self.intensity[index], obj)
-
-    def tensors(self, index) -> tuple[dict, dict]:
-        """(inputs, targets) dicts of torch tensors for the groups at ``index``."""
-        inputs = {"diffraction": torch.from_numpy(self.diffraction[index]),
-                  "coords_relative": torch.from_numpy(self.coords_relative[index])}
-        targets = {"intensity": torch.from_numpy(self.intensity[index])}
-        if self.object is not None:
-            targets["object"] = torch.from_numpy(self.object[index])
-        return inputs, targets
-
-
-def group_data(data, groups, intensity_scale: float) -> GroupedData:
-    """Gather a PtychoData into groups: channel c of group b is image ``groups.nn_indices[b, c]``."""
-    index = np.asarray(groups.nn_indices)
-    if index.ndim != 2 or index.size == 0 or index.min() < 0 or index.max() >= data.n_images:
-        raise ValueError(f"group_data: nn_indices {index.shape} must be (B, C) indices into "
-                         f"{data.n_images} images")
-    diffraction = normalization.scale_inputs(_to_channels(data.diffraction[index]), intensity_scale)
-    obj = None if data.Y is None else _to_channels(data.Y[index]).astype(np.complex64)
-    return GroupedData(diffraction=diffraction,
-                       coords_relative=np.asarray(groups.coords_relative, np.float32),
-                       intensity=normalization.intensity_labels(diffraction), object=obj)
-
-
-def _to_channels(stacked):
-    """(B, C, N, N) -> (B, N, N, C)."""
-    return np.ascontiguousarray(np.transpose(stacked, (0, 2, 3, 1)))
+def batch_tensors(data: GroupedData, index) -> tuple[dict, dict]:
+    """(inputs, targets) dicts of torch tensors for the groups of ``data`` at ``index``."""
+    diffraction = data.diffraction[index]
+    inputs = {"diffraction": torch.from_numpy(diffraction),
+              "coords_relative": torch.from_numpy(data.coords_relative[index])}
+    targets = {"intensity": torch.from_numpy(normalization.intensity_labels(diffraction))}
+    if data.object is not None:
+        targets["object"] = torch.from_numpy(data.object[index])
+    return inputs, targets
 
 
 def poisson_nll(observed, predicted):
@@ -163,7 +118,7 @@ def evaluate(model, loss, data: GroupedData, batch_size: int) -> dict[str, float
     n_batches = 0
     with torch.no_grad():
         for begin in range(0, data.n_groups, batch_size):
-            inputs, targets = data.tensors(slice(begin, begin + batch_size))
+            inputs, targets = batch_tensors(data, slice(begin, begin + batch_size))
             terms = loss(targets, model(inputs["diffraction"], inputs["coords_relative"]))
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
@@ -171,8 +126,8 @@ def evaluate(model, loss, data: GroupedData, batch_size: int) -> dict[str, float
     return {name: total / n_batches for name, total in sums.items()}
 
 
-def train(model: PtychoPINN, data: GroupedData, spec, callbacks: Sequence = ()) -> dict:
-    """Train ``model`` on grouped ``data`` for ``spec`` (a ptycho.training.TrainSpec, by field).
+def train(model: PtychoPINN, data: GroupedData, spec: TrainSpec, callbacks: Sequence = ()) -> dict:
+    """Train ``model`` on grouped ``data`` for ``spec``.
 
     Returns the per-epoch history, name -> list of floats (module docstring).
     """
@@ -180,7 +135,7 @@ def train(model: PtychoPINN, data: GroupedData, spec, callbacks: Sequence = ()) 
     if loss.needs_ground_truth and data.object is None:
         raise ValueError("train: mae_weight/realspace_weight > 0 need ground-truth object "
                          "patches, but the data has none (no Y); set both weights to 0")
-    check_offsets_fit(model, data.coords_relative)
+    check_offsets_fit(model.spec, data.coords_relative)
     optimizer = make_optimizer(model)
     train_part, val_part = split_validation(data, spec.validation_split)
     stopper = optim.EarlyStopping(EARLY_STOPPING_PATIENCE)
@@ -213,7 +168,7 @@ def _train_epoch(model, optimizer, loss, data, order, batch_size, epoch):
     sums: dict[str, float] = {}
     n_batches = 0
     for begin in range(0, len(order), batch_size):
-        inputs, targets = data.tensors(order[begin:begin + batch_size])
+        inputs, targets = batch_tensors(data, order[begin:begin + batch_size])
         for name, value in train_step(model, optimizer, loss, inputs, targets).items():
             sums[name] = sums.get(name, 0.0) + value
         n_batches += 1
@@ -235,14 +190,3 @@ def _notify(callbacks, method, *args):
         hook = getattr(callback, method, None)
         if hook is not None:
             hook(*args)
-
-
-def check_offsets_fit(model: PtychoPINN, coords_relative) -> None:
-    """Raise ValueError when a group's offsets (B, 1, 2, C) would put a patch off the canvas."""
-    if not model.reassembles:
-        return
-    offsets = np.transpose(np.asarray(coords_relative, np.float64)[:, 0], (0, 2, 1)).reshape(-1, 2)
-    needed = required_canvas_size(model.spec.N, offsets)
-    if needed > model.spec.canvas_size:
-        raise ValueError(f"ModelSpec.canvas_size={model.spec.canvas_size} is too small for these "
-                         f"groups: their offsets need {needed} px; patches would fall off the canvas")

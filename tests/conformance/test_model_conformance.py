@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ptycho import grouping, inference, tf_helper
-from ptycho.model import ModelSpec, build_model
+from ptycho import grouping, inference, stitching, tf_helper
+from ptycho.batches import group_data
+from ptycho.model import build_model
 from ptycho.normalization import dataset_intensity_scale
 from ptycho.simulate import SimulationSpec, simulate_dataset
-from ptycho.training import PinnLoss, TrainSpec, group_data, guarded_intensity, poisson_nll
-from ptycho.workflow import GroupingSpec, run_phase_job
+from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
+from ptycho.training import PinnLoss, guarded_intensity, poisson_nll
+from ptycho.workflow import run_phase_job
 
 K = 3.0  # data rescaling factor for the symmetry test
 
@@ -114,11 +116,11 @@ def test_PTY_AT_032_training_without_ground_truth(data, tmp_path):
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_PTY_AT_040_stitching_canvas_size(data, gridsize):
     test = data[1]
-    test_groups = inference.inference_groups(test, gridsize, 7, seed=0)
+    test_groups = stitching.inference_groups(test, gridsize, 7, seed=0)
     stitched = inference.stitch_patches(group_data(test, test_groups, 1.0).object, test_groups)
     size, crop = stitched.canvas.shape[0], stitched.crop
     assert stitched.canvas.shape == (size, size)
-    assert size == tf_helper.required_canvas_size(crop, stitched.offsets_xy)
+    assert size == stitching.required_canvas_size(crop, stitched.offsets_xy)
     assert size >= crop + 2 * np.max(np.abs(stitched.offsets_xy)) and size % 2 == 0
     corners = size // 2 + np.round(stitched.offsets_xy) - crop // 2
     assert corners.min() >= 0 and corners.max() + crop <= size

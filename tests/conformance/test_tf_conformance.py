@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ptycho import physics, tf_helper
+from ptycho import physics, stitching, tf_helper
 
 N = 64
 GRIDSIZE = 2
@@ -80,7 +80,7 @@ def test_PTY_AT_011_translation_extract_reassemble_round_trip(use_xla, subpixel)
     coords = _group_coords_relative(scan)
     if not subpixel:
         coords = np.round(coords)
-    size = tf_helper.required_canvas_size(N, _offsets_xy(coords)) + 4
+    size = stitching.required_canvas_size(N, _offsets_xy(coords)) + 4
     canvas = _smooth_canvas(3, size)
 
     patches = tf_helper.extract_patches_at_offsets(canvas, coords, N, use_xla=use_xla)
@@ -117,7 +117,7 @@ def test_PTY_AT_012_row_major_channel_mapping(use_xla):
     spacing = 40.0
     scan = np.array([[(c % GRIDSIZE) * spacing, (c // GRIDSIZE) * spacing] for c in range(C)])[None]
     coords = np.repeat(_group_coords_relative(scan), 2, axis=0)
-    size = tf_helper.required_canvas_size(N, _offsets_xy(coords))
+    size = stitching.required_canvas_size(N, _offsets_xy(coords))
     canvas = tf_helper.reassemble_patches(patches, coords, size, use_xla=use_xla).numpy()[0, ..., 0]
     centre, quarter = size // 2, int(spacing / 2 + N / 2 - 4)
     for c in range(C):

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from ptycho import grouping, normalization
-from ptycho.model import ModelSpec, PtychoPINN, build_model, canvas_size_for
+from ptycho.batches import GroupedData, group_data
+from ptycho.model import PtychoPINN, build_model
 from ptycho.simulate import SimulationSpec, simulate_dataset
-from ptycho.training import GroupedData, TrainSpec, group_data, train
+from ptycho.spec import ModelSpec, TrainSpec
+from ptycho.stitching import canvas_size_for
+from ptycho.training import train
 
 SMOKE_EPOCHS = 20  # one step per epoch on the same two groups
 

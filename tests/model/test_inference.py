@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from ptycho import inference, tf_helper
-from ptycho.training import group_data
+from ptycho import inference, stitching
+from ptycho.batches import group_data
 
 
 def _footprint(stitched, radius):
@@ -19,7 +19,7 @@ def _footprint(stitched, radius):
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_every_test_position_seeds_one_group(sim, gridsize):
     test = sim[1]
-    groups = inference.inference_groups(test, gridsize, 7, seed=0)
+    groups = stitching.inference_groups(test, gridsize, 7, seed=0)
     assert groups.n_groups == test.n_images
     assert set(np.unique(groups.nn_indices)) == set(range(test.n_images))
 
@@ -28,13 +28,13 @@ def test_every_test_position_seeds_one_group(sim, gridsize):
 def test_stitched_ground_truth_patches_reproduce_the_object(sim, gridsize):
     """Stitching the true patches at their global offsets gives back objectGuess (coordinates right)."""
     test = sim[1]
-    groups = inference.inference_groups(test, gridsize, 7, seed=0)
+    groups = stitching.inference_groups(test, gridsize, 7, seed=0)
     stitched = inference.stitch_patches(group_data(test, groups, 1.0).object, groups)
-    truth, inside = inference.ground_truth_window(test.object_guess, stitched)
+    truth, inside = stitching.ground_truth_window(test.object_guess, stitched)
     mask = stitched.covered & inside
     assert mask.sum() > 0.9 * stitched.covered.sum()
     assert np.mean(np.abs(stitched.canvas - truth)[mask]) < 0.02
-    scores = inference.stitched_quality(stitched, test.object_guess)
+    scores = stitching.stitched_quality(stitched, test.object_guess)
     assert scores["amp_mae"] < 0.01 and scores["phase_mae"] < 0.02
 
 
@@ -42,7 +42,7 @@ def test_stitched_ground_truth_patches_reproduce_the_object(sim, gridsize):
 def test_stitched_prediction_covers_the_whole_scanned_area(smoke_runs, sim, sim_scale, gridsize):
     """The reference's gridsize-2 defect showed a single tile; ours covers the scan footprint."""
     run, test = smoke_runs(gridsize, True), sim[1]
-    groups = inference.inference_groups(test, gridsize, 7, seed=0)
+    groups = stitching.inference_groups(test, gridsize, 7, seed=0)
     data = group_data(test, groups, sim_scale)
     patches = inference.predict_patches(run.model, data.inputs(), batch_size=16)
     assert patches.shape == (test.n_images, 64, 64, gridsize**2)
@@ -62,10 +62,10 @@ def test_predictions_are_deterministic(smoke_runs):
 
 def test_canvas_is_the_required_size_for_the_offsets(sim):
     test = sim[1]
-    groups = inference.inference_groups(test, 2, 7, seed=0)
+    groups = stitching.inference_groups(test, 2, 7, seed=0)
     stitched = inference.stitch_patches(group_data(test, groups, 1.0).object, groups, crop=24)
     assert stitched.crop == 24
-    assert stitched.canvas.shape[0] == tf_helper.required_canvas_size(24, stitched.offsets_xy)
+    assert stitched.canvas.shape[0] == stitching.required_canvas_size(24, stitched.offsets_xy)
     assert stitched.canvas.shape[0] >= 24 + 2 * np.abs(stitched.offsets_xy).max()
     positions = np.transpose(groups.coords_nn[:, 0], (0, 2, 1)).reshape(-1, 2)
     np.testing.assert_allclose(stitched.centre_xy, np.round(positions.mean(axis=0)))
@@ -73,17 +73,17 @@ def test_canvas_is_the_required_size_for_the_offsets(sim):
 
 def test_ground_truth_window_outside_the_object_is_masked(sim):
     test = sim[1]
-    groups = inference.inference_groups(test, 1, 1, seed=0)
+    groups = stitching.inference_groups(test, 1, 1, seed=0)
     stitched = inference.stitch_patches(group_data(test, groups, 1.0).object, groups)
     tiny_object = test.object_guess[:40, :40]
-    truth, inside = inference.ground_truth_window(tiny_object, stitched)
+    truth, inside = stitching.ground_truth_window(tiny_object, stitched)
     assert truth.shape == stitched.canvas.shape and inside.sum() <= 40 * 40
     assert np.all(truth[~inside] == 0)
 
 
 @pytest.mark.parametrize("crop", [3, 0, 80])
 def test_bad_crop_is_a_clear_error(sim, crop):
-    groups = inference.inference_groups(sim[1], 1, 1, seed=0)
+    groups = stitching.inference_groups(sim[1], 1, 1, seed=0)
     patches = np.zeros((groups.n_groups, 64, 64, 1), np.complex64)
     with pytest.raises(ValueError, match="crop must be"):
         inference.stitch_patches(patches, groups, crop=crop)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ptycho.model import (
-    ModelSpec, build_model, canvas_size_for, check_offsets_fit, load_model, save_weights,
-)
+from ptycho.model import build_model, load_model, save_weights
+from ptycho.spec import ModelSpec
+from ptycho.stitching import canvas_size_for, check_offsets_fit
 from ptycho.simulate import make_probe
 
 PROBE = make_probe(64)

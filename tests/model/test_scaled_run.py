@@ -8,10 +8,14 @@ import tensorflow as tf
 
 from ptycho import bundle
 from ptycho.grouping import compact_subset
-from ptycho.model import ModelSpec, build_model, check_offsets_fit
+from ptycho.batches import prepare_job_data
+from ptycho.model import build_model
+from ptycho.phase_job import RECONSTRUCTION_FILE, TIMING_KEYS
 from ptycho.simulate import SimulationSpec, simulate_dataset
-from ptycho.training import PinnLoss, TrainSpec, guarded_intensity, train
-from ptycho.workflow import RECONSTRUCTION_FILE, TIMING_KEYS, GroupingSpec, prepare_job_data, run_phase_job
+from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
+from ptycho.stitching import check_offsets_fit
+from ptycho.training import PinnLoss, guarded_intensity, train
+from ptycho.workflow import run_phase_job
 
 SCALED = GroupingSpec(gridsize=2, neighbor_count=7, n_groups=32, n_images=64, seed=0)
 SCALED_TRAINING = TrainSpec(max_epochs=1, batch_size=4)

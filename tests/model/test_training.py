@@ -8,10 +8,9 @@ import tensorflow as tf
 
 from ptycho import grouping
 from ptycho.model import build_model
-from ptycho.training import (
-    INTENSITY_EPSILON, FusedAdam, GroupedData, NonFiniteLossError, PinnLoss, TrainSpec, group_data, poisson_nll,
-    split_validation, train,
-)
+from ptycho.batches import GroupedData, group_data, split_validation
+from ptycho.spec import INTENSITY_EPSILON, NonFiniteLossError, TrainSpec
+from ptycho.training import FusedAdam, PinnLoss, poisson_nll, train
 
 TINY = TrainSpec(max_epochs=2, batch_size=2, seed=5, validation_split=0.25)
 

@@ -5,6 +5,7 @@ summary entry pointing at the blocker, and exit status 1 with the blocker path l
 The job runs in this (pytest) process: the XLA isolation rule is switched off here
 because TensorFlow was imported by other tests; the CLI tests cover isolation.
 """
+import dataclasses
 import hashlib
 import runpy
 import sys
@@ -123,20 +124,20 @@ def test_training_crash_blocks(phase_run, monkeypatch):
         def on_train_batch_end(self, batch, logs=None):
             raise RuntimeError("injected training crash")
 
-    real_train = workflow.train
-    monkeypatch.setattr(workflow, "train", lambda model, data, spec, callbacks: real_train(
-        model, data, spec, [*callbacks, Crash()]))
+    real_train = workflow.BACKEND.train
+    monkeypatch.setattr(workflow, "BACKEND", dataclasses.replace(
+        workflow.BACKEND, train=lambda model, data, spec, callbacks: real_train(model, data, spec, [*callbacks, Crash()])))
     text = _blocked(*phase_run())
     assert "injected training crash" in text and "Failed step: training" in text
 
 
 def test_stitching_crash_blocks(phase_run, monkeypatch):
-    from ptycho import inference
+    from ptycho import workflow
 
     def crash(*args, **kwargs):
         raise RuntimeError("injected stitching crash")
 
-    monkeypatch.setattr(inference, "stitch_patches", crash)
+    monkeypatch.setattr(workflow, "BACKEND", dataclasses.replace(workflow.BACKEND, stitch_patches=crash))
     text = _blocked(*phase_run())
     assert "injected stitching crash" in text and "Failed step: inference, stitching and bundle" in text
 

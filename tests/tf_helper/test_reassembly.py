@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ptycho import tf_helper, tf_reassembly
+from ptycho import stitching, tf_helper, tf_reassembly
 
 RNG = np.random.default_rng(11)
 N, M = 12, 28
@@ -85,11 +85,11 @@ def test_reassembly_errors(call, data_shape, coords_shape, size, match):
 
 
 def test_required_canvas_size():
-    assert tf_helper.required_canvas_size(64, np.array([[3.2, -7.0], [0.0, 1.0]])) == 78
-    assert tf_helper.required_canvas_size(64, np.array([[0.5, 0.0]])) == 66
-    assert tf_helper.required_canvas_size(63, np.zeros((1, 2))) == 64
+    assert stitching.required_canvas_size(64, np.array([[3.2, -7.0], [0.0, 1.0]])) == 78
+    assert stitching.required_canvas_size(64, np.array([[0.5, 0.0]])) == 66
+    assert stitching.required_canvas_size(63, np.zeros((1, 2))) == 64
     with pytest.raises(ValueError, match=r"\(n, 2\)"):
-        tf_helper.required_canvas_size(64, np.zeros((3,)))
+        stitching.required_canvas_size(64, np.zeros((3,)))
 
 
 def _dense_stitch(patches, offsets, size):
@@ -109,7 +109,7 @@ def test_reassemble_by_offsets_matches_dense_oracle_and_streams(use_xla):
     offsets[:5] = np.round(offsets[:5])
     whole = tf_helper.reassemble_by_offsets(patches, offsets, use_xla=use_xla)
     streamed = tf_helper.reassemble_by_offsets(patches, offsets, chunk_size=7, use_xla=use_xla)
-    size = tf_helper.required_canvas_size(N, offsets)
+    size = stitching.required_canvas_size(N, offsets)
     assert whole.shape == (size, size) and whole.dtype == np.complex64
     np.testing.assert_allclose(streamed, whole, atol=1e-6)
     np.testing.assert_allclose(whole, _dense_stitch(patches, offsets, size), atol=1e-5)

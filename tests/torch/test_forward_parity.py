@@ -11,6 +11,9 @@ import torch
 
 from ptycho import model as tf_model
 from ptycho import tf_helper, training as tf_training
+from ptycho.batches import group_data
+from ptycho.spec import ModelSpec
+from ptycho.stitching import canvas_size_for
 from ptycho.torch import model as pt_model
 from ptycho.torch import ops, training as pt_training, weights
 
@@ -28,9 +31,9 @@ class Pair:
     """A Keras PINN, its torch twin with the same weights, and one batch of inputs."""
 
     def __init__(self, gridsize, data, groups, scale, probe):
-        batch = tf_training.group_data(data, groups, scale).take(slice(0, 4))
-        canvas = tf_model.canvas_size_for(data.N, groups.coords_relative)
-        self.spec = tf_model.ModelSpec(gridsize=gridsize, intensity_scale=scale,
+        batch = group_data(data, groups, scale).take(slice(0, 4))
+        canvas = canvas_size_for(data.N, groups.coords_relative)
+        self.spec = ModelSpec(gridsize=gridsize, intensity_scale=scale,
                                        canvas_size=canvas, seed=5)
         self.keras = tf_model.build_model(self.spec, probe)
         self.torch = weights.tf_to_torch(self.keras, pt_model.build_model(self.spec, probe))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptycho import tf_helper, tf_reassembly
+from ptycho import stitching, tf_helper, tf_reassembly
 from ptycho.torch import ops, reassembly
 
 PHYSICS_RTOL = 1e-6
@@ -83,7 +83,7 @@ def test_global_stitching_matches_tf(rng):
     offsets = rng.normal(scale=15.0, size=(6, 2))
     expected = tf_reassembly.reassemble_by_offsets(patches, offsets, chunk_size=4)
     got = reassembly.reassemble_by_offsets(patches, offsets, chunk_size=4)
-    assert got.shape == expected.shape == (reassembly.required_canvas_size(N, offsets),) * 2
+    assert got.shape == expected.shape == (stitching.required_canvas_size(N, offsets),) * 2
     assert max_relative_error(expected, got) <= PHYSICS_RTOL
 
 
@@ -105,7 +105,7 @@ def test_stitching_of_predicted_patches_matches_tf(rng, small_dataset):
     from ptycho.torch import inference as pt_inference
 
     test = small_dataset[1]
-    groups = tf_inference.inference_groups(test, 2, 7, seed=0)
+    groups = stitching.inference_groups(test, 2, 7, seed=0)
     patches = complex_patches(rng, groups.n_groups, 4)
     expected = tf_inference.stitch_patches(patches, groups)
     got = pt_inference.stitch_patches(patches, groups)

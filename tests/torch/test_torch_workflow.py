@@ -1,18 +1,18 @@
 """run_phase_job on the PyTorch port: the TF job's inputs, outputs and bundle keys, and, from the
 same spec, the same numbers (shared initial weights and batch order)."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from ptycho.compare import compare_bundles, flatten_statistics
-from ptycho.model import ModelSpec
-from ptycho.training import TrainSpec
+from ptycho.spec import GroupingSpec, JobResult, ModelSpec, TrainSpec
 from ptycho.torch import workflow as pt_workflow
 from ptycho import workflow as tf_workflow
 
-JOB = dict(grouping=tf_workflow.GroupingSpec(gridsize=2, neighbor_count=7, n_groups=8,
-                                             n_images=32, seed=2),
+JOB = dict(grouping=GroupingSpec(gridsize=2, neighbor_count=7, n_groups=8, n_images=32, seed=2),
            model_spec=ModelSpec(gridsize=2),
            train_spec=TrainSpec(max_epochs=2, batch_size=4, validation_split=0.25))
 
@@ -29,8 +29,7 @@ def jobs(small_dataset, tmp_path_factory):
 
 def test_same_result_type_history_names_and_resolved_spec(jobs):
     tf_job, torch_job = jobs["tf"], jobs["torch"]
-    assert type(torch_job) is type(tf_job) is pt_workflow.JobResult
-    assert pt_workflow.GroupingSpec is tf_workflow.GroupingSpec
+    assert type(torch_job) is type(tf_job) is JobResult
     assert set(torch_job.history) == set(tf_job.history)
     assert len(torch_job.history["loss"]) == 2 and torch_job.throughput_groups_per_s > 0
     assert torch_job.model_spec == tf_job.model_spec  # same data scale and canvas size
@@ -80,3 +79,25 @@ def test_without_stitching_the_canvas_is_the_models_own(small_dataset, tmp_path)
     assert result.quality == {}
     canvas = np.load(tmp_path / "run" / "reconstruction.npz")["canvas"]
     assert canvas.shape == (result.model_spec.canvas_size,) * 2
+
+
+def test_a_pytorch_job_never_imports_tensorflow(tmp_path):
+    """One data layer, one set of specs, no TensorFlow: a full torch job in a fresh interpreter."""
+    code = f"""
+import sys
+import torch
+torch.set_num_threads(1)
+from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
+from ptycho.torch.workflow import run_phase_job
+train, test = simulate_dataset(SimulationSpec(n_images=32, seed=3))
+result = run_phase_job(train, test, grouping=GroupingSpec(gridsize=2, n_groups=4, n_images=16),
+                       model_spec=ModelSpec(gridsize=2, n_filters_scale=1),
+                       train_spec=TrainSpec(max_epochs=1, batch_size=4),
+                       run_dir=r"{tmp_path / 'run'}", bundle_dir=r"{tmp_path / 'bundle'}")
+print(result.stats_sha1, sorted({{'tensorflow', 'keras'}} & set(sys.modules)))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sha1, imported = done.stdout.split(" ", 1)
+    assert len(sha1) == 40 and imported.strip() == "[]"

@@ -12,6 +12,9 @@ import torch
 
 from ptycho import model as tf_model
 from ptycho import training as tf_training
+from ptycho.batches import GroupedData, group_data
+from ptycho.spec import ModelSpec, NonFiniteLossError, TrainSpec
+from ptycho.stitching import canvas_size_for
 from ptycho.torch import model as pt_model
 from ptycho.torch import optim, training as pt_training, weights
 
@@ -23,9 +26,9 @@ CURVE_RTOL = 0.01
 @pytest.fixture(scope="module")
 def grouped(small_dataset, groups_by_gridsize, intensity_scale):
     groups = groups_by_gridsize[2]
-    data = tf_training.group_data(small_dataset[0], groups, intensity_scale)
-    spec = tf_model.ModelSpec(gridsize=2, intensity_scale=intensity_scale, seed=2,
-                              canvas_size=tf_model.canvas_size_for(64, groups.coords_relative))
+    data = group_data(small_dataset[0], groups, intensity_scale)
+    spec = ModelSpec(gridsize=2, intensity_scale=intensity_scale, seed=2,
+                     canvas_size=canvas_size_for(64, groups.coords_relative))
     return spec, data
 
 
@@ -41,11 +44,10 @@ def tf_loss_curve(model, data):
 
 
 def torch_loss_curve(model, data):
-    grouped = pt_training.GroupedData(data.diffraction, data.coords_relative, data.intensity)
     optimizer, loss = pt_training.make_optimizer(model), pt_training.loss_for(model)
     curve = []
     for step in range(N_STEPS):
-        inputs, targets = grouped.tensors(batch_slice(step, grouped.n_groups))
+        inputs, targets = pt_training.batch_tensors(data, batch_slice(step, data.n_groups))
         curve.append(pt_training.train_step(model, optimizer, loss, inputs, targets)["loss"])
     return curve
 
@@ -99,8 +101,7 @@ def test_keras_adam_arithmetic_matches_keras():
 
 def test_train_is_seeded_and_records_the_tf_history_names(grouped, probe, small_dataset):
     spec, data = grouped
-    grouped_pt = pt_training.GroupedData(data.diffraction, data.coords_relative, data.intensity)
-    train_spec = tf_training.TrainSpec(max_epochs=2, batch_size=4, validation_split=0.25, seed=4)
+    train_spec = TrainSpec(max_epochs=2, batch_size=4, validation_split=0.25, seed=4)
     events = []
 
     class Recorder:
@@ -113,7 +114,7 @@ def test_train_is_seeded_and_records_the_tf_history_names(grouped, probe, small_
         def on_train_end(self, logs):
             events.append("end")
 
-    histories = [pt_training.train(pt_model.build_model(spec, probe), grouped_pt, train_spec,
+    histories = [pt_training.train(pt_model.build_model(spec, probe), data, train_spec,
                                    callbacks=[Recorder()] if run == 0 else ())
                  for run in range(2)]
     assert histories[0]["loss"] == histories[1]["loss"]
@@ -127,10 +128,9 @@ def test_train_is_seeded_and_records_the_tf_history_names(grouped, probe, small_
 
 def test_non_finite_loss_stops_training(grouped, probe):
     spec, data = grouped
-    broken = pt_training.GroupedData(data.diffraction * np.float32(np.nan), data.coords_relative,
-                                     data.intensity)
-    train_spec = tf_training.TrainSpec(max_epochs=1, batch_size=4, validation_split=0.0)
-    with pytest.raises(pt_training.NonFiniteLossError, match="epoch 0, batch 0"):
+    broken = GroupedData(data.diffraction * np.float32(np.nan), data.coords_relative)
+    train_spec = TrainSpec(max_epochs=1, batch_size=4, validation_split=0.0)
+    with pytest.raises(NonFiniteLossError, match="epoch 0, batch 0"):
         pt_training.train(pt_model.build_model(spec, probe), broken, train_spec)
 
 

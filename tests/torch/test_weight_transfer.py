@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from ptycho import model as tf_model
+from ptycho.spec import ModelSpec
 from ptycho.torch import model as pt_model
 from ptycho.torch.weights import WeightTransferError, keras_variables, tf_to_torch, torch_to_tf
 
 
 @pytest.fixture(scope="module")
 def spec():
-    return tf_model.ModelSpec(gridsize=2, canvas_size=80, intensity_scale=900.0, seed=1)
+    return ModelSpec(gridsize=2, canvas_size=80, intensity_scale=900.0, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_round_trip_through_a_second_keras_model(keras_model, spec, probe, tmp_p
     torch_model = tf_to_torch(keras_model, pt_model.build_model(spec, probe))
     with torch.no_grad():
         torch_model.log_scale.add_(0.25)  # a trained scale must travel too
-    other = tf_model.build_model(tf_model.ModelSpec(gridsize=2, canvas_size=80, seed=9), probe)
+    other = tf_model.build_model(ModelSpec(gridsize=2, canvas_size=80, seed=9), probe)
     torch_to_tf(torch_model, other)
     rng = np.random.default_rng(0)
     inputs = {"diffraction": rng.random((2, 64, 64, 4), np.float32) * 50,
@@ -50,10 +51,10 @@ def test_round_trip_through_a_second_keras_model(keras_model, spec, probe, tmp_p
 
 
 def test_mismatched_models_are_named_errors(keras_model, probe):
-    wider = tf_model.ModelSpec(gridsize=2, canvas_size=80, n_filters_scale=1)
+    wider = ModelSpec(gridsize=2, canvas_size=80, n_filters_scale=1)
     with pytest.raises(WeightTransferError, match=r"encoder/block0/conv0/kernel.*shape"):
         tf_to_torch(keras_model, pt_model.build_model(wider, probe))
-    big = tf_model.ModelSpec(N=128, gridsize=2, canvas_size=160)
+    big = ModelSpec(N=128, gridsize=2, canvas_size=160)
     probe_128 = np.ones((128, 128), np.complex64)
     with pytest.raises(WeightTransferError,
                        match=r"only in Keras \[\], only in torch .*'encoder/block3/conv0'"):

@@ -1,0 +1,166 @@
+"""One phase job, backend-neutral: group, scale, build, train, infer, stitch, write the bundle.
+
+``ptycho.workflow.run_phase_job`` (TensorFlow) and ``ptycho.torch.workflow.run_phase_job``
+(PyTorch) are :func:`run_job` with their backend's :class:`JobBackend`, so both run the same
+steps and write the same files. Steps:
+
+1. data_prep: ``batches.prepare_job_data`` (compact subset, groups, inference groups,
+   intensity scale, canvas side from the actual offsets).
+2. training: the backend's ``train``; weights, ``history.json`` and the resolved
+   ``model_spec.json`` go to ``run_dir``.
+3. inference: object patches of every test group.
+4. stitching (when ``do_stitching``): the global reconstruction and, with ground truth,
+   its quality (``stitching.stitched_quality``). Without stitching the canvas is the model's
+   own reassembled canvas of the first test group. ``reconstruction.npz`` goes to ``run_dir``.
+5. bundle: ``bundle.write_debug_bundle``; nothing is written to ``bundle_dir`` if any
+   earlier step (a callback's ``on_train_begin`` included) fails (the writer is atomic).
+
+History metric names (per epoch, lists of floats, the same on both backends):
+
+    loss, poisson_nll          training loss (weighted total) and its Poisson NLL term
+    amplitude_mae, realspace_mse   only when their weight is > 0 (ground truth needed)
+    val_loss, val_poisson_nll, ... the same on the validation groups (when a split exists)
+    intensity_scale            exp(log_scale) at the end of the epoch
+    learning_rate              Adam's learning rate after the epoch's schedule update
+    epoch_time_s               wall time of the epoch, validation included
+
+Nothing here imports TensorFlow or PyTorch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ptycho import bundle, stitching
+from ptycho.batches import DEFAULT_NPHOTONS, prepare_job_data, split_validation
+from ptycho.data import PtychoData
+from ptycho.spec import GroupingSpec, JobResult, ModelSpec, TrainSpec
+
+HISTORY_FILE = "history.json"
+MODEL_SPEC_FILE = "model_spec.json"
+RECONSTRUCTION_FILE = "reconstruction.npz"
+NON_LOSS_CURVES = ("intensity_scale", "learning_rate", "epoch_time_s")
+TIMING_KEYS = ("data_prep", "first_epoch", "training", "inference", "stitching", "bundle")
+
+
+@dataclass(frozen=True)
+class JobBackend:
+    """What a backend supplies to :func:`run_job`.
+
+    build_model(spec, probe) -> model; train(model, GroupedData, TrainSpec, callbacks) ->
+    history; save_weights(model, run_dir) -> path; predict_patches(model, inputs, batch_size)
+    -> (B, N, N, C) complex64; stitch_patches(patches, groups) -> stitching.Stitched;
+    model_canvas(model, patches (1, N, N, C), coords_relative (1, 1, 2, C)) -> (M, M) complex;
+    release(model): frees what training held before stitching (optional).
+    """
+
+    build_model: Callable[[ModelSpec, np.ndarray], Any]
+    train: Callable[..., dict]
+    save_weights: Callable[[Any, Path], Path]
+    predict_patches: Callable[[Any, dict, int], np.ndarray]
+    stitch_patches: Callable[[np.ndarray, Any], stitching.Stitched]
+    model_canvas: Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
+    release: Callable[[Any], None] = lambda model: None
+
+
+def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, *,
+            grouping: GroupingSpec, model_spec: ModelSpec, train_spec: TrainSpec,
+            run_dir: str | os.PathLike, bundle_dir: str | os.PathLike, do_stitching: bool = True,
+            callbacks: Sequence = (), nphotons: float | None = None) -> JobResult:
+    """Run one phase job on ``backend`` (module docstring); raises before writing a bundle on any failure."""
+    timings = {}
+    clock = time.perf_counter()
+    run_dir = Path(run_dir)
+    spec, train_grouped, test_grouped, test_groups = prepare_job_data(
+        train_data, test_data, grouping, model_spec, nphotons or DEFAULT_NPHOTONS)
+    timings["data_prep"], clock = _lap(clock)
+
+    model = backend.build_model(spec, train_data.probe)
+    history = backend.train(model, train_grouped, train_spec, callbacks)
+    weights_path = backend.save_weights(model, run_dir)
+    write_json(run_dir / HISTORY_FILE, history)
+    write_json(run_dir / MODEL_SPEC_FILE, dataclasses.asdict(spec))
+    timings["training"], clock = _lap(clock)
+    timings["first_epoch"] = history["epoch_time_s"][0]
+
+    # The training batch size: the kernels built for training are reused (fast, small memory).
+    patches = backend.predict_patches(model, test_grouped.inputs(), train_spec.batch_size)
+    backend.release(model)  # memory for stitching and the bundle
+    timings["inference"], clock = _lap(clock)
+
+    if do_stitching:
+        stitched = backend.stitch_patches(patches, test_groups)
+        quality = (stitching.stitched_quality(stitched, test_data.object_guess)
+                   if test_data.has_ground_truth else {})
+        canvas, canvas_mask = stitched.canvas, stitched.covered
+        extra = {"offsets_xy": stitched.offsets_xy, "centre_xy": stitched.centre_xy, "crop": stitched.crop}
+    else:
+        canvas = backend.model_canvas(model, patches[:1], test_grouped.coords_relative[:1])
+        canvas_mask, quality, extra = None, {}, {}
+    save_npz(run_dir / RECONSTRUCTION_FILE, canvas=np.asarray(canvas, np.complex64),
+             covered=np.ones(canvas.shape, bool) if canvas_mask is None else canvas_mask, **extra)
+    timings["stitching"], clock = _lap(clock)
+
+    offsets, _ = stitching.global_offsets(test_groups)
+    flat = np.transpose(patches, (0, 3, 1, 2)).reshape(-1, spec.N, spec.N)
+    del patches, test_grouped  # the bundle's drawing is the run's memory peak: keep only `flat`
+    bundle.write_debug_bundle(
+        bundle_dir, flat, offsets, canvas, canvas_mask=canvas_mask, intensity_scale=model.intensity_scale,
+        history={k: v for k, v in history.items() if k not in NON_LOSS_CURVES},
+        extra_stats=extra_stats(history, quality, train_grouped.n_groups, spec),
+    )
+    result_sha1 = bundle.stats_sha1(bundle_dir)
+    timings["bundle"], _ = _lap(clock)
+    fitted, _ = split_validation(train_grouped, train_spec.validation_split)
+    return JobResult(
+        history=history, stats_sha1=result_sha1, bundle_dir=Path(bundle_dir), weights_path=weights_path,
+        quality=quality, throughput_groups_per_s=throughput(history, fitted.n_groups),
+        n_groups_train=train_grouped.n_groups, intensity_scale=model.intensity_scale,
+        bundle_stats=bundle.read_bundle_stats(bundle_dir), timings_s=timings, model_spec=spec,
+    )
+
+
+def extra_stats(history, quality, n_groups_train, spec) -> dict:
+    """stats.json sections; deterministic for a seeded run (no wall-clock values)."""
+    final = {k: v[-1] for k, v in history.items() if k != "epoch_time_s"}
+    return {
+        "quality": quality,
+        "history_final": final,
+        "training": {"epochs": len(history["loss"]), "n_groups_train": n_groups_train,
+                     "gridsize": spec.gridsize, "canvas_size": spec.canvas_size,
+                     "data_intensity_scale": spec.intensity_scale},
+    }
+
+
+def throughput(history, n_groups: int) -> float:
+    """Training groups per second: median over the epochs after the first (or the only one)."""
+    times = history["epoch_time_s"]
+    steady = times[1:] if len(times) > 1 else times
+    return float(n_groups / np.median(steady))
+
+
+def _lap(start: float) -> tuple[float, float]:
+    """(seconds since start, now) for step timings."""
+    now = time.perf_counter()
+    return now - start, now
+
+
+def write_json(path: Path, document) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_npz(path: Path, **arrays) -> None:
+    """Atomic np.savez (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(temporary, path)

@@ -1,0 +1,182 @@
+"""The settings and the result of one phase job, shared by both backends (no TensorFlow, no PyTorch).
+
+:class:`GroupingSpec` (which groups), :class:`ModelSpec` (the network), :class:`TrainSpec`
+(the fit) go into ``run_phase_job`` of ``ptycho.workflow`` or ``ptycho.torch.workflow``;
+both return a :class:`JobResult`. Each spec checks its fields when built and names the
+field and the allowed values in its ``ValueError``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ptycho.data import SUPPORTED_N
+
+LOSS_TERMS = ("loss", "poisson_nll", "amplitude_mae", "realspace_mse")
+# Fixed rules of every fit, on both backends (the reference's): Poisson NLL on I + epsilon;
+# ReduceLROnPlateau on val_loss; EarlyStopping on loss.
+INTENSITY_EPSILON = 1e-12
+LR_FACTOR, LR_PATIENCE, LR_MIN = 0.5, 2, 1e-4
+EARLY_STOPPING_PATIENCE = 3
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training or validation loss became NaN or Inf."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Settings of the network; arrays (the probe) are passed separately.
+
+    N: patch side (64, 128, 256). gridsize: g, C = g**2 channels. n_filters_scale: s of the
+    filter ladder (ptycho.layers). object_big: reassemble the C patches on a canvas and
+    re-extract them inside the forward path. canvas_size: side M (pixels) of that canvas;
+    required when object_big and C > 1, computed from the groups' offsets by
+    ``stitching.canvas_size_for`` (never a fixed guess). probe_mask: multiply the probe by a disk
+    of radius N/4. intensity_scale: s, initial exp(log_scale). intensity_scale_trainable:
+    whether log_scale trains. use_xla_translate: translation path (None: tf_helper decides;
+    the USE_XLA_TRANSLATE environment variable overrides). nll_weight, mae_weight,
+    realspace_weight: loss weights (MAE and real-space need ground truth). learning_rate:
+    Adam's. seed: of the initial weights (``architecture.initial_weights``, the same numbers
+    for both backends).
+    """
+
+    N: int = 64
+    gridsize: int = 2
+    n_filters_scale: int = 2
+    object_big: bool = True
+    probe_mask: bool = False
+    intensity_scale: float = 988.2
+    intensity_scale_trainable: bool = True
+    use_xla_translate: bool | None = None
+    nll_weight: float = 1.0
+    mae_weight: float = 0.0
+    realspace_weight: float = 0.0
+    learning_rate: float = 1e-3
+    canvas_size: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(_is_int(self.N) and self.N in SUPPORTED_N, "N", f"one of {SUPPORTED_N}", self.N)
+        for name in ("gridsize", "n_filters_scale"):
+            _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1",
+                     getattr(self, name))
+        _require(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        for name in ("intensity_scale", "learning_rate"):
+            value = getattr(self, name)
+            _require(_is_number(value) and value > 0, name, "a finite number > 0", value)
+        for name in ("nll_weight", "mae_weight", "realspace_weight"):
+            value = getattr(self, name)
+            _require(_is_number(value) and value >= 0, name, "a finite number >= 0", value)
+        _require(self.nll_weight + self.mae_weight + self.realspace_weight > 0, "nll_weight",
+                 "at least one loss weight > 0", self.nll_weight)
+        for name in ("object_big", "probe_mask", "intensity_scale_trainable"):
+            _require(isinstance(getattr(self, name), bool), name, "a bool", getattr(self, name))
+        _require(self.use_xla_translate is None or isinstance(self.use_xla_translate, bool),
+                 "use_xla_translate", "None or a bool", self.use_xla_translate)
+        _require(self.canvas_size is None or (_is_int(self.canvas_size) and self.canvas_size >= self.N),
+                 "canvas_size", f"None or an integer >= N={self.N}", self.canvas_size)
+
+    @property
+    def channels(self) -> int:
+        """C = gridsize**2."""
+        return self.gridsize**2
+
+    @property
+    def reassembles(self) -> bool:
+        """True when the forward path reassembles patches on a canvas (object_big and C > 1)."""
+        return self.object_big and self.channels > 1
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """max_epochs >= 1; batch_size >= 1 groups; seed: the batch order (``batches.epoch_order``,
+    shared with the PyTorch port) and Keras' seeds;
+    validation_split in [0, 1): the last fraction of the groups (Keras' rule, at least one
+    training group) is held out for val_* metrics; quiet: no progress bar."""
+
+    max_epochs: int = 50
+    batch_size: int = 16
+    seed: int = 0
+    validation_split: float = 0.05
+    quiet: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "batch_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"TrainSpec.{name}: expected an integer >= 1; got {value!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"TrainSpec.seed: expected an integer >= 0; got {self.seed!r}")
+        split = self.validation_split
+        if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 <= split < 1:
+            raise ValueError(f"TrainSpec.validation_split: expected a number in [0, 1); got {split!r}")
+        if not isinstance(self.quiet, bool):
+            raise ValueError(f"TrainSpec.quiet: expected a bool; got {self.quiet!r}")
+
+
+@dataclass(frozen=True)
+class GroupingSpec:
+    """gridsize g (C = g**2 per group); neighbor_count K; n_groups training groups;
+    n_images: size of the compact train subset (None: all train positions); seed."""
+
+    gridsize: int = 2
+    neighbor_count: int = 7
+    n_groups: int = 32
+    n_images: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("gridsize", "neighbor_count", "n_groups"):
+            _require_int(getattr(self, name), f"GroupingSpec.{name}", 1)
+        if self.n_images is not None:
+            _require_int(self.n_images, "GroupingSpec.n_images", 1)
+        _require_int(self.seed, "GroupingSpec.seed", 0)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Outcome of :func:`run_phase_job`.
+
+    history: per-epoch metrics (module docstring); stats_sha1: sha1 of the bundle's
+    stats.json; quality: reconstruction metrics (empty without ground truth or stitching);
+    throughput_groups_per_s: training groups per second, median over epochs after the
+    first (the first epoch alone when there is only one); intensity_scale: final
+    exp(log_scale); bundle_stats: the stats.json content; timings_s: seconds per step
+    (data_prep, first_epoch, training, inference, stitching, bundle); model_spec: the
+    resolved spec (data scale, canvas size) the weights belong to.
+    """
+
+    history: dict[str, list[float]]
+    stats_sha1: str
+    bundle_dir: Path
+    weights_path: Path
+    quality: dict[str, float]
+    throughput_groups_per_s: float
+    n_groups_train: int
+    intensity_scale: float
+    bundle_stats: dict
+    timings_s: dict[str, float] = field(default_factory=dict)
+    model_spec: ModelSpec | None = None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _require(condition: bool, field: str, expected: str, got) -> None:
+    if not condition:
+        raise ValueError(f"ModelSpec.{field}: expected {expected}; got {got!r}")
+
+
+def _require_int(value, name: str, minimum: int) -> None:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}; got {value!r}")
