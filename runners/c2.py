@@ -1,17 +1,24 @@
-"""Phase C2: compare a TensorFlow and a PyTorch debug bundle (``python -m runners.phase c2=tf_vs_torch``).
+"""Phase C2: compare TensorFlow and PyTorch debug bundles (``python -m runners.phase c2=tf_vs_torch``).
 
-Inputs: ``c2.tf_bundle`` and ``c2.torch_bundle`` (a bundle folder or a bare stats.json), or
-else MLflow: the latest FINISHED C1 runs tagged ``status=GREEN``, ``guard_status=GREEN`` and
-``backend=tensorflow`` / ``backend=pytorch`` that share a ``parity_key`` tag (``c2.parity_key``
-picks one; default: the key whose newer backend run is the most recent). A run's bundle is
-``<param hub.root>/<tag slot>/analysis/forward_parity_debug_<param backend.tag>`` from the
-launch folder, else its ``bundle/`` artifact. The comparison itself is ``ptycho.compare``.
+Inputs (:mod:`runners.c2_inputs`): ``c2.tf_bundle`` and ``c2.torch_bundle`` (a bundle folder or
+a bare stats.json), or else the green TF and PyTorch C1 runs in MLflow that share a
+``parity_key`` tag: ``c2.parity_key=K`` compares the pair of K; by default the newest complete
+pair is compared and, when it comes from a sweep (both runs children of one ``sweep=parent``
+run), so is every other pair of that sweep. ``-m backend=tensorflow,pytorch gridsize=1,2``
+followed by ``c2=tf_vs_torch`` thus leaves one comparison per gridsize. The comparison itself
+is ``ptycho.compare``.
 
-Outputs in the slot ``<variant>/phase_c2`` (``__key=<parity key[:12]>`` with c2.parity_key):
-``analysis/comparison.json`` and ``analysis/comparison.png``, an MLflow run (metrics
+Each comparison has its own slot: ``<variant>/phase_c2`` for one pair outside a sweep,
+``<variant>/phase_c2__<sweep suffix>`` for a sweep's pairs (the TF slot's suffix without
+``backend=``, e.g. ``tf_vs_torch/phase_c2__gridsize=1``), ``__key=<parity key[:12]>`` with
+``c2.parity_key`` or when a sweep pair has no other suffix (``hub.slot`` replaces the part
+before ``__``, and stands alone for a single comparison). In the slot:
+``analysis/comparison.json`` and ``analysis/comparison.png``; an MLflow run (metrics
 ``<statistic>.ratio``/``.diff``, tags ``verdict``, ``tf_run_id``, ``torch_run_id``,
-``parity_key``), and the inventory section. A RED verdict or a missing input goes through
-the blocker path of C1 (exit status 1).
+``parity_key``, ``c1_sweep_run_id``), children of one parent run (tag ``c2=parent``) when
+there are several; and an inventory section. A RED verdict or a missing input blocks that
+comparison through the blocker path of C1; the others are still written. Exit status 0
+only when every comparison is GREEN.
 """
 from __future__ import annotations
 
@@ -22,8 +29,10 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 from runners import hub, outcome, tracking
+from runners.c2_inputs import LABELS, BundlePaths, C2InputError, Inputs, LookupFailed, RunPair, select_pairs
 from runners.envinfo import git_commit, library_versions, project_root
 from runners.evidence import OUTCOME_FILE, PhaseRecord
 from runners.job import JobContext
@@ -33,56 +42,71 @@ from runners.tee import FdTee
 
 log = logging.getLogger(__name__)
 GUARD_NAME = "c2_compare"
-LABELS = ("tensorflow", "pytorch")
-
-
-class C2InputError(ValueError):
-    """A bundle or MLflow run needed for the comparison is missing or mismatched."""
 
 
 class VerdictRed(RuntimeError):
     """The comparison ran and at least one statistic is outside the tolerance."""
 
 
+class InputSource(Protocol):
+    """Where one comparison's bundles come from (runners.c2_inputs: BundlePaths, RunPair, LookupFailed)."""
+
+    def resolve(self, client, launch_dir: Path, download_dir: Path) -> Inputs: ...
+
+
 @dataclass(frozen=True)
-class Inputs:
-    tf_bundle: Path
-    torch_bundle: Path
-    tf_run_id: str = ""
-    torch_run_id: str = ""
-    parity_key: str = ""
+class Comparison:
+    """One planned comparison: its hub slot, where its bundles come from, how they were chosen."""
+
+    slot: hub.HubSlot
+    source: InputSource
+    selection: str
 
 
-def c2_slot(spec: PhaseConfig, job: JobContext) -> hub.HubSlot:
+def comparison_slot(spec: PhaseConfig, job: JobContext, suffix: str = "") -> hub.HubSlot:
+    """``<hub.slot or variant/phase_c2>[__<suffix>]`` under the hub root."""
     settings = spec.c2
     stem = f"phase_{spec.phase.value}"
-    if spec.hub.slot:
-        name = spec.hub.slot
-    else:
-        suffix = f"__key={settings.parity_key[:12]}" if settings.parity_key else ""
-        name = f"{settings.variant}/{stem}{suffix}"
+    name = (spec.hub.slot or f"{settings.variant}/{stem}") + (f"__{suffix}" if suffix else "")
     return hub.resolve_slot(
         job.launch_dir / spec.hub.root, name, tag=settings.variant, phase_stem=f"{stem}_{settings.variant}",
         variant=settings.variant, guard_name=GUARD_NAME,
     )
 
 
-def analysis_dir(slot: hub.HubSlot) -> Path:
-    return slot.dir / "analysis"
+def c2_slot(spec: PhaseConfig, job: JobContext) -> hub.HubSlot:
+    """The slot of the comparison this job wrote last (its phase_outcome.json), else the default one.
+
+    The Hydra post-hook rebuilds a job's evidence from that record, so both must name one slot.
+    """
+    record = PhaseRecord.load(job.output_dir / OUTCOME_FILE)
+    if record is None:
+        return comparison_slot(spec, job, _key_suffix(spec))
+    default = comparison_slot(spec, job)
+    return hub.resolve_slot(default.root, record.slot, tag=default.tag, phase_stem=default.phase_stem,
+                            variant=default.variant, guard_name=default.guard_name)
 
 
-def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[str, str]) -> PhaseRecord:
+def _key_suffix(spec: PhaseConfig) -> str:
+    key = spec.c2.parity_key
+    return f"key={key[:12]}" if key and not spec.hub.slot else ""
+
+
+def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[str, str],
+               selection: str = "") -> PhaseRecord:
+    """The RUNNING record of one comparison (``selection``: how its pair was chosen)."""
     settings = spec.c2
     out = analysis_dir(slot)
+    suffix = slot.name.rsplit("/", 1)[-1].partition("__")[2]
     return PhaseRecord(
         slot=slot.name,
-        title="Phase C2 — TF vs PyTorch comparison",
+        title=f"Phase C2 — {settings.title}" + (f" [{suffix}]" if suffix else ""),
         utc_time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         command=job.command, env=env, versions=library_versions(), git_commit=git_commit(project_root()),
         parameters={
             "tolerance": settings.tolerance, "atol": settings.atol,
             "tf_bundle": settings.tf_bundle or "mlflow", "torch_bundle": settings.torch_bundle or "mlflow",
-            "parity_key": settings.parity_key or "latest",
+            "parity_key": selection or settings.parity_key or "latest",
         },
         paths={
             "cli_log": display_path(slot.cli_log, job.launch_dir),
@@ -94,19 +118,96 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
     )
 
 
-def run_c2(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
-    """Compare, write the hub and MLflow; the GREEN record, or PhaseBlocked (RED or missing input)."""
+def analysis_dir(slot: hub.HubSlot) -> Path:
+    return slot.dir / "analysis"
+
+
+def plan_comparisons(spec: PhaseConfig, job: JobContext) -> list[Comparison]:
+    """The comparisons of this job (module docstring); a failed MLflow lookup becomes one
+    comparison in the default slot whose inputs step raises the lookup's error."""
+    settings = spec.c2
+    if settings.tf_bundle is not None:
+        source = BundlePaths(settings.tf_bundle, settings.torch_bundle, settings.parity_key or "")
+        return [Comparison(comparison_slot(spec, job, _key_suffix(spec)), source, settings.parity_key or "")]
     try:
-        slot = c2_slot(spec, job)
+        tracker = tracking.Tracker(tracking.absolute_uri(spec.tracking.uri, job.launch_dir), spec.tracking.experiment)
+        where = f"experiment {tracker.experiment_id} at {tracker.uri}"
+        pairs, sweep_run_id = select_pairs(tracker.client, tracker.experiment_id, settings.parity_key, where)
+    except Exception as exc:  # not swallowed: raised again in the slot's inputs step (blocker)
+        return [Comparison(comparison_slot(spec, job, _key_suffix(spec)), LookupFailed(exc), "")]
+    if sweep_run_id is None:
+        return [Comparison(comparison_slot(spec, job, _key_suffix(spec)), pairs[0], settings.parity_key or "")]
+    selection = f"sweep {sweep_run_id}"
+    return [Comparison(comparison_slot(spec, job, suffix), pair, selection)
+            for pair, suffix in zip(pairs, _sweep_suffixes(spec, pairs))]
+
+
+def _sweep_suffixes(spec: PhaseConfig, pairs: list[RunPair]) -> list[str]:
+    """Each sweep pair's slot suffix: its sweep suffix, or ``key=`` when that is empty or not unique."""
+    if spec.hub.slot and len(pairs) == 1:
+        return [""]
+    suffixes = [pair.sweep_suffix or f"key={pair.parity_key[:12]}" for pair in pairs]
+    if len(set(suffixes)) < len(suffixes):
+        suffixes = [f"key={pair.parity_key[:12]}" for pair in pairs]
+    return suffixes
+
+
+def run_c2(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
+    """Run every planned comparison; the last GREEN record, or PhaseBlocked when any blocked."""
+    (job.output_dir / OUTCOME_FILE).unlink(missing_ok=True)  # c2_slot reads this job's record only
+    try:
+        comparisons = plan_comparisons(spec, job)
     except ValueError as exc:
         raise PhaseConfigError(str(exc)) from exc
-    return C2Run(spec, job, slot).execute()
+    if len(comparisons) == 1:
+        return C2Run(spec, job, comparisons[0], job.parent_run_id).execute()
+    return run_several(spec, job, comparisons)
+
+
+def run_several(spec: PhaseConfig, job: JobContext, comparisons: list[Comparison]) -> PhaseRecord:
+    """The comparisons as children of one MLflow parent run; each blocks or turns green alone."""
+    group = ComparisonGroup(spec, job, comparisons)
+    runs, blocked = [], []
+    for comparison in comparisons:
+        run = C2Run(spec, job, comparison, group.run_id)
+        runs.append(run)
+        try:
+            run.execute()
+        except PhaseBlocked as exc:
+            blocked.append((run, exc))
+    group.end(n_blocked=len(blocked))
+    if not blocked:
+        return runs[-1].record
+    last, error = blocked[-1]
+    last.record.save(last.outcome_path)  # the record the post-hook reads matches the job's outcome
+    reasons = "; ".join(f"{run.slot.name}: {exc.reason}" for run, exc in blocked)
+    raise PhaseBlocked(f"{len(blocked)} of {len(runs)} comparisons blocked: {reasons}", error.blocker)
+
+
+class ComparisonGroup:
+    """The MLflow parent run of one C2 job's comparisons, so the UI shows them side by side."""
+
+    def __init__(self, spec: PhaseConfig, job: JobContext, comparisons: list[Comparison]):
+        uri = tracking.absolute_uri(spec.tracking.uri, job.launch_dir)
+        self.tracker = tracking.Tracker(uri, spec.tracking.experiment)
+        base = comparison_slot(spec, job).name
+        tags = {"phase": "c2", "phase_variant": spec.c2.variant, "c2": "parent", "status": "RUNNING",
+                "n_comparisons": str(len(comparisons)), "selection": comparisons[0].selection,
+                "slots": " ".join(c.slot.name for c in comparisons)}
+        self.run_id = self.tracker.start(f"{base} ({len(comparisons)} comparisons)", tags, job.parent_run_id)
+
+    def end(self, n_blocked: int) -> None:
+        self.tracker.set_tags({"status": "BLOCKED" if n_blocked else "GREEN", "n_blocked": n_blocked})
+        self.tracker.end(green=not n_blocked)
 
 
 class C2Run:
-    def __init__(self, spec: PhaseConfig, job: JobContext, slot: hub.HubSlot):
-        self.spec, self.job, self.slot, self.settings = spec, job, slot, spec.c2
-        self.record = new_record(spec, job, slot, {})
+    """One comparison: its inputs, comparison.json/.png, MLflow run and hub entry (or blocker)."""
+
+    def __init__(self, spec: PhaseConfig, job: JobContext, comparison: Comparison, parent_run_id: str | None):
+        self.spec, self.job, self.settings = spec, job, spec.c2
+        self.slot, self.source, self.parent_run_id = comparison.slot, comparison.source, parent_run_id
+        self.record = new_record(spec, job, self.slot, {}, comparison.selection)
         self.outcome_path = job.output_dir / OUTCOME_FILE
         self.tracker: tracking.Tracker | None = None
 
@@ -125,24 +226,41 @@ class C2Run:
         return self.record
 
     def _run(self) -> None:
-        from ptycho.compare import BundleComparisonError, compare_bundles, comparison_figure
-
         self.record.step = "tracking"
         uri = tracking.absolute_uri(self.spec.tracking.uri, self.job.launch_dir)
         self.tracker = tracking.Tracker(uri, self.spec.tracking.experiment)
         self.record.step = "inputs"
-        inputs = self._inputs()
+        inputs = self.source.resolve(self.tracker.client, self.job.launch_dir, analysis_dir(self.slot))
         self.record.parity_key = inputs.parity_key or None
         self.record.dataset = {"tf_bundle": display_path(inputs.tf_bundle, self.job.launch_dir),
                                "torch_bundle": display_path(inputs.torch_bundle, self.job.launch_dir)}
+        self._start_tracking(uri, inputs)
+        self.record.step = "comparison"
+        comparison = self._compare(inputs)
+        if not comparison.passed:
+            failing = ", ".join(f"{s.name} (ratio {s.ratio:.4g})" for s in comparison.failures)
+            raise VerdictRed(f"verdict RED (tolerance {self.settings.tolerance:g}): {failing}")
+        self.record.step = "hub"
+        if self.spec.tracking.log_artifacts:
+            self.tracker.log_artifacts(self.slot.cli_log, "logs")
+        outcome.mark_green(self.record, self.slot, self.spec.hub.lock_timeout_s)
+        self._end_tracking(green=True)
+        self.record.save(self.outcome_path)
+
+    def _start_tracking(self, uri: str, inputs: Inputs) -> None:
         tags = {"phase": "c2", "phase_variant": self.settings.variant, "slot": self.slot.name,
                 "git_commit": self.record.git_commit, "status": "RUNNING", "parity_key": inputs.parity_key,
                 "tf_run_id": inputs.tf_run_id, "torch_run_id": inputs.torch_run_id,
-                "tf_bundle": str(inputs.tf_bundle), "torch_bundle": str(inputs.torch_bundle)}
-        run_id = self.tracker.start(self.slot.name, tags, self.job.parent_run_id)
+                "tf_bundle": str(inputs.tf_bundle), "torch_bundle": str(inputs.torch_bundle),
+                "c1_sweep_run_id": inputs.sweep_run_id}
+        run_id = self.tracker.start(self.slot.name, tags, self.parent_run_id)
         self.record.mlflow = {"run_id": run_id, "experiment": self.spec.tracking.experiment, "tracking_uri": uri}
         self.tracker.log_params({"c2.tolerance": self.settings.tolerance, "c2.atol": self.settings.atol})
-        self.record.step = "comparison"
+
+    def _compare(self, inputs: Inputs):
+        """comparison.json, comparison.png and the MLflow metrics; the BundleComparison."""
+        from ptycho.compare import BundleComparisonError, compare_bundles, comparison_figure
+
         try:
             comparison = compare_bundles(inputs.tf_bundle, inputs.torch_bundle, tolerance=self.settings.tolerance,
                                          atol=self.settings.atol, labels=LABELS)
@@ -156,33 +274,14 @@ class C2Run:
         hub.atomic_write_text(out / "comparison.json", text)
         self.record.stats_sha1 = hashlib.sha1(text.encode()).hexdigest()  # of comparison.json
         self.record.parameters["verdict"] = comparison.verdict
-        figure_a = inputs.tf_bundle if inputs.tf_bundle.is_dir() else inputs.tf_bundle.parent
-        figure_b = inputs.torch_bundle if inputs.torch_bundle.is_dir() else inputs.torch_bundle.parent
-        comparison_figure(figure_a, figure_b, out / "comparison.png", labels=LABELS, comparison=comparison)
+        folders = [path if path.is_dir() else path.parent for path in (inputs.tf_bundle, inputs.torch_bundle)]
+        comparison_figure(*folders, out / "comparison.png", labels=LABELS, comparison=comparison)
         self.tracker.log_metrics(comparison.metrics())
         self.tracker.set_tags({"verdict": comparison.verdict, "n_failures": len(comparison.failures)})
         if self.spec.tracking.log_artifacts:
             self.tracker.log_artifacts(out / "comparison.json", "comparison")
             self.tracker.log_artifacts(out / "comparison.png", "comparison")
-        if not comparison.passed:
-            failing = ", ".join(f"{s.name} (ratio {s.ratio:.4g})" for s in comparison.failures)
-            raise VerdictRed(f"verdict RED (tolerance {self.settings.tolerance:g}): {failing}")
-        self.record.step = "hub"
-        if self.spec.tracking.log_artifacts:
-            self.tracker.log_artifacts(self.slot.cli_log, "logs")
-        outcome.mark_green(self.record, self.slot, self.spec.hub.lock_timeout_s)
-        self._end_tracking(green=True)
-        self.record.save(self.outcome_path)
-
-    def _inputs(self) -> Inputs:
-        settings, launch = self.settings, self.job.launch_dir
-        if settings.tf_bundle is not None:
-            paths = [launch / settings.tf_bundle, launch / settings.torch_bundle]
-            for key, path in zip(("c2.tf_bundle", "c2.torch_bundle"), paths):
-                if not (path / "stats.json").is_file() and not (path.is_file() and path.name.endswith(".json")):
-                    raise C2InputError(f"{key}: {path} is neither a bundle folder with stats.json nor a stats.json")
-            return Inputs(*paths, parity_key=settings.parity_key or "")
-        return find_runs(self.tracker, settings.parity_key, launch, analysis_dir(self.slot))
+        return comparison
 
     def _end_tracking(self, green: bool) -> None:
         self.tracker.set_tags({"status": self.record.status, "blocker": self.record.blocker or ""})
@@ -201,56 +300,3 @@ class C2Run:
                 log.exception("could not close the MLflow run %s as FAILED", self.tracker.run_id)
         print(f"BLOCKED: {self.record.title}; {self.record.error}; blocker {self.record.blocker}", flush=True)
         raise PhaseBlocked(self.record.error, self.record.blocker) from error
-
-
-def find_runs(tracker: tracking.Tracker, parity_key: str | None, launch_dir: Path, download_dir: Path) -> Inputs:
-    """The latest green TF and PyTorch C1 runs sharing a parity key, and their bundles."""
-    client = tracker.client
-    latest: dict[str, dict[str, object]] = {}  # parity key -> backend -> newest run
-    for backend in LABELS:
-        query = (f"attributes.status = 'FINISHED' and tags.status = 'GREEN' and tags.guard_status = 'GREEN' "
-                 f"and tags.backend = '{backend}'")
-        if parity_key:
-            query += f" and tags.parity_key = '{parity_key}'"
-        runs = client.search_runs([tracker.experiment_id], query, order_by=["attributes.start_time DESC"],
-                                  max_results=1000)
-        for run in runs:
-            key = run.data.tags.get("parity_key")
-            if key:
-                latest.setdefault(key, {}).setdefault(backend, run)
-    complete = {key: pair for key, pair in latest.items() if len(pair) == 2}
-    where = f"experiment {tracker.experiment_id} at {tracker.uri}"
-    if not complete:
-        have = {backend for pair in latest.values() for backend in pair}
-        missing = [b for b in LABELS if b not in have] or list(LABELS)
-        which = f" with parity_key {parity_key}" if parity_key else ""
-        raise C2InputError(
-            f"c2: no FINISHED green {' and '.join(missing)} C1 run{which} sharing a parity key with the other "
-            f"backend in {where} (found keys: {sorted(latest) or 'none'}); run c1 for both backends or pass "
-            "c2.tf_bundle= and c2.torch_bundle="
-        )
-    key = max(complete, key=lambda k: max(r.info.start_time for r in complete[k].values()))
-    tf_run, torch_run = complete[key]["tensorflow"], complete[key]["pytorch"]
-    bundles = [_run_bundle(client, run, launch_dir, download_dir / f"bundle_{backend}")
-               for backend, run in zip(LABELS, (tf_run, torch_run))]
-    return Inputs(*bundles, tf_run_id=tf_run.info.run_id, torch_run_id=torch_run.info.run_id, parity_key=key)
-
-
-def _run_bundle(client, run, launch_dir: Path, download_dir: Path) -> Path:
-    params, tags = run.data.params, run.data.tags
-    root, slot, tag = params.get("hub.root"), tags.get("slot"), params.get("backend.tag")
-    if root and slot and tag:
-        path = launch_dir / root / slot / "analysis" / f"forward_parity_debug_{tag}"
-        if (path / "stats.json").is_file():
-            return path
-    try:
-        download_dir.mkdir(parents=True, exist_ok=True)
-        local = Path(client.download_artifacts(run.info.run_id, "bundle", str(download_dir)))
-        if (local / "stats.json").is_file():
-            return local
-    except Exception as exc:  # no artifact store or no bundle/ artifact: reported below
-        log.info("run %s: no bundle artifact (%s)", run.info.run_id, exc)
-    raise C2InputError(
-        f"c2: the bundle of run {run.info.run_id} (backend {tags.get('backend')}, slot {slot}) is missing: "
-        f"no stats.json under hub.root/slot ({root}/{slot}) nor in its bundle/ artifact"
-    )

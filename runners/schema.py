@@ -192,13 +192,14 @@ class C1Config:
 
 @dataclass
 class C2Config:
-    """Phase C2: compare a TF and a PyTorch bundle. Bundle paths (folder or stats.json) are
-    taken relative to the launch folder; when both are null, MLflow is searched."""
+    """Phase C2: compare TF and PyTorch bundles. Bundle paths (folder or stats.json) are taken
+    relative to the launch folder; when both are null, MLflow is searched for C1 runs: the pair of
+    ``parity_key``, else the newest pair and the other pairs of its sweep (runners/c2_inputs.py)."""
 
     variant: str = MISSING
     title: str = MISSING
     tolerance: float = 0.10
-    atol: float = 0.0
+    atol: float = 1e-6
     tf_bundle: Optional[str] = None
     torch_bundle: Optional[str] = None
     parity_key: Optional[str] = None
