@@ -8,6 +8,9 @@ A bundle directory holds
     canvas.json    patch and canvas sizes, number of patch slots, largest |offset|
     patch_amplitude_grid.png  patch_phase_grid.png  canvas_amplitude.png
     canvas_phase.png          loss_curve.png
+    arrays.npz     the drawn arrays themselves: ``patches`` (the first 16, (k, N, N)
+                   complex64) and ``canvas`` ((M, M) complex64), so a comparison can
+                   subtract numbers rather than pictures (``read_bundle_arrays``)
 
 The key names are those the community's parity scripts read; both backends write the
 same keys. JSON is written with sorted keys and indent 2, so the same arrays always give
@@ -33,6 +36,7 @@ from ptycho.data import file_sha1
 STATS_FILE = "stats.json"
 OFFSETS_FILE = "offsets.json"
 CANVAS_FILE = "canvas.json"
+ARRAYS_FILE = "arrays.npz"
 FIRST_OFFSETS_SHOWN = 8
 RESERVED_STATS_KEYS = frozenset(
     {"patch_amplitude", "patch_phase", "canvas_amplitude", "canvas_phase", "intensity_scale"}
@@ -91,6 +95,16 @@ def stats_sha1(bundle_dir: str | os.PathLike) -> str:
 def read_bundle_stats(bundle_dir: str | os.PathLike) -> dict:
     """The content of the bundle's stats.json as a dict."""
     return json.loads(_bundle_file(bundle_dir, STATS_FILE).read_text(encoding="utf-8"))
+
+
+def read_bundle_arrays(bundle_dir: str | os.PathLike) -> dict[str, np.ndarray] | None:
+    """{'patches', 'canvas'} of the bundle's arrays.npz, or None for a bundle without one
+    (written by another tool or an older version)."""
+    path = Path(bundle_dir) / ARRAYS_FILE
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as arrays:
+        return {key: arrays[key] for key in arrays.files}
 
 
 def summary_stats(values: np.ndarray) -> dict[str, float]:
@@ -164,6 +178,7 @@ def _write_figures(directory, patches, canvas, canvas_mask, history):
     plots.save_canvas(directory / "canvas_phase.png", np.angle(canvas),
                       kind="phase", mask=canvas_mask)
     plots.save_loss_curve(directory / "loss_curve.png", history)
+    np.savez(directory / ARRAYS_FILE, patches=shown.astype(np.complex64), canvas=canvas.astype(np.complex64))
 
 
 def _move_into_place(staging, target):

@@ -259,6 +259,7 @@ class C2Run:
 
     def _compare(self, inputs: Inputs):
         """comparison.json, comparison.png and the MLflow metrics; the BundleComparison."""
+        from ptycho.bundle import read_bundle_arrays
         from ptycho.compare import BundleComparisonError, compare_bundles, comparison_figure
 
         try:
@@ -267,15 +268,20 @@ class C2Run:
         except BundleComparisonError as exc:
             raise C2InputError(str(exc)) from exc
         out = analysis_dir(self.slot)
+        folders = [path if path.is_dir() else path.parent for path in (inputs.tf_bundle, inputs.torch_bundle)]
+        arrays = [read_bundle_arrays(folder) for folder in folders]
+        if any(found is None for found in arrays):  # a bundle from elsewhere: compare the PNGs
+            arrays = [None, None]
         result = {**comparison.to_dict(), "tf_bundle": str(inputs.tf_bundle),
                   "torch_bundle": str(inputs.torch_bundle), "tf_run_id": inputs.tf_run_id,
-                  "torch_run_id": inputs.torch_run_id, "parity_key": inputs.parity_key}
+                  "torch_run_id": inputs.torch_run_id, "parity_key": inputs.parity_key,
+                  "figure_from": "arrays.npz" if arrays[0] is not None else "rendered PNGs"}
         text = json.dumps(result, indent=2) + "\n"
         hub.atomic_write_text(out / "comparison.json", text)
         self.record.stats_sha1 = hashlib.sha1(text.encode()).hexdigest()  # of comparison.json
         self.record.parameters["verdict"] = comparison.verdict
-        folders = [path if path.is_dir() else path.parent for path in (inputs.tf_bundle, inputs.torch_bundle)]
-        comparison_figure(*folders, out / "comparison.png", labels=LABELS, comparison=comparison)
+        comparison_figure(*folders, out / "comparison.png", labels=LABELS, arrays_a=arrays[0],
+                          arrays_b=arrays[1], comparison=comparison)
         self.tracker.log_metrics(comparison.metrics())
         self.tracker.set_tags({"verdict": comparison.verdict, "n_failures": len(comparison.failures)})
         if self.spec.tracking.log_artifacts:

@@ -7,12 +7,13 @@ import pytest
 from matplotlib.image import imread
 
 from ptycho import bundle as bundle_module
-from ptycho.bundle import read_bundle_stats, stats_sha1, write_debug_bundle
+from ptycho.bundle import read_bundle_arrays, read_bundle_stats, stats_sha1, write_debug_bundle
 
 N_PATCHES, N, M = 10, 16, 40
 PNGS = {"patch_amplitude_grid.png", "patch_phase_grid.png", "canvas_amplitude.png",
         "canvas_phase.png", "loss_curve.png"}
 JSONS = {"stats.json", "offsets.json", "canvas.json"}
+FILES = JSONS | PNGS | {"arrays.npz"}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def _siblings(path):
 
 def test_bundle_files_and_exact_json_keys(written):
     out = written
-    assert {p.name for p in out.iterdir()} == JSONS | PNGS
+    assert {p.name for p in out.iterdir()} == FILES
     stats = _load(out, "stats.json")
     assert set(stats) == {"patch_amplitude", "patch_phase", "canvas_amplitude", "canvas_phase",
                           "intensity_scale", "quality"}
@@ -115,6 +116,14 @@ def test_stats_sha1_matches_hashlib_and_is_reproducible(tmp_path, arrays, monkey
     assert stats_sha1(tmp_path / "three") != expected
 
 
+def test_the_drawn_arrays_are_kept_for_numeric_comparison(written, arrays, tmp_path):
+    patches, _, canvas = arrays
+    kept = read_bundle_arrays(written)
+    np.testing.assert_array_equal(kept["patches"], patches[:16])
+    np.testing.assert_array_equal(kept["canvas"], canvas)
+    assert read_bundle_arrays(tmp_path) is None  # a bundle from another tool has none
+
+
 def test_pngs_are_readable_images(written):
     for name in PNGS:
         image = imread(written / name)
@@ -132,7 +141,7 @@ def test_existing_bundle_is_replaced(tmp_path, arrays):
     target.mkdir()
     (target / "stale.txt").write_text("old run")
     _write(target, arrays)
-    assert {p.name for p in target.iterdir()} == JSONS | PNGS
+    assert {p.name for p in target.iterdir()} == FILES
     assert _siblings(target) == ["b"]
 
 

@@ -35,6 +35,7 @@ def test_matching_bundles_give_a_green_verdict(tmp_path):
     analysis = tmp_path / "hub" / "tf_vs_torch" / "phase_c2" / "analysis"
     result = json.loads((analysis / "comparison.json").read_text())
     assert result["verdict"] == "GREEN" and not result["failures"]
+    assert result["figure_from"] == "arrays.npz"  # numbers subtracted, not pictures
     assert (analysis / "comparison.png").stat().st_size > 0
     inventory = _inventory(tmp_path)
     assert "Phase C2 — TF vs PyTorch comparison" in inventory and "Status: GREEN" in inventory
@@ -49,13 +50,19 @@ def test_matching_bundles_give_a_green_verdict(tmp_path):
 
 
 def test_a_statistic_beyond_tolerance_gives_red_and_exit_1(tmp_path):
+    """The PyTorch side is a bare stats.json written elsewhere (the community's pipeline)."""
     tf, torch = _bundle(tmp_path / "tf"), _bundle(tmp_path / "torch")
     stats = json.loads((torch / "stats.json").read_text())
     stats["patch_amplitude"]["mean"] *= 1.5
-    (torch / "stats.json").write_text(json.dumps(stats))
-    done = _run_cli(["c2=tf_vs_torch", f"c2.tf_bundle={tf}", f"c2.torch_bundle={torch}", *_common(tmp_path)],
+    community = tmp_path / "community" / "stats.json"
+    community.parent.mkdir()
+    community.write_text(json.dumps(stats))
+    done = _run_cli(["c2=tf_vs_torch", f"c2.tf_bundle={tf}", f"c2.torch_bundle={community}", *_common(tmp_path)],
                     cwd=tmp_path, timeout=180)
     assert done.returncode == 1, done.stdout
+    analysis = tmp_path / "hub" / "tf_vs_torch" / "phase_c2" / "analysis"
+    assert json.loads((analysis / "comparison.json").read_text())["figure_from"] == "rendered PNGs"
+    assert (analysis / "comparison.png").stat().st_size > 0
     assert "verdict RED" in done.stdout and "patch_amplitude.mean" in done.stdout
     assert done.stdout.strip().splitlines()[-1].startswith("blocker: ")
     inventory = _inventory(tmp_path)

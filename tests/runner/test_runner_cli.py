@@ -312,6 +312,7 @@ def test_c2_after_the_sweep_leaves_one_green_comparison_per_gridsize(sweep_then_
         tf_run, torch_run = (run.run_of(_sweep_slot(backend, gridsize)) for backend in ("tensorflow", "pytorch"))
         assert (result["tf_run_id"], result["torch_run_id"]) == (tf_run.info.run_id, torch_run.info.run_id)
         assert result["parity_key"] == tf_run.data.tags["parity_key"]
+        assert result["figure_from"] == "arrays.npz"
         assert (run.hub / slot / "analysis" / "comparison.png").stat().st_size > 0
         assert run.section(slot).splitlines()[0] == f"Phase C2 — TF vs PyTorch comparison [gridsize={gridsize}]"
         assert c2_runs[slot].data.tags["mlflow.parentRunId"] == parent.info.run_id
