@@ -80,6 +80,22 @@ def test_a_green_run_then_a_blocked_rerun_in_process(phase_run, tmp_path):
         blocker.read_text())
 
 
+def test_a_pytorch_run_in_process_fills_its_own_slot(phase_run):
+    """``backend=pytorch``: slot torch_baseline/..., the torch bundle and weights, its own title."""
+    status, output, root = phase_run("backend=pytorch")
+    assert status == 0, output
+    slot = root / "torch_baseline" / "phase_c1_scaled"
+    section = hub.read_section((root / "analysis" / "artifact_inventory.txt").read_text(),
+                               "torch_baseline/phase_c1_scaled")
+    assert section.splitlines()[0] == "Phase C1 — PyTorch scaled baseline" and "Status: GREEN" in section
+    stats = slot / "analysis" / "forward_parity_debug_torch" / "stats.json"
+    assert f"stats.json sha1: {hashlib.sha1(stats.read_bytes()).hexdigest()}" in section
+    assert (slot / "cli" / "train_torch_phase_c1_scaled.log").read_text().strip()
+    assert (slot / "green" / "pytest_torch_translation_guard.log").is_file()
+    assert (slot / "run_scaled" / "model.pt").is_file()
+    assert not (root / SLOT).exists()  # the TF slot is untouched
+
+
 def _blocked(status, output, root):
     """The one blocker of a blocked run, after the common assertions."""
     slot = _slot_dir(root)
