@@ -32,7 +32,7 @@ class ModelSpec:
     """Settings of the network; arrays (the probe) are passed separately.
 
     N: patch side (64, 128, 256). gridsize: g, C = g**2 channels. n_filters_scale: s of the
-    filter ladder (ptycho.layers). object_big: reassemble the C patches on a canvas and
+    filter ladder (``architecture.filter_ladder``). object_big: reassemble the C patches on a canvas and
     re-extract them inside the forward path. canvas_size: side M (pixels) of that canvas;
     required when object_big and C > 1, computed from the groups' offsets by
     ``stitching.canvas_size_for`` (never a fixed guess). probe_mask: multiply the probe by a disk
@@ -139,9 +139,9 @@ class GroupingSpec:
 
 @dataclass(frozen=True)
 class JobResult:
-    """Outcome of :func:`run_phase_job`.
+    """Outcome of ``run_phase_job`` (``ptycho.phase_job``).
 
-    history: per-epoch metrics (module docstring); stats_sha1: sha1 of the bundle's
+    history: per-epoch metrics (names in ``ptycho.phase_job``); stats_sha1: sha1 of the bundle's
     stats.json; quality: reconstruction metrics (empty without ground truth or stitching);
     throughput_groups_per_s: training groups per second, median over epochs after the
     first (the first epoch alone when there is only one); intensity_scale: final

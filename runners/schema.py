@@ -122,7 +122,7 @@ class XlaConfig:
 
 @dataclass
 class ModelConfig:
-    """Mirror of the trainable settings of ``ptycho.model.ModelSpec``."""
+    """Mirror of the trainable settings of ``ptycho.spec.ModelSpec``."""
 
     n_filters_scale: int = 2
     object_big: bool = True
