@@ -118,9 +118,12 @@ def _scaled_groups():
 
 def _table(rows):
     """One line per run; ratios against TensorFlow at the same batch size, for the median
-    epoch and for the best (fastest) one, which other load on the machine disturbs least."""
+    epoch and for the best (fastest) one, which other load on the machine disturbs least,
+    and the final loss's ratio (both backends start from the same weights and batches, so
+    it shows that the two ran the same training)."""
     lines = [f"{'backend':<11}{'threads':>8}{'batch':>6}{'epochs':>7}{'first epoch s':>14}"
-             f"{'median groups/s':>17}{'best groups/s':>15}{'vs TF median':>14}{'vs TF best':>12}"]
+             f"{'median groups/s':>17}{'best groups/s':>15}{'vs TF median':>14}{'vs TF best':>12}"
+             f"{'final loss vs TF':>18}"]
     tf_rows = {r["batch_size"]: r for r in rows if r["backend"] == "tensorflow"}
     for r in rows:
         tf_row = tf_rows[r["batch_size"]]
@@ -128,7 +131,7 @@ def _table(rows):
         lines.append(f"{r['backend']:<11}{r['threads'] or '-':>8}{r['batch_size']:>6}"
                      f"{r['epochs']:>7}{r['first_epoch_s']:>14.2f}{r['steady_groups_per_s']:>17.1f}"
                      f"{best:>15.1f}{r['steady_groups_per_s'] / tf_row['steady_groups_per_s']:>13.2f}x"
-                     f"{best / tf_best:>11.2f}x")
+                     f"{best / tf_best:>11.2f}x{r['final_loss'] / tf_row['final_loss']:>18.6f}")
     return "\n".join(lines)
 
 
