@@ -1,6 +1,8 @@
-"""Benchmark of the phase runner: ``python -m runners.bench_phase [--runs N]`` (not a test).
+"""Benchmark of the phase runner: ``python -m runners.bench_phase [--runs N] [--backends B ...]`` (not a test).
 
-Times ``python -m runners.phase c1=scaled xla=off`` end to end in a subprocess whose cwd,
+Times ``python -m runners.phase c1=scaled xla=off backend=B`` for each B of ``--backends``
+(tensorflow, the default, and/or pytorch; runs interleaved, so both see the same machine)
+end to end in a subprocess whose cwd,
 hub, MLflow store and dataset cache are in a temporary folder (the first run is cold: it
 simulates the dataset and creates the MLflow database; later runs reuse both). For each
 run it prints the wall time, the peak resident memory of the job process (``peak_gb``) and
@@ -45,8 +47,11 @@ import psutil
 from runners.envinfo import project_root
 from runners.schema import INITIATIVE_ID
 
-GUARD_SELECTOR = "tests/tf_helper/test_translation_shape_guard.py::test_non_xla_translation_guard -vv"
-TIMINGS = Path("tf_baseline/phase_c1_scaled/run_scaled/timings.json")
+# backend -> (slot variant, guard selector): conf/backend/*.yaml and conf/guard/*.yaml
+BACKENDS = {
+    "tensorflow": ("tf_baseline", "tests/tf_helper/test_translation_shape_guard.py::test_non_xla_translation_guard"),
+    "pytorch": ("torch_baseline", "tests/torch/test_torch_ops_parity.py::test_translation_matches_tf_for_flattened_batches"),
+}
 OVERHEAD_KEYS = ("process_start_to_job_s", "tracking_start_s", "tracking_results_s", "hub_s", "tracking_end_s",
                  "guard_wait_s")
 TARGETS = {"phase_s": 20.0, "peak_gb": 1.2, "overhead_s": 3.0, "help_s": 2.0}
@@ -75,16 +80,17 @@ def run_watched(argv: list[str], cwd: Path) -> tuple[float, float, float, int]:
     return time.perf_counter() - t0, tree_peak / 1e9, own_peak / 1e9, process.returncode
 
 
-def phase_run(workdir: Path) -> dict[str, float]:
+def phase_run(workdir: Path, backend: str) -> dict[str, float]:
     argv = [
-        sys.executable, "-m", "runners.phase", "c1=scaled", "xla=off",
+        sys.executable, "-m", "runners.phase", "c1=scaled", "xla=off", f"backend={backend}",
         f"hub.root={workdir / 'hub'}", f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
         f"hydra.run.dir={workdir / 'outputs' / str(time.time_ns())}",
     ]
     wall, tree_gb, job_gb, status = run_watched(argv, workdir)
     if status != 0:
         raise SystemExit(f"phase run failed (exit {status}): {shlex.join(argv)}")
-    timings = json.loads((workdir / "hub" / TIMINGS).read_text())
+    timings_file = Path(BACKENDS[backend][0]) / "phase_c1_scaled" / "run_scaled" / "timings.json"
+    timings = json.loads((workdir / "hub" / timings_file).read_text())
     overhead = sum(timings.get(k, 0.0) for k in OVERHEAD_KEYS)
     return {"phase_s": wall, "peak_gb": job_gb, "peak_tree_gb": tree_gb, "overhead_s": overhead, **timings}
 
@@ -99,17 +105,18 @@ def help_seconds(repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def guard_alone_seconds() -> float:
-    argv = [sys.executable, "-m", "pytest", *shlex.split(GUARD_SELECTOR), "-p", "no:cacheprovider", "-q"]
+def guard_alone_seconds(backend: str) -> float:
+    argv = [sys.executable, "-m", "pytest", BACKENDS[backend][1], "-vv", "-p", "no:cacheprovider", "-q"]
     wall, _, _, status = run_watched(argv, project_root())
     if status != 0:
         raise SystemExit(f"guard selector failed alone: {shlex.join(argv)}")
     return wall
 
 
-def report(runs: list[dict[str, float]], help_s: float, guard_s: float) -> None:
+def report(runs: list[dict[str, float]], help_s: float, guard_s: float, backend: str) -> None:
     keys = list(runs[0])
-    print(f"python -m runners.phase c1=scaled xla=off ({INITIATIVE_ID}), {len(runs)} run(s); run 1 is cold")
+    print(f"python -m runners.phase c1=scaled xla=off backend={backend} ({INITIATIVE_ID}), {len(runs)} run(s); "
+          "the first run of the first backend is cold")
     print(f"{'':32s}" + "".join(f"{'run ' + str(i + 1):>10s}" for i in range(len(runs))) + f"{'target':>10s}")
     for key in keys:
         target = TARGETS.get(key)
@@ -122,10 +129,17 @@ def report(runs: list[dict[str, float]], help_s: float, guard_s: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2, help="phase runs (the first is cold); default 2")
+    parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS), default=["tensorflow"],
+                        help="default tensorflow")
     args = parser.parse_args()
+    runs = {backend: [] for backend in args.backends}
     with tempfile.TemporaryDirectory(prefix="bench_phase_") as folder:
-        runs = [phase_run(Path(folder)) for _ in range(args.runs)]
-    report(runs, help_seconds(), guard_alone_seconds())
+        for _ in range(args.runs):
+            for backend in args.backends:
+                runs[backend].append(phase_run(Path(folder), backend))
+    help_s = help_seconds()
+    for backend, backend_runs in runs.items():
+        report(backend_runs, help_s, guard_alone_seconds(backend), backend)
 
 
 if __name__ == "__main__":
