@@ -5,10 +5,16 @@ TensorFlow, MLflow and the science core are imported inside the job only, so ``-
 is quick and the job's XLA environment (``hydra.job.env_set``) is in place before
 TensorFlow reads it. Exit status: 0 green; 1 blocked (last line: the blocker path) or
 a config error (the message names the key).
+
+Run in another process (pytest, a notebook, ``runpy``), ``cli`` leaves that process's
+logging as it found it and closes none of its streams.
 """
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import hydra
 from omegaconf import DictConfig
@@ -33,10 +39,55 @@ def main(cfg: DictConfig) -> PhaseRecord:
     return run_phase(spec, job)
 
 
+@contextmanager
+def _root_logger_restored() -> Iterator[None]:
+    """The root logger's handlers and level as they were; the run's handlers (Hydra's) closed.
+
+    Hydra replaces the root logger's handlers with its own (console, the job's log file) and
+    leaves them there; in a host process (pytest, a notebook) they would outlive the run.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            if handler not in handlers:
+                handler.close()
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+
+
+@contextmanager
+def _absl_stream_parked() -> Iterator[None]:
+    """absl's handler writes to the process's own stderr meanwhile, so Hydra cannot close the host's.
+
+    Hydra's logging set-up (``logging.config.DictConfigurator``) calls ``close()`` on every
+    handler alive in the process, attached or not. absl's handler (absl comes with
+    TensorFlow) then closes its stream unless that is the current ``sys.stdout``/``sys.stderr``
+    or ``sys.__stderr__``; it holds the ``sys.stderr`` of the moment absl was imported, so a
+    TensorFlow import under another one (pytest's capture file, a notebook cell's stream)
+    had that host stream closed. absl is not imported here: a later import needs no parking.
+    """
+    absl_logging = sys.modules.get("absl.logging")
+    if absl_logging is None or sys.__stderr__ is None:
+        yield
+        return
+    handler = absl_logging.get_absl_handler().python_handler
+    host_stream, handler.stream = handler.stream, sys.__stderr__
+    try:
+        yield
+    finally:
+        handler.stream = host_stream
+
+
 def cli() -> None:
     """Hydra's main, then one ``blocker: <path>`` line per blocked job as the last output."""
     try:
-        main()
+        with _root_logger_restored(), _absl_stream_parked():
+            main()
     except SystemExit as exit_:
         if exit_.code:
             for path in blockers_seen():

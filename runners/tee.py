@@ -6,6 +6,8 @@ pipe; a thread per pipe copies the bytes to the original descriptor and appends 
 the log. ``sys.stdout``/``sys.stderr`` are pointed at fds 1 and 2 meanwhile, for hosts
 that replaced them (pytest, notebooks). Leaving the context flushes Python's buffers,
 restores streams and descriptors and joins the threads, also when the body raised.
+The stand-in streams are never closed (nor do they own fds 1 and 2): a logging handler
+created inside the tee keeps writing to fds 1 and 2 after it.
 """
 from __future__ import annotations
 
