@@ -50,7 +50,7 @@ from runners.schema import INITIATIVE_ID
 # backend -> (slot variant, guard selector): conf/backend/*.yaml and conf/guard/*.yaml
 BACKENDS = {
     "tensorflow": ("tf_baseline", "tests/tf_helper/test_translation_shape_guard.py::test_non_xla_translation_guard"),
-    "pytorch": ("torch_baseline", "tests/torch/test_torch_ops_parity.py::test_translation_matches_tf_for_flattened_batches"),
+    "pytorch": ("torch_baseline", "tests/torch/test_translation_shape_guard.py::test_translation_guard"),
 }
 OVERHEAD_KEYS = ("process_start_to_job_s", "tracking_start_s", "tracking_results_s", "hub_s", "tracking_end_s",
                  "guard_wait_s")

@@ -78,6 +78,16 @@ def test_pytorch_backend_brings_its_own_guard_and_names(compose_phase):
     assert to_spec(compose_phase(["backend=pytorch", "guard=tf_translation"])).guard.name == "tf_translation_guard"
 
 
+def test_the_pytorch_guard_imports_no_tensorflow(compose_phase):
+    """So a PyTorch run never waits for a TensorFlow import, in its guard or in its job."""
+    guard_file = to_spec(compose_phase(["backend=pytorch"])).guard.selector.split("::")[0]
+    code = (f"import runpy, sys; runpy.run_path({str(REPO / guard_file)!r}); "
+            "print(sorted({'tensorflow', 'keras'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
 def test_gridsize_shorthand_drives_the_phase(compose_phase):
     assert to_spec(compose_phase(["gridsize=1"])).c1.gridsize == 1
     assert to_spec(compose_phase(["c1=gs1", "gridsize=3", "c1.neighbor_count=9"])).c1.gridsize == 3
