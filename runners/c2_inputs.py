@@ -123,7 +123,8 @@ def select_pairs(
     latest = latest_green_runs(client, experiment_id, parity_key)
     complete = [RunPair(key, pair["tensorflow"], pair["pytorch"]) for key, pair in latest.items() if len(pair) == 2]
     if not complete:
-        raise _no_pair_error(latest, parity_key, where)
+        everything = latest_green_runs(client, experiment_id, None) if parity_key else latest
+        raise _no_pair_error(latest, parity_key, where, sorted(k for k, pair in everything.items() if len(pair) == 2))
     newest = max(complete, key=lambda pair: pair.start_time)
     parent = newest.common_parent
     if parity_key or parent is None or not _is_sweep_parent(client, parent):
@@ -142,14 +143,15 @@ def _is_sweep_parent(client, run_id: str) -> bool:
         return False
 
 
-def _no_pair_error(latest: dict[str, dict[str, object]], parity_key: str | None, where: str) -> C2InputError:
+def _no_pair_error(latest: dict[str, dict[str, object]], parity_key: str | None, where: str,
+                   complete_keys: list[str]) -> C2InputError:
     have = {backend for pair in latest.values() for backend in pair}
     missing = [b for b in LABELS if b not in have] or list(LABELS)
     which = f" with parity_key {parity_key}" if parity_key else ""
     return C2InputError(
         f"c2: no FINISHED green {' and '.join(missing)} C1 run{which} sharing a parity key with the other "
-        f"backend in {where} (found keys: {sorted(latest) or 'none'}); run c1 for both backends or pass "
-        "c2.tf_bundle= and c2.torch_bundle="
+        f"backend in {where} (found keys: {sorted(latest) or 'none'}; keys with both backends: "
+        f"{complete_keys or 'none'}); run c1 for both backends or pass c2.tf_bundle= and c2.torch_bundle="
     )
 
 

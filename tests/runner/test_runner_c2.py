@@ -219,6 +219,16 @@ def test_no_complete_pair_names_the_missing_backend(tmp_path):
         store.select()
 
 
+def test_an_unknown_parity_key_lists_the_keys_that_have_both_backends(tmp_path):
+    from runners.c2_inputs import C2InputError
+
+    store = FakeStore(tmp_path)
+    store.pair("k_both", "gridsize=1", None)
+    store.c1_run("tensorflow", "k_tf_only")
+    with pytest.raises(C2InputError, match=r"parity_key k_typo .*keys with both backends: \['k_both'\]"):
+        store.select("k_typo")
+
+
 def _plan(tmp_path, compose_phase, *overrides):
     from runners.c2 import plan_comparisons
     from runners.job import JobContext
