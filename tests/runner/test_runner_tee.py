@@ -52,7 +52,7 @@ def run_in_process(tmp_path, monkeypatch, isolated_overrides):
 
 
 def test_an_in_process_run_leaves_the_stream_absl_holds_open(run_in_process, tmp_path, monkeypatch):
-    absl_logging = pytest.importorskip("absl.logging")
+    from absl import logging as absl_logging  # absl comes with TensorFlow, a dependency
     absl_handler = absl_logging.get_absl_handler().python_handler
     host_stream = (tmp_path / "host_stderr.txt").open("w")  # the sys.stderr absl was imported under
     monkeypatch.setattr(absl_handler, "stream", host_stream)
