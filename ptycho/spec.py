@@ -27,6 +27,33 @@ class NonFiniteLossError(RuntimeError):
     """A training or validation loss became NaN or Inf."""
 
 
+class LossTerms:
+    """Which loss terms a fit computes, and their weights; shared by both backends' ``PinnLoss``.
+
+    A backend's subclass supplies one static method per term name (``poisson_nll``,
+    ``amplitude_mae``, ``realspace_mse``: ``(targets, outputs) -> scalar``) and ``__call__``
+    summing ``terms_of`` with its framework's arithmetic. Terms with weight 0 are not computed.
+    """
+
+    def __init__(self, nll_weight: float = 1.0, mae_weight: float = 0.0, realspace_weight: float = 0.0):
+        self.weights = {"poisson_nll": nll_weight, "amplitude_mae": mae_weight, "realspace_mse": realspace_weight}
+        self.terms = [name for name, weight in self.weights.items() if weight > 0]
+        if not self.terms:
+            raise ValueError("PinnLoss: at least one loss weight must be > 0")
+
+    @property
+    def term_names(self) -> list[str]:
+        return ["loss", *self.terms]
+
+    @property
+    def needs_ground_truth(self) -> bool:
+        return any(name != "poisson_nll" for name in self.terms)
+
+    def terms_of(self, targets, outputs) -> dict:
+        """{term: scalar} of every active term (without the weighted total)."""
+        return {name: getattr(self, name)(targets, outputs) for name in self.terms}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Settings of the network; arrays (the probe) are passed separately.

@@ -35,7 +35,8 @@ from ptycho import batches
 from ptycho.batches import GroupedData, split_validation
 from ptycho.model import PtychoPINN
 from ptycho.spec import (
-    EARLY_STOPPING_PATIENCE, INTENSITY_EPSILON, LR_FACTOR, LR_MIN, LR_PATIENCE, NonFiniteLossError, TrainSpec,
+    EARLY_STOPPING_PATIENCE, INTENSITY_EPSILON, LR_FACTOR, LR_MIN, LR_PATIENCE, LossTerms, NonFiniteLossError,
+    TrainSpec,
 )
 from ptycho.stitching import check_offsets_fit
 
@@ -50,25 +51,11 @@ def poisson_nll(observed, predicted):
     return tf.reduce_mean(guarded - observed * tf.math.log(guarded))
 
 
-class PinnLoss:
+class PinnLoss(LossTerms):
     """Weighted loss ``loss(targets, outputs) -> {term: scalar}`` (module docstring for terms)."""
 
-    def __init__(self, nll_weight: float = 1.0, mae_weight: float = 0.0, realspace_weight: float = 0.0):
-        self.weights = {"poisson_nll": nll_weight, "amplitude_mae": mae_weight, "realspace_mse": realspace_weight}
-        self.terms = [name for name, weight in self.weights.items() if weight > 0]
-        if not self.terms:
-            raise ValueError("PinnLoss: at least one loss weight must be > 0")
-
-    @property
-    def term_names(self) -> list[str]:
-        return ["loss", *self.terms]
-
-    @property
-    def needs_ground_truth(self) -> bool:
-        return any(name != "poisson_nll" for name in self.terms)
-
     def __call__(self, targets, outputs):
-        values = {name: getattr(self, name)(targets, outputs) for name in self.terms}
+        values = self.terms_of(targets, outputs)
         values["loss"] = tf.add_n([self.weights[name] * value for name, value in values.items()])
         return values
 
