@@ -2,9 +2,11 @@
 
 From a :class:`SimulationSpec` (seeded) this builds
 
-* an object (M, M) complex64: amplitude in [0.5, 1] and phase in [-pi/2, pi/2], each a sum of
-  smooth random fields at several scales plus soft-edged disks and line segments shared by
-  amplitude and phase (structure at several scales, not noise);
+* an object (M, M) complex64, by ``object_kind``: 'mixed' (the default): amplitude in [0.5, 1]
+  and phase in [-pi/2, pi/2], each a sum of smooth random fields at several scales plus
+  soft-edged disks and line segments shared by amplitude and phase (structure at several
+  scales, not noise); 'lines': the PtychoPINN community's amplitude-only object of blurred
+  random line segments, phase 0 (:func:`make_lines_object`);
 * a probe (N, N) complex64: a soft-edged disk of radius N/4 (taper to zero at 5N/16, exactly
   zero beyond) with a quadratic (defocus-like) phase of 3*pi at the support edge;
 * a scan: a Fermat spiral (or jittered raster) whose median nearest-neighbour distance is
@@ -37,6 +39,11 @@ from ptycho.data import SUPPORTED_N, PtychoData, save_npz
 
 SIMULATOR_VERSION = 1  # bump when the generated data changes, so caches are rebuilt
 SCAN_PATTERNS = ("fermat", "raster")
+OBJECT_KINDS = ("mixed", "lines")
+DEFAULT_OBJECT_KIND = "mixed"
+LINES_COUNT = 400  # segments on the (2M, 2M) canvas, as in the community's 'lines' object
+LINES_BLUR = ((1.0, 1.0), (5.0, 2.0), (10.0, 5.0))  # (Gaussian sigma px, weight) summed
+LINES_BACKGROUND = 0.1  # amplitude floor of the 'lines' object (see make_lines_object)
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 _FERMAT_NN_RATIO = 1.69  # median nearest-neighbour distance of r = c*sqrt(k + 1/2), in units of c
 _PROBE_EDGE_PHASE_RAD = 3.0 * math.pi
@@ -52,7 +59,8 @@ class SimulationSpec:
     nphotons: mean photon count per frame. seed: integer >= 0. object_size: object side M in
     pixels, None for the smallest that holds the scan. test_fraction: share of positions in the
     test split. scan: 'fermat' or 'raster' (jittered). scan_step_px: nearest-neighbour distance
-    of the scan in pixels, None for N / 6.
+    of the scan in pixels, None for N / 6. object_kind: one of OBJECT_KINDS, 'mixed' (default)
+    or 'lines' (amplitude-only line segments).
     """
 
     N: int = 64
@@ -63,6 +71,7 @@ class SimulationSpec:
     test_fraction: float = 0.25
     scan: str = "fermat"
     scan_step_px: float | None = None
+    object_kind: str = DEFAULT_OBJECT_KIND
 
     def __post_init__(self) -> None:
         _require(_is_int(self.N) and self.N in SUPPORTED_N, "N", f"one of {SUPPORTED_N}", self.N)
@@ -78,6 +87,7 @@ class SimulationSpec:
             self.scan_step_px is None or _is_positive(self.scan_step_px), "scan_step_px",
             "None or a finite number > 0", self.scan_step_px,
         )
+        _require(self.object_kind in OBJECT_KINDS, "object_kind", f"one of {OBJECT_KINDS}", self.object_kind)
         minimum = _minimum_object_size(self)
         _require(
             self.object_size is None or (_is_int(self.object_size) and self.object_size >= minimum),
@@ -98,10 +108,17 @@ class SimulationSpec:
 
 
 def spec_hash(spec: SimulationSpec) -> str:
-    """12 hex digits identifying the spec and the simulator version."""
+    """12 hex digits identifying the spec and the simulator version.
+
+    The default object_kind is left out, so the default object's hash (and cached files)
+    are those from before the field existed.
+    """
+    fields = asdict(spec)
+    if fields["object_kind"] == DEFAULT_OBJECT_KIND:
+        del fields["object_kind"]
     canonical = {
         key: (v if v is None or isinstance(v, str) else float(v) if key in _FLOAT_FIELDS else int(v))
-        for key, v in asdict(spec).items()
+        for key, v in fields.items()
     }
     text = json.dumps({"simulator_version": SIMULATOR_VERSION, **canonical}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
@@ -110,7 +127,8 @@ def spec_hash(spec: SimulationSpec) -> str:
 def simulate_dataset(spec: SimulationSpec) -> tuple[PtychoData, PtychoData]:
     """Simulate the dataset of ``spec``; returns (train, test) with ground truth kept."""
     object_rng, noise_rng, _ = _generators(spec.seed)
-    obj = make_object(spec.object_side, object_rng)
+    make = make_lines_object if spec.object_kind == "lines" else make_object
+    obj = make(spec.object_side, object_rng)
     probe = make_probe(spec.N)
     xcoords, ycoords = scan_positions(spec)
     patches = extract_patches(obj, xcoords, ycoords, spec.N)
@@ -151,6 +169,32 @@ def make_object(size: int, rng: np.random.Generator) -> np.ndarray:
     amplitude = 0.5 + 0.5 * amplitude_map
     phase = (np.pi / 2) * (2.0 * phase_map - 1.0)
     return (amplitude * np.exp(1j * phase)).astype(np.complex64)
+
+
+def make_lines_object(size: int, rng: np.random.Generator, n_lines: int = LINES_COUNT) -> np.ndarray:
+    """(size, size) complex64 'lines' object: amplitude in [LINES_BACKGROUND, 1], phase exactly 0.
+
+    The PtychoPINN community's 'lines' object: ``n_lines`` one-pixel segments between uniformly
+    random integer end points on a (2 size, 2 size) canvas, blurred as the sum over LINES_BLUR
+    (G1 + 2 G5 + 5 G10, sigmas in pixels), then the central (size, size) crop (lines cross the
+    edges instead of ending near them), divided by its maximum. The reference uses that as the
+    amplitude, which can reach 0 far from every line (blur tails end at 4 sigma); here it is
+    mapped affinely onto [LINES_BACKGROUND, 1] = [0.1, 1]: the floor keeps |O| >= 0.1, so no
+    illuminated pixel is opaque and amplitude ratios and logs stay finite, and the affine map
+    keeps the relative line contrast (up to 10:1) instead of clipping detail to a plateau.
+    """
+    if not (_is_int(size) and size >= 1 and _is_int(n_lines) and n_lines >= 1):
+        raise ValueError(f"make_lines_object: size and n_lines must be integers >= 1; got {size!r}, {n_lines!r}")
+    side = 2 * size
+    canvas = np.zeros((side, side))
+    for r0, c0, r1, c1 in rng.integers(0, side, size=(n_lines, 4)):
+        t = np.linspace(0.0, 1.0, max(abs(r1 - r0), abs(c1 - c0)) + 1)
+        canvas[np.rint(r0 + t * (r1 - r0)).astype(int), np.rint(c0 + t * (c1 - c0)).astype(int)] = 1.0
+    blurred = sum(weight * ndimage.gaussian_filter(canvas, sigma) for sigma, weight in LINES_BLUR)
+    field = blurred[size // 2: size // 2 + size, size // 2: size // 2 + size]
+    peak = field.max()
+    amplitude = LINES_BACKGROUND + (1.0 - LINES_BACKGROUND) * (field / peak if peak > 0 else field)
+    return amplitude.astype(np.complex64)
 
 
 def make_probe(N: int) -> np.ndarray:

@@ -33,6 +33,13 @@ class DatasetSource(str, Enum):
     files = "files"
 
 
+class ObjectKind(str, Enum):
+    """Simulated objects (``ptycho.simulate.OBJECT_KINDS``)."""
+
+    mixed = "mixed"
+    lines = "lines"
+
+
 class PhaseKind(str, Enum):
     """Phase kinds the runner dispatches on (``runners.phases.PHASE_RUNNERS``)."""
 
@@ -58,6 +65,7 @@ class SimulationConfig:
     test_fraction: float = 0.25
     scan: str = "fermat"
     scan_step_px: Optional[float] = None
+    object_kind: ObjectKind = ObjectKind.mixed
 
     def __post_init__(self) -> None:
         _require(self.N in (64, 128, 256), f"{self._key}.N", "one of 64, 128, 256", self.N)
