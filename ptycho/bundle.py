@@ -7,7 +7,10 @@ A bundle directory holds
     offsets.json   summary of the per-patch offsets (pixels)
     canvas.json    patch and canvas sizes, number of patch slots, largest |offset|
     patch_amplitude_grid.png  patch_phase_grid.png  canvas_amplitude.png
-    canvas_phase.png          loss_curve.png
+    canvas_phase.png          loss_curve.png (per-epoch curves and the per-step loss)
+    truth_vs_reconstruction.png   only with ground truth: truth | reconstruction | error
+                   for amplitude and phase, after the global amplitude scale and phase
+                   offset that ``ptycho.quality`` fits for its metrics
     arrays.npz     the drawn arrays themselves: ``patches`` (the first 16, (k, N, N)
                    complex64) and ``canvas`` ((M, M) complex64), so a comparison can
                    subtract numbers rather than pictures (``read_bundle_arrays``)
@@ -30,13 +33,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ptycho import plots
+from ptycho import plots, quality
 from ptycho.data import file_sha1
 
 STATS_FILE = "stats.json"
 OFFSETS_FILE = "offsets.json"
 CANVAS_FILE = "canvas.json"
 ARRAYS_FILE = "arrays.npz"
+TRUTH_FIGURE = "truth_vs_reconstruction.png"
 FIRST_OFFSETS_SHOWN = 8
 RESERVED_STATS_KEYS = frozenset(
     {"patch_amplitude", "patch_phase", "canvas_amplitude", "canvas_phase", "intensity_scale"}
@@ -47,7 +51,10 @@ def write_debug_bundle(bundle_dir: str | os.PathLike, patches: np.ndarray,
                        offsets_xy: np.ndarray, canvas: np.ndarray, *, intensity_scale: float,
                        history: Mapping[str, Sequence[float]] | None = None,
                        extra_stats: Mapping[str, object] | None = None,
-                       canvas_mask: np.ndarray | None = None) -> Path:
+                       canvas_mask: np.ndarray | None = None,
+                       step_loss: Sequence[float] | None = None,
+                       ground_truth: np.ndarray | None = None,
+                       ground_truth_mask: np.ndarray | None = None) -> Path:
     """Write a complete debug bundle to ``bundle_dir``, replacing any previous one.
 
     patches: (n, N, N) complex, predicted object patches (flatten (B, N, N, C) to
@@ -56,6 +63,12 @@ def write_debug_bundle(bundle_dir: str | os.PathLike, patches: np.ndarray,
         True where the scan covered the canvas. Canvas statistics use only covered pixels.
     intensity_scale: the (final) intensity scale of the model, finite and > 0.
     history: dict name -> per-epoch list of floats, drawn in loss_curve.png.
+    step_loss: the training loss of each batch (all epochs, in order), drawn in
+        loss_curve.png with the per-epoch curves.
+    ground_truth: (M, M) complex, the true object under the canvas
+        (``stitching.ground_truth_window``), or None: then no truth_vs_reconstruction.png.
+        ground_truth_mask: (M, M) bool, True where the truth is defined (default: all).
+        The figure compares the pixels both covered and inside the truth.
     extra_stats: dict of JSON-like sections merged into stats.json under their own keys
         (e.g. "quality", "history_final"); numpy values become Python numbers and
         non-finite floats become null.
@@ -70,6 +83,8 @@ def write_debug_bundle(bundle_dir: str | os.PathLike, patches: np.ndarray,
         CANVAS_FILE: _canvas_document(patches, offsets_xy, canvas),
     }
     history = _validate_history(history)
+    step_loss = None if step_loss is None else _curve(step_loss, "step_loss")
+    truth_rows = _truth_rows(canvas, canvas_mask, ground_truth, ground_truth_mask)
     target = Path(bundle_dir)
     if target.exists() and not target.is_dir():
         raise ValueError(f"bundle_dir {target} exists and is not a directory")
@@ -79,7 +94,9 @@ def write_debug_bundle(bundle_dir: str | os.PathLike, patches: np.ndarray,
         os.chmod(staging, 0o755)  # mkdtemp makes it private; a bundle is for reading
         for name, document in documents.items():
             (staging / name).write_text(_dumps(document), encoding="utf-8")
-        _write_figures(staging, patches, canvas, canvas_mask, history)
+        _write_figures(staging, patches, canvas, canvas_mask, history, step_loss)
+        if truth_rows is not None:
+            plots.save_truth_comparison(staging / TRUTH_FIGURE, *truth_rows)
         _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -166,7 +183,7 @@ def _canvas_document(patches, offsets_xy, canvas):
     }
 
 
-def _write_figures(directory, patches, canvas, canvas_mask, history):
+def _write_figures(directory, patches, canvas, canvas_mask, history, step_loss):
     n = patches.shape[0]
     shown = patches[:plots.GRID_MAX_PATCHES]
     plots.save_patch_grid(directory / "patch_amplitude_grid.png", np.abs(shown),
@@ -177,8 +194,35 @@ def _write_figures(directory, patches, canvas, canvas_mask, history):
                       kind="amplitude", mask=canvas_mask)
     plots.save_canvas(directory / "canvas_phase.png", np.angle(canvas),
                       kind="phase", mask=canvas_mask)
-    plots.save_loss_curve(directory / "loss_curve.png", history)
+    plots.save_loss_curve(directory / "loss_curve.png", history, step_loss)
     np.savez(directory / ARRAYS_FILE, patches=shown.astype(np.complex64), canvas=canvas.astype(np.complex64))
+
+
+def _truth_rows(canvas, canvas_mask, truth, truth_mask):
+    """(rows, mask) for plots.save_truth_comparison, or None without ground truth.
+
+    The reconstruction gets ptycho.quality's global fit (phase offset, amplitude scale); its
+    phase is unwrapped relative to the truth as quality does, so the error is the wrapped
+    difference and the titles' MAE are the metrics' amp_mae and phase_mae.
+    """
+    if truth is None:
+        return None
+    truth = _numeric_array(truth, "ground_truth")
+    if truth.shape != canvas.shape:
+        raise ValueError(f"ground_truth must have the canvas shape {canvas.shape}, got {truth.shape}; "
+                         "crop it with stitching.ground_truth_window")
+    mask = np.ones(canvas.shape, bool) if canvas_mask is None else canvas_mask
+    if truth_mask is not None:
+        mask = mask & _check_mask(truth_mask, canvas.shape, "ground_truth_mask")
+    if not mask.any():
+        raise ValueError("ground_truth does not overlap the covered canvas; nothing to compare")
+    fit = quality.reconstruction_quality(canvas, truth, mask=mask)
+    aligned = canvas * np.exp(-1j * fit["phase_offset"])
+    amp_truth, amp_recon = np.abs(truth), fit["amp_scale"] * np.abs(aligned)
+    dphase = np.angle(aligned * np.conj(truth))
+    rows = {"amplitude": (amp_truth, amp_recon, amp_recon - amp_truth, fit["amp_mae"]),
+            "phase": (np.angle(truth), np.angle(truth) + dphase, dphase, fit["phase_mae"])}
+    return rows, mask
 
 
 def _move_into_place(staging, target):
@@ -210,13 +254,18 @@ def _validate_arrays(patches, offsets_xy, canvas, canvas_mask):
     if canvas.ndim != 2 or canvas.shape[0] != canvas.shape[1]:
         raise ValueError(f"canvas must be square (M, M), got shape {canvas.shape}")
     if canvas_mask is not None:
-        canvas_mask = np.asarray(canvas_mask)
-        if canvas_mask.shape != canvas.shape or canvas_mask.dtype != bool:
-            raise ValueError(f"canvas_mask must be a bool array of the canvas shape "
-                             f"{canvas.shape}, got {canvas_mask.dtype} {canvas_mask.shape}")
+        canvas_mask = _check_mask(canvas_mask, canvas.shape, "canvas_mask")
         if not canvas_mask.any():
             raise ValueError("canvas_mask covers no pixel of the canvas")
     return patches, offsets_xy, canvas, canvas_mask
+
+
+def _check_mask(mask, shape, name):
+    mask = np.asarray(mask)
+    if mask.shape != shape or mask.dtype != bool:
+        raise ValueError(f"{name} must be a bool array of the canvas shape {shape}, "
+                         f"got {mask.dtype} {mask.shape}")
+    return mask
 
 
 def _numeric_array(value, name, real=False):
@@ -235,13 +284,14 @@ def _validate_history(history):
         return None
     if not isinstance(history, dict):
         raise ValueError(f"history must be a dict name -> list of floats, got {type(history)}")
-    curves = {}
-    for name, values in history.items():
-        array = np.asarray(values)
-        if array.ndim != 1 or not np.issubdtype(array.dtype, np.number):
-            raise ValueError(f"history[{name!r}] must be a 1-D list of numbers, got {values!r}")
-        curves[str(name)] = array.astype(np.float64)
-    return curves
+    return {str(name): _curve(values, f"history[{name!r}]") for name, values in history.items()}
+
+
+def _curve(values, name):
+    array = np.asarray(values)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"{name} must be a 1-D list of numbers, got {values!r}")
+    return array.astype(np.float64)
 
 
 def _jsonable(value, where):

@@ -10,8 +10,10 @@ steps and write the same files. Steps:
    ``model_spec.json`` go to ``run_dir``.
 3. inference: object patches of every test group.
 4. stitching (when ``do_stitching``): the global reconstruction and, with ground truth,
-   its quality (``stitching.stitched_quality``). Without stitching the canvas is the model's
-   own reassembled canvas of the first test group. ``reconstruction.npz`` goes to ``run_dir``.
+   its quality (``stitching.stitched_quality``) and the truth window under the canvas, drawn
+   against the reconstruction in the bundle's truth_vs_reconstruction.png. Without stitching
+   the canvas is the model's own reassembled canvas of the first test group (no truth figure).
+   ``reconstruction.npz`` goes to ``run_dir``.
 5. bundle: ``bundle.write_debug_bundle``; nothing is written to ``bundle_dir`` if any
    earlier step (a callback's ``on_train_begin`` included) fails (the writer is atomic).
 
@@ -23,6 +25,10 @@ History metric names (per epoch, lists of floats, the same on both backends):
     intensity_scale            exp(log_scale) at the end of the epoch
     learning_rate              Adam's learning rate after the epoch's schedule update
     epoch_time_s               wall time of the epoch, validation included
+
+and, per step (one float per training batch, all epochs in order): ``step_loss``, the
+training loss of each batch (Keras' batch logs would give the epoch's running mean).
+It goes to history.json and loss_curve.png, not into stats.json.
 
 Nothing here imports TensorFlow or PyTorch.
 """
@@ -47,6 +53,7 @@ HISTORY_FILE = "history.json"
 MODEL_SPEC_FILE = "model_spec.json"
 RECONSTRUCTION_FILE = "reconstruction.npz"
 NON_LOSS_CURVES = ("intensity_scale", "learning_rate", "epoch_time_s")
+STEP_LOSS = "step_loss"
 TIMING_KEYS = ("data_prep", "first_epoch", "training", "inference", "stitching", "bundle")
 
 
@@ -97,13 +104,15 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
 
     if do_stitching:
         stitched = backend.stitch_patches(patches, test_groups)
-        quality = (stitching.stitched_quality(stitched, test_data.object_guess)
-                   if test_data.has_ground_truth else {})
+        quality, truth = {}, (None, None)
+        if test_data.has_ground_truth:
+            quality = stitching.stitched_quality(stitched, test_data.object_guess)
+            truth = stitching.ground_truth_window(test_data.object_guess, stitched)
         canvas, canvas_mask = stitched.canvas, stitched.covered
         extra = {"offsets_xy": stitched.offsets_xy, "centre_xy": stitched.centre_xy, "crop": stitched.crop}
     else:
         canvas = backend.model_canvas(model, patches[:1], test_grouped.coords_relative[:1])
-        canvas_mask, quality, extra = None, {}, {}
+        canvas_mask, quality, extra, truth = None, {}, {}, (None, None)
     save_npz(run_dir / RECONSTRUCTION_FILE, canvas=np.asarray(canvas, np.complex64),
              covered=np.ones(canvas.shape, bool) if canvas_mask is None else canvas_mask, **extra)
     timings["stitching"], clock = _lap(clock)
@@ -113,7 +122,8 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
     del patches, test_grouped  # the bundle's drawing is the run's memory peak: keep only `flat`
     bundle.write_debug_bundle(
         bundle_dir, flat, offsets, canvas, canvas_mask=canvas_mask, intensity_scale=model.intensity_scale,
-        history={k: v for k, v in history.items() if k not in NON_LOSS_CURVES},
+        history={k: v for k, v in history.items() if k not in (*NON_LOSS_CURVES, STEP_LOSS)},
+        step_loss=history.get(STEP_LOSS), ground_truth=truth[0], ground_truth_mask=truth[1],
         extra_stats=extra_stats(history, quality, train_grouped.n_groups, spec),
     )
     result_sha1 = bundle.stats_sha1(bundle_dir)
@@ -129,7 +139,7 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
 
 def extra_stats(history, quality, n_groups_train, spec) -> dict:
     """stats.json sections; deterministic for a seeded run (no wall-clock values)."""
-    final = {k: v[-1] for k, v in history.items() if k != "epoch_time_s"}
+    final = {k: v[-1] for k, v in history.items() if k not in ("epoch_time_s", STEP_LOSS)}
     return {
         "quality": quality,
         "history_final": final,

@@ -10,7 +10,8 @@
   Schedule: ReduceLROnPlateau on val_loss (x0.5, patience 2, min 1e-4) when a validation
   split exists; EarlyStopping on loss (patience 3). Validation: the last groups (Keras' rule).
 * History per epoch: the loss terms, ``val_<term>``, ``intensity_scale``, ``learning_rate``
-  (after the schedule), ``epoch_time_s`` - the names ``ptycho.training.train`` records.
+  (after the schedule), ``epoch_time_s`` - the names ``ptycho.training.train`` records; per
+  step, ``step_loss``: the weighted total of each training batch in order, as the TF side.
 * Seeded: ``spec.seed`` drives the shuffling, ``ptycho.batches.epoch_order`` (the order the
   TF side uses too); the same seed gives the same losses twice on CPU.
 * Callbacks are duck-typed (Keras callbacks work): ``on_train_begin(logs)``,
@@ -115,7 +116,8 @@ def evaluate(model, loss, data: GroupedData, batch_size: int) -> dict[str, float
 def train(model: PtychoPINN, data: GroupedData, spec: TrainSpec, callbacks: Sequence = ()) -> dict:
     """Train ``model`` on grouped ``data`` for ``spec``.
 
-    Returns the per-epoch history, name -> list of floats (module docstring).
+    Returns the history, name -> list of floats: per epoch, plus ``step_loss`` per step
+    (module docstring).
     """
     loss = loss_for(model)
     if loss.needs_ground_truth and data.object is None:
@@ -127,13 +129,14 @@ def train(model: PtychoPINN, data: GroupedData, spec: TrainSpec, callbacks: Sequ
     stopper = optim.EarlyStopping(EARLY_STOPPING_PATIENCE)
     plateau = None if val_part is None else optim.ReduceLROnPlateau(LR_FACTOR, LR_PATIENCE, LR_MIN)
     history: dict[str, list[float]] = {}
+    step_loss: list[float] = []
     logs: dict[str, float] = {}
     _notify(callbacks, "on_train_begin", logs)
     for epoch in range(spec.max_epochs):
         _notify(callbacks, "on_epoch_begin", epoch, {})
         start = time.perf_counter()
         order = batches.epoch_order(train_part.n_groups, spec.seed, epoch)
-        logs = _train_epoch(model, optimizer, loss, train_part, order, spec.batch_size, epoch)
+        logs = _train_epoch(model, optimizer, loss, train_part, order, spec.batch_size, epoch, step_loss)
         if val_part is not None:
             validation = evaluate(model, loss, val_part, spec.batch_size)
             _raise_if_non_finite(validation, f"validation after epoch {epoch}")
@@ -147,15 +150,18 @@ def train(model: PtychoPINN, data: GroupedData, spec: TrainSpec, callbacks: Sequ
         if stopper.should_stop(epoch, logs["loss"]):
             break
     _notify(callbacks, "on_train_end", logs)
-    return history
+    return {**history, "step_loss": step_loss}
 
 
-def _train_epoch(model, optimizer, loss, data, order, batch_size, epoch):
+def _train_epoch(model, optimizer, loss, data, order, batch_size, epoch, step_loss):
+    """Epoch-mean loss terms; appends each batch's total to ``step_loss``."""
     sums: dict[str, float] = {}
     n_batches = 0
     for begin in range(0, len(order), batch_size):
         inputs, targets = batch_tensors(data, order[begin:begin + batch_size])
-        for name, value in train_step(model, optimizer, loss, inputs, targets).items():
+        terms = train_step(model, optimizer, loss, inputs, targets)
+        step_loss.append(terms["loss"])
+        for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + value
         n_batches += 1
         means = {name: total / n_batches for name, total in sums.items()}

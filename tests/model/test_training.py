@@ -66,10 +66,18 @@ def test_loss_terms_and_weights():
 def test_history_has_the_documented_metrics(tiny_history):
     expected = {"loss", "poisson_nll", "val_loss", "val_poisson_nll", "intensity_scale", "learning_rate",
                 "epoch_time_s"}
-    assert set(tiny_history) == expected
-    assert all(len(values) == TINY.max_epochs for values in tiny_history.values())
+    assert set(tiny_history) == expected | {"step_loss"}
+    assert all(len(tiny_history[name]) == TINY.max_epochs for name in expected)
     assert tiny_history["loss"] == tiny_history["poisson_nll"]
     assert all(t > 0 for t in tiny_history["epoch_time_s"])
+
+
+def test_step_loss_is_the_loss_of_each_batch(tiny_history):
+    """6 training groups in batches of 2: 3 steps per epoch; each epoch's loss (Keras' running
+    mean at the epoch's end) is the mean of its steps, the steps themselves differ."""
+    steps = np.asarray(tiny_history["step_loss"]).reshape(TINY.max_epochs, 3)
+    np.testing.assert_allclose(steps.mean(axis=1), tiny_history["loss"], rtol=1e-6)
+    assert len(set(steps.ravel())) == steps.size
 
 
 def test_same_seed_gives_the_same_losses(tiny, tiny_history, make_spec, sim):

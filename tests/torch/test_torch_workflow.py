@@ -46,6 +46,8 @@ def test_bundles_have_the_same_files_and_keys(jobs):
     assert set(flat[0]) == set(flat[1])
     for name in ("offsets.json", "canvas.json"):  # the same test groups and canvas
         assert json.loads((torch_dir / name).read_text()) == json.loads((tf_dir / name).read_text())
+    assert (tf_dir / "truth_vs_reconstruction.png").is_file()  # the simulated data has ground truth
+    assert "step_loss" not in jobs["tf"].bundle_stats["history_final"]  # stats.json keys as before
     run_files = {p.name for p in jobs["torch"].weights_path.parent.iterdir()}
     assert {"history.json", "model_spec.json", "reconstruction.npz", "model.pt"} <= run_files
 
@@ -55,7 +57,7 @@ def test_the_same_spec_gives_the_same_run_on_both_backends(jobs):
     inside C2's default tolerance (10%), so a C2 comparison of matching runs is GREEN. The atol
     covers statistics that sit at zero (a patch minimum of 4e-7 differs by float32 noise)."""
     tf_job, torch_job = jobs["tf"], jobs["torch"]
-    for name in ("loss", "val_loss", "intensity_scale"):
+    for name in ("loss", "val_loss", "intensity_scale", "step_loss"):
         np.testing.assert_allclose(torch_job.history[name], tf_job.history[name], rtol=1e-4, err_msg=name)
     comparison = compare_bundles(tf_job.bundle_dir, torch_job.bundle_dir, tolerance=1e-3, atol=1e-6)
     assert comparison.verdict == "GREEN", comparison.failures

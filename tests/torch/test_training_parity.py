@@ -121,9 +121,23 @@ def test_train_is_seeded_and_records_the_tf_history_names(grouped, probe, small_
     assert all(math.isfinite(v) for v in histories[0]["val_loss"])
     expected = {"loss", "poisson_nll", "val_loss", "val_poisson_nll", "intensity_scale",
                 "learning_rate", "epoch_time_s"}
-    assert set(histories[0]) == expected
+    assert set(histories[0]) == expected | {"step_loss"}
     assert events[0] == "begin" and events[-1] == "end"
     assert events[1] == ("epoch", 0, sorted(expected)) and len(events) == 4
+
+
+def test_step_loss_has_one_value_per_batch_and_is_the_same_on_both_backends(grouped, probe):
+    """One epoch, 6 training groups in batches of 2: 3 steps, the batch losses (not Keras' running
+    mean) equal on both backends from the same initial weights and batch order."""
+    spec, data = grouped
+    train_spec = TrainSpec(max_epochs=1, batch_size=2, validation_split=0.25, seed=4, quiet=True)
+    tf_history = tf_training.train(tf_model.build_model(spec, probe), data, train_spec)
+    pt_history = pt_training.train(pt_model.build_model(spec, probe), data, train_spec)
+    for history in (tf_history, pt_history):
+        assert len(history["step_loss"]) == 3
+        assert np.mean(history["step_loss"]) == pytest.approx(history["loss"][0], rel=1e-6)
+    assert len(set(tf_history["step_loss"])) == 3
+    np.testing.assert_allclose(pt_history["step_loss"], tf_history["step_loss"], rtol=1e-5)
 
 
 def test_non_finite_loss_stops_training(grouped, probe):
