@@ -9,7 +9,10 @@ two have in common compute
     difference  = b - a
 
 A statistic passes when ``|ratio - 1| <= tolerance`` (default 0.10, i.e. ±10%) or
-``|difference| <= atol`` (default 0, for statistics that may sit at zero). The verdict is
+``|difference| <= atol`` (default 0, for statistics that may sit at zero); a statistic in radians
+(its name holds ``phase``) also passes when ``|difference| <= phase_atol_rad``: a phase is an
+angle, and a ratio of two small angles (0.0195 vs 0.0200 rad after a short run) says nothing
+about agreement. The verdict is
 GREEN when every compared statistic passes. Statistics that only one bundle carries are
 listed, not judged; the DESIGN §5 amplitude statistics must be in both.
 
@@ -71,6 +74,7 @@ class BundleComparison:
     statistics: tuple[StatisticComparison, ...]
     only_in_a: tuple[str, ...]
     only_in_b: tuple[str, ...]
+    phase_atol_rad: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -99,7 +103,8 @@ class BundleComparison:
         rows = [{k: (v if not isinstance(v, float) or math.isfinite(v) else None)
                  for k, v in asdict(s).items()} for s in self.statistics]
         return {"verdict": self.verdict, "labels": list(self.labels),
-                "tolerance": self.tolerance, "atol": self.atol, "statistics": rows,
+                "tolerance": self.tolerance, "atol": self.atol, "phase_atol_rad": self.phase_atol_rad,
+                "statistics": rows,
                 "failures": [s.name for s in self.failures],
                 "only_in_a": list(self.only_in_a), "only_in_b": list(self.only_in_b)}
 
@@ -138,7 +143,7 @@ def flatten_statistics(stats: dict, prefix: str = "") -> dict[str, float | None]
 
 
 def compare_stats(stats_a: dict, stats_b: dict, *, tolerance: float = DEFAULT_TOLERANCE,
-                  atol: float = 0.0, ignore=DEFAULT_IGNORED,
+                  atol: float = 0.0, phase_atol_rad: float = 0.0, ignore=DEFAULT_IGNORED,
                   labels: tuple[str, str] = ("a", "b")) -> BundleComparison:
     """Compare two stats.json dicts statistic by statistic (see the module docstring).
 
@@ -146,8 +151,9 @@ def compare_stats(stats_a: dict, stats_b: dict, *, tolerance: float = DEFAULT_TO
     Raises BundleComparisonError when a REQUIRED_STATISTICS entry is missing in either,
     naming the bundle label and the key, or when tolerance/atol are negative.
     """
-    if not (tolerance >= 0 and atol >= 0):
-        raise BundleComparisonError(f"tolerance and atol must be >= 0, got {tolerance}, {atol}")
+    if not (tolerance >= 0 and atol >= 0 and phase_atol_rad >= 0):
+        raise BundleComparisonError(f"tolerance, atol and phase_atol_rad must be >= 0, got "
+                                    f"{tolerance}, {atol}, {phase_atol_rad}")
     flat_a, flat_b = (_judged(flatten_statistics(s), ignore) for s in (stats_a, stats_b))
     for label, flat in zip(labels, (flat_a, flat_b)):
         missing = [k for k in REQUIRED_STATISTICS if flat.get(k) is None]
@@ -155,8 +161,10 @@ def compare_stats(stats_a: dict, stats_b: dict, *, tolerance: float = DEFAULT_TO
             raise BundleComparisonError(f"stats.json of {label} lacks required statistics "
                                         f"{missing} (DESIGN §5 keys)")
     common = sorted(flat_a.keys() & flat_b.keys())
-    rows = tuple(_compare_one(k, flat_a[k], flat_b[k], tolerance, atol) for k in common)
+    rows = tuple(_compare_one(k, flat_a[k], flat_b[k], tolerance,
+                              max(atol, phase_atol_rad) if "phase" in k else atol) for k in common)
     return BundleComparison(labels=tuple(labels), tolerance=float(tolerance), atol=float(atol),
+                            phase_atol_rad=float(phase_atol_rad),
                             statistics=rows, only_in_a=tuple(sorted(flat_a.keys() - flat_b.keys())),
                             only_in_b=tuple(sorted(flat_b.keys() - flat_a.keys())))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ptycho import determinism
 from runners import hub, outcome, tracking, xla
 from runners.callbacks import keras_base, make_callbacks
 from runners.envinfo import XLA_ENV_KEYS, git_commit, library_versions, project_root
@@ -213,8 +214,12 @@ class C1Run:
         return self.job.launch_dir / self.spec.guard.cwd if self.spec.guard.cwd else project_root()
 
     def _import_backend(self):
+        threads = determinism.resolve_threads(self.spec.threads)
         if self.spec.backend.name is Backend.tensorflow:
             self.record.xla.update(xla.import_tensorflow())
+            self.record.compute = determinism.configure_tensorflow(threads)
+        else:
+            self.record.compute = determinism.configure_torch(threads)
         return importlib.import_module(self.spec.backend.workflow)
 
     def _start_tracking(self) -> None:
@@ -224,6 +229,7 @@ class C1Run:
             "slot": self.slot.name, "xla_mode": spec.xla.mode.value, "git_commit": self.record.git_commit,
             "status": RUNNING, **{f"env.{k}": v for k, v in self.record.env.items()},
             **{f"xla.{k}": v for k, v in self.record.xla.items()},
+            **{f"compute.{k}": v for k, v in self.record.compute.items()},
         }
         run_id = self.tracker.start(self.slot.name, tags, self.job.parent_run_id)
         self.record.mlflow = {

@@ -105,6 +105,7 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
         command=job.command, env=env, versions=library_versions(), git_commit=git_commit(project_root()),
         parameters={
             "tolerance": settings.tolerance, "atol": settings.atol,
+            "phase_atol_rad": settings.phase_atol_rad,
             "tf_bundle": settings.tf_bundle or "mlflow", "torch_bundle": settings.torch_bundle or "mlflow",
             "parity_key": selection or settings.parity_key or "latest",
         },
@@ -255,7 +256,8 @@ class C2Run:
                 "c1_sweep_run_id": inputs.sweep_run_id}
         run_id = self.tracker.start(self.slot.name, tags, self.parent_run_id)
         self.record.mlflow = {"run_id": run_id, "experiment": self.spec.tracking.experiment, "tracking_uri": uri}
-        self.tracker.log_params({"c2.tolerance": self.settings.tolerance, "c2.atol": self.settings.atol})
+        self.tracker.log_params({"c2.tolerance": self.settings.tolerance, "c2.atol": self.settings.atol,
+                                 "c2.phase_atol_rad": self.settings.phase_atol_rad})
 
     def _compare(self, inputs: Inputs):
         """comparison.json, comparison.png and the MLflow metrics; the BundleComparison."""
@@ -264,7 +266,8 @@ class C2Run:
 
         try:
             comparison = compare_bundles(inputs.tf_bundle, inputs.torch_bundle, tolerance=self.settings.tolerance,
-                                         atol=self.settings.atol, labels=LABELS)
+                                         atol=self.settings.atol,
+                                         phase_atol_rad=self.settings.phase_atol_rad, labels=LABELS)
         except BundleComparisonError as exc:
             raise C2InputError(str(exc)) from exc
         out = analysis_dir(self.slot)

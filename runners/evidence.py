@@ -32,6 +32,7 @@ class PhaseRecord:
     status: str = RUNNING
     step: str = "start"
     xla: dict[str, str] = field(default_factory=dict)
+    compute: dict[str, str] = field(default_factory=dict)
     dataset: dict[str, str] = field(default_factory=dict)
     guard: str = "NOT RUN"
     stats_sha1: str | None = None
@@ -69,6 +70,7 @@ def inventory_section(record: PhaseRecord) -> str:
         f"Command: {record.command}",
         f"Env: {_kv(record.env)}",
         f"XLA: {_kv(record.xla)}",
+        f"Compute: {_kv(record.compute)}",
         f"Versions: {_kv(record.versions)}",
         f"Git commit: {record.git_commit}",
         f"Parameters: {_kv(record.parameters)}",
@@ -117,6 +119,7 @@ def blocker_markdown(record: PhaseRecord, stack_trace: str, stale_bundle: str | 
         f"- Command: `{record.command}`\n"
         f"- Env: {_kv(record.env)}\n"
         f"- XLA: {_kv(record.xla)}\n"
+        f"- Compute: {_kv(record.compute)}\n"
         f"- Versions: {_kv(record.versions)}\n"
         f"- Git commit: {record.git_commit}\n"
         f"- Parameters: {_kv(record.parameters)}\n"

@@ -208,6 +208,7 @@ class C2Config:
     title: str = MISSING
     tolerance: float = 0.10
     atol: float = 1e-6
+    phase_atol_rad: float = 1e-3
     tf_bundle: Optional[str] = None
     torch_bundle: Optional[str] = None
     parity_key: Optional[str] = None
@@ -216,6 +217,7 @@ class C2Config:
         _require(self.variant.isidentifier(), "c2.variant", "an identifier (used in the slot name)", self.variant)
         _require(self.tolerance > 0, "c2.tolerance", "> 0 (e.g. 0.10 for +-10%)", self.tolerance)
         _require(self.atol >= 0, "c2.atol", ">= 0", self.atol)
+        _require(self.phase_atol_rad >= 0, "c2.phase_atol_rad", ">= 0", self.phase_atol_rad)
         given = (self.tf_bundle is not None, self.torch_bundle is not None)
         if any(given) and not all(given):
             missing = "c2.torch_bundle" if given[0] else "c2.tf_bundle"
@@ -261,11 +263,14 @@ class HubConfig:
 
 @dataclass
 class PhaseConfig:
-    """Root of conf/phase.yaml. ``gridsize`` is the top-level shorthand that c1 follows."""
+    """Root of conf/phase.yaml. ``gridsize`` is the top-level shorthand that c1 follows;
+    ``threads``: the job's fixed compute threads (``ptycho.determinism``; null: every CPU in
+    the process's affinity mask), so a rerun on the same machine repeats bit for bit."""
 
     initiative: str = INITIATIVE_ID
     phase: PhaseKind = PhaseKind.c1
     gridsize: int = 2
+    threads: Optional[int] = None
     dataset: DatasetConfig = MISSING
     guard: GuardConfig = MISSING
     backend: BackendConfig = MISSING
@@ -276,6 +281,8 @@ class PhaseConfig:
     hub: HubConfig = MISSING
 
     def __post_init__(self) -> None:
+        _require(self.threads is None or self.threads >= 1, "threads",
+                 "null (every CPU this job may use) or an integer >= 1", self.threads)
         if self.phase is PhaseKind.c1:
             _require(self.c1 is not None, "c1", "a c1 option (scaled, baseline, gs1) for phase=c1", None)
             simulation = self.dataset.simulation

@@ -13,6 +13,7 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ptycho.determinism import available_cpus
 from runners import hub, tracking
 
 pytestmark = pytest.mark.slow
@@ -101,6 +102,8 @@ def test_inventory_section_carries_the_design_fields_and_the_recomputed_sha1(xla
     assert fields["Status"] == "GREEN" and fields["stats.json sha1"] == sha1
     assert fields["Command"].startswith("python -m runners.phase c1=scaled xla=off dataset.simulation.n_images=96")
     assert fields["Env"] == "TF_XLA_FLAGS=--tf_xla_auto_jit=0 USE_XLA_TRANSLATE=0"
+    threads = available_cpus()  # threads=null: every CPU of the job's affinity mask, fixed for the run
+    assert fields["Compute"] == f"threads={threads} inter_op_threads=1 op_determinism=on"
     assert "tensorflow-cpu=" in fields["Versions"] and "mlflow=" in fields["Versions"]
     assert re.fullmatch(r"[0-9a-f]{40}( \(dirty\))?", fields["Git commit"])
     assert "n_images=64 n_groups=32" in fields["Parameters"] and "stitching=true" in fields["Parameters"]
@@ -122,6 +125,7 @@ def test_mlflow_run_has_params_metrics_tags_inputs_and_artifacts(xla_off):
     assert tags["backend"] == "tensorflow" and tags["phase"] == "c1" and tags["xla_mode"] == "off"
     assert tags["guard_status"] == "GREEN" and tags["stats_sha1"] == sha1 and tags["status"] == "GREEN"
     assert tags["xla.tf_import.TF_XLA_FLAGS"] == "--tf_xla_auto_jit=0" and tags["xla.isolated"] == "no"
+    assert tags["compute.op_determinism"] == "on" and tags["compute.threads"] == str(available_cpus())
     inputs = {i.dataset.digest: i for i in run.inputs.dataset_inputs}
     assert len(inputs) == 2 and all(len(digest) == 36 for digest in inputs)
     train_sha1 = tags["dataset.train_sha1"]

@@ -10,6 +10,7 @@ from ptycho.simulate import SimulationSpec, simulate_dataset
 # torch's OpenMP threads busy-wait at barriers: with TensorFlow's thread pool (or any other
 # process) on the same 2 cores, 2 torch threads run up to 10x slower than 1.
 torch.set_num_threads(1)
+torch.use_deterministic_algorithms(True)
 
 
 @pytest.fixture(scope="session")

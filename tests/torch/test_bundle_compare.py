@@ -58,6 +58,24 @@ def test_a_statistic_beyond_tolerance_turns_the_verdict_red(bundles):
     assert compare_bundles(*bundles, tolerance=0.01).verdict == "RED"
 
 
+def test_phase_statistics_also_pass_within_an_absolute_angle():
+    """Two small angles 2.5% apart (0.0195 vs 0.0200 rad) agree to 0.5 mrad: with
+    phase_atol_rad=1e-3 they pass; an amplitude 2.5% apart does not; a wider phase gap fails."""
+    def stats(phase_max, amplitude_mean):
+        patch = {"mean": amplitude_mean, "std": 1.0, "min": 1.0, "max": 1.0, "var_zero_mean": 1.0}
+        return {"patch_amplitude": patch, "canvas_amplitude": {"mean": 1.0, "std": 1.0, "min": 1.0, "max": 1.0},
+                "patch_phase": {"max": phase_max}}
+
+    stats_a, close, far = stats(0.0195, 0.0195), stats(0.0200, 0.0195), stats(0.0215, 0.0200)
+    assert compare_stats(stats_a, close, tolerance=0.01).verdict == "RED"
+    with_angle = compare_stats(stats_a, close, tolerance=0.01, phase_atol_rad=1e-3)
+    assert with_angle.verdict == "GREEN" and with_angle.to_dict()["phase_atol_rad"] == 1e-3
+    failed = compare_stats(stats_a, far, tolerance=0.01, phase_atol_rad=1e-3).failures
+    assert [s.name for s in failed] == ["patch_amplitude.mean", "patch_phase.max"]
+    with pytest.raises(BundleComparisonError, match="phase_atol_rad"):
+        compare_stats(stats_a, close, phase_atol_rad=-1)
+
+
 def test_zero_and_null_statistics(bundles):
     stats = load_bundle_stats(bundles[0])
     a = {**stats, "extra": {"zero": 0.0, "broken": 1.0}}

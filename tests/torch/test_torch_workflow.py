@@ -53,13 +53,18 @@ def test_bundles_have_the_same_files_and_keys(jobs):
 
 
 def test_the_same_spec_gives_the_same_run_on_both_backends(jobs):
-    """Same initial weights and batches: the loss curves and every bundle statistic agree far
-    inside C2's default tolerance (10%), so a C2 comparison of matching runs is GREEN. The atol
-    covers statistics that sit at zero (a patch minimum of 4e-7 differs by float32 noise)."""
+    """Same initial weights and batches: the loss curves agree to 1e-4 and every bundle statistic
+    to 1% (phases to 1 mrad), ten times inside C2's default tolerance (10%), so a C2 comparison
+    of matching runs is GREEN. Not tighter: float32 kernels of different CPUs (oneDNN's AVX2 and
+    AVX-512 paths) round differently and training amplifies it; on this project's machines the
+    gap was 4e-5 on one and 1.1e-3 (canvas_amplitude.mean) on another. On one machine each run
+    repeats bit for bit (tests/model/test_determinism.py). The atol covers statistics that sit
+    at zero (a patch minimum of 4e-7 differs by float32 noise)."""
     tf_job, torch_job = jobs["tf"], jobs["torch"]
     for name in ("loss", "val_loss", "intensity_scale", "step_loss"):
         np.testing.assert_allclose(torch_job.history[name], tf_job.history[name], rtol=1e-4, err_msg=name)
-    comparison = compare_bundles(tf_job.bundle_dir, torch_job.bundle_dir, tolerance=1e-3, atol=1e-6)
+    comparison = compare_bundles(tf_job.bundle_dir, torch_job.bundle_dir, tolerance=1e-2, atol=1e-6,
+                                 phase_atol_rad=1e-3)
     assert comparison.verdict == "GREEN", comparison.failures
 
 
