@@ -1,0 +1,289 @@
+"""Reconstruction-quality study (not a test): ``python -m runners.bench_quality [--seeds 5] ...``.
+
+For each dataset (``simulated``: the default mixed object; ``lines``: the community's
+amplitude-only lines object), each gridsize and each seed it trains the PINN with the
+chosen backend's ``run_phase_job`` (PyTorch by default; ``--backend tensorflow`` imports
+TensorFlow instead, never both) and reads the stitched test reconstruction's quality
+(``ptycho.stitching.stitched_quality``: amplitude and phase MAE and SSIM, FRC50, after the
+global amplitude scale and phase offset fit of ``ptycho.quality``).
+
+Every (dataset, gridsize) also gets references, measured on the same test positions and
+the same inference groups and stitching (the first seed's groups):
+
+    floor     the constant object: every patch a0 (``architecture.initial_amplitude_from_data``,
+              where the network starts) with phase 0; a run that does not beat it learnt nothing
+    ceiling   the true patches ``test.Y`` in the groups' channel layout, stitched: the best any
+              patch-wise reconstruction can score through this stitching
+    iterative an iterative solver (ePIE and the like) on the same data: not installed yet, so the
+              column reads "n/a (not installed)", never a number
+
+The lines object's true phase is 0 everywhere: its phase metrics are reported but its rows
+say "amplitude only", and the floor's phase MAE is exactly 0 there, so no phase ratio exists.
+
+Writes into ``--out`` (default ``bench_quality_out/``): ``quality.json`` (settings, every run
+of every seed, the references, the summaries), ``quality.md`` (one row per run, the floor and
+ceiling rows and a summary row per dataset and gridsize: median / worst over seeds and the
+ratio to the floor), ``quality.png`` (per dataset: truth | PINN | error of the median seed's
+stitched reconstruction at gridsize 2, or the largest gridsize run, after the metrics' global
+fit; ``quality_<dataset>.png`` are its parts) and ``runs/`` (each run's run_dir and bundle).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from ptycho import architecture, bundle, determinism, plots, stitching
+from ptycho.batches import group_data
+from ptycho.phase_job import RECONSTRUCTION_FILE
+from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
+
+DATASETS = {"simulated": "mixed", "lines": "lines"}  # dataset -> SimulationSpec.object_kind
+AMPLITUDE_ONLY = {"lines": "amplitude only (true phase is 0): judge amp_* metrics"}
+BACKENDS = ("pytorch", "tensorflow")
+NEIGHBOR_COUNT = 7
+VALIDATION_SPLIT = 0.05
+FIGURE_GRIDSIZE = 2
+ITERATIVE_REFERENCE = "n/a (not installed)"
+METRICS = ("amp_mae", "phase_mae", "amp_ssim", "phase_ssim", "frc50")
+LOWER_IS_BETTER = {"amp_mae", "phase_mae"}  # SSIM and FRC50 (cycles/px): higher is better
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=list(DATASETS),
+                        help="default: simulated lines")
+    parser.add_argument("--gridsizes", nargs="+", type=int, choices=(1, 2), default=[1, 2], help="default: 1 2")
+    parser.add_argument("--seeds", type=_positive_int, default=5, help="seeds 0..S-1 per dataset and gridsize; default 5")
+    parser.add_argument("--epochs", type=_positive_int, default=20, help="training epochs per run; default 20")
+    parser.add_argument("--n-groups", type=_positive_int, default=384, help="training groups; default 384")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="default 16")
+    parser.add_argument("--n-images", type=_positive_int, default=512,
+                        help="simulated scan positions, train + test (a quarter is test); default 512")
+    parser.add_argument("--backend", choices=BACKENDS, default="pytorch", help="default pytorch")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="compute threads (default: every CPU of this process's affinity mask)")
+    parser.add_argument("--out", type=Path, default=Path("bench_quality_out"), help="default bench_quality_out/")
+    args = parser.parse_args(argv)
+    args.datasets, args.gridsizes = list(dict.fromkeys(args.datasets)), sorted(set(args.gridsizes))
+    if args.n_images < 8:
+        parser.error(f"--n-images must be at least 8 (a quarter of them are test positions); got {args.n_images}")
+    n_train = args.n_images - SimulationSpec(n_images=args.n_images).n_test
+    if args.n_groups > n_train:
+        parser.error(f"--n-groups {args.n_groups} exceeds the {n_train} training positions of "
+                     f"--n-images {args.n_images}; lower --n-groups or raise --n-images")
+    return args
+
+
+def load_backend(name: str, threads: int):
+    """(run_phase_job, stitch_patches, compute settings in force) of one backend; imports only it."""
+    if name == "tensorflow":
+        compute = determinism.configure_tensorflow(threads)
+        from ptycho.inference import stitch_patches
+        from ptycho.workflow import run_phase_job
+    else:
+        compute = determinism.configure_torch(threads)
+        from ptycho.torch.inference import stitch_patches
+        from ptycho.torch.workflow import run_phase_job
+    return run_phase_job, stitch_patches, compute
+
+
+def reference_quality(train, test, gridsize: int, seed: int, stitch_patches) -> dict[str, dict]:
+    """{'floor': quality, 'ceiling': quality} on the test data's inference groups (module doc)."""
+    groups = stitching.inference_groups(test, gridsize, NEIGHBOR_COUNT, seed)
+    true_patches = group_data(test, groups, 1.0, with_object=True).object  # (B, N, N, C) complex64
+    a0 = architecture.initial_amplitude_from_data(train.diffraction, train.probe)
+    constant = np.full(true_patches.shape, a0, np.complex64)
+    return {name: stitching.stitched_quality(stitch_patches(patches, groups), test.object_guess)
+            for name, patches in (("floor", constant), ("ceiling", true_patches))}
+
+
+def ratio(value: float, floor: float) -> float | None:
+    """value / floor, or None where the floor is 0 (the lines object's phase)."""
+    return value / floor if floor > 0 else None
+
+
+def run_one(run_phase_job, train, test, dataset: str, gridsize: int, seed: int, args, floor: dict) -> dict:
+    """Train and stitch one run; returns its record for quality.json."""
+    run_root = args.out / "runs" / f"{dataset}_gs{gridsize}_seed{seed}"
+    result = run_phase_job(
+        train, test,
+        grouping=GroupingSpec(gridsize=gridsize, neighbor_count=NEIGHBOR_COUNT, n_groups=args.n_groups,
+                              n_images=None, seed=seed),
+        model_spec=ModelSpec(gridsize=gridsize, seed=seed),
+        train_spec=TrainSpec(max_epochs=args.epochs, batch_size=args.batch_size, seed=seed,
+                             validation_split=VALIDATION_SPLIT),
+        run_dir=run_root / "run", bundle_dir=run_root / "bundle",
+    )
+    quality = {key: result.quality[key] for key in METRICS}
+    return {
+        "dataset": dataset, "gridsize": gridsize, "seed": seed, **quality,
+        "amp_mae_to_floor": ratio(quality["amp_mae"], floor["amp_mae"]),
+        "phase_mae_to_floor": ratio(quality["phase_mae"], floor["phase_mae"]),
+        "train_s": result.timings_s["training"],
+        "inference_stitching_s": result.timings_s["inference"] + result.timings_s["stitching"],
+        "run_dir": str(run_root / "run"),
+    }
+
+
+def summarise(runs: list[dict], floor: dict) -> dict:
+    """Median and worst over the seeds of each metric, train seconds, ratios to the floor."""
+    summary = {"n_seeds": len(runs)}
+    for key in (*METRICS, "train_s"):
+        values = [run[key] for run in runs]
+        worst = max(values) if key in LOWER_IS_BETTER or key == "train_s" else min(values)
+        summary[key] = {"median": statistics.median(values), "worst": worst}
+    for key in ("amp_mae", "phase_mae"):
+        summary[f"{key}_to_floor"] = {stat: ratio(summary[key][stat], floor[key]) for stat in ("median", "worst")}
+    return summary
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median amp_mae (the lower middle one for an even count)."""
+    ranked = sorted(runs, key=lambda run: run["amp_mae"])
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def _cell(value, digits: int) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, dict):
+        return f"{_cell(value['median'], digits)} / {_cell(value['worst'], digits)}"
+    return f"{value:.{digits}f}"
+
+
+TABLE_COLUMNS = (("amp_mae", 4), ("phase_mae", 4), ("amp_ssim", 3), ("phase_ssim", 3), ("frc50", 3),
+                 ("train_s", 1), ("amp_mae_to_floor", 2), ("phase_mae_to_floor", 2))
+TABLE_HEADER = ("dataset", "gridsize", "row", "seed", "amp_mae", "phase_mae (rad)", "amp_ssim", "phase_ssim",
+                "frc50 (cyc/px)", "train s", "amp_mae / floor", "phase_mae / floor", "iterative ref.", "note")
+
+
+def table_row(dataset: str, gridsize: int, label: str, seed, values: dict, iterative: str = "") -> str:
+    cells = [dataset, str(gridsize), label, str(seed)]
+    cells += [_cell(values.get(key), digits) if key in values else "-" for key, digits in TABLE_COLUMNS]
+    cells += [iterative, AMPLITUDE_ONLY.get(dataset, "")]
+    return "| " + " | ".join(cells) + " |"
+
+
+def write_table(path: Path, document: dict) -> None:
+    """quality.md: per (dataset, gridsize) the floor, the ceiling, one row per run and the summary."""
+    settings = document["settings"]
+    lines = [
+        "# Reconstruction quality: PINN against the constant-object floor and the true-patch ceiling", "",
+        f"Backend {settings['backend']}, epochs {settings['epochs']}, {settings['n_groups']} groups, batch "
+        f"{settings['batch_size']}, {settings['n_images']} simulated positions (a quarter test), threads "
+        f"{settings['compute']['threads']}. Metrics on the stitched test reconstruction after the global "
+        "amplitude scale and phase offset fit (ptycho.quality). Summary cells: median / worst over seeds. "
+        "floor: every patch the constant a0, phase 0; ceiling: the true patches, stitched alike. "
+        f"Iterative reference: {ITERATIVE_REFERENCE}.", "",
+        "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER),
+    ]
+    for entry in document["references"]:
+        dataset, gridsize = entry["dataset"], entry["gridsize"]
+        floor = entry["floor"]
+        for name in ("floor", "ceiling"):
+            values = {**entry[name], "amp_mae_to_floor": ratio(entry[name]["amp_mae"], floor["amp_mae"]),
+                      "phase_mae_to_floor": ratio(entry[name]["phase_mae"], floor["phase_mae"])}
+            lines.append(table_row(dataset, gridsize, name, "-", values))
+        runs = [run for run in document["runs"] if (run["dataset"], run["gridsize"]) == (dataset, gridsize)]
+        lines += [table_row(dataset, gridsize, "PINN", run["seed"], run) for run in runs]
+        summary = next(s for s in document["summaries"] if (s["dataset"], s["gridsize"]) == (dataset, gridsize))
+        lines.append(table_row(dataset, gridsize, f"summary of {summary['n_seeds']} seeds", "-", summary,
+                               iterative=entry["iterative"]))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_figure(out: Path, runs: list[dict], test_sets: dict) -> Path:
+    """quality.png: per dataset truth | PINN | error of the median seed (bundle's truth figure, stacked)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.image import imread
+
+    parts = []
+    for dataset, test in test_sets.items():
+        candidates = [run for run in runs if run["dataset"] == dataset]
+        gridsize = FIGURE_GRIDSIZE if any(r["gridsize"] == FIGURE_GRIDSIZE for r in candidates) \
+            else max(r["gridsize"] for r in candidates)
+        chosen = median_run([r for r in candidates if r["gridsize"] == gridsize])
+        with np.load(Path(chosen["run_dir"]) / RECONSTRUCTION_FILE) as saved:
+            stitched = stitching.Stitched(saved["canvas"], saved["covered"], saved["offsets_xy"],
+                                          saved["centre_xy"], int(saved["crop"]))
+        truth, inside = stitching.ground_truth_window(test.object_guess, stitched)
+        rows, mask = bundle._truth_rows(stitched.canvas, stitched.covered, truth, inside)
+        if dataset in AMPLITUDE_ONLY:
+            rows = {"amplitude": rows["amplitude"]}
+        part = plots.save_truth_comparison(out / f"quality_{dataset}.png", rows, mask)
+        n_seeds = sum(r["gridsize"] == gridsize for r in candidates)
+        parts.append((f"{dataset}: PINN at gridsize {gridsize}, seed {chosen['seed']} "
+                      f"(median amp_mae of {n_seeds} seeds){', amplitude only' if dataset in AMPLITUDE_ONLY else ''}",
+                      imread(part)))
+    heights = [image.shape[0] for _, image in parts]
+    width = max(image.shape[1] for _, image in parts)
+    fig = Figure(figsize=(width / plots.DPI, (sum(heights) + 40 * len(parts)) / plots.DPI), dpi=plots.DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(parts), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, (title, image) in zip(axes, parts):
+        ax.imshow(image)
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=12)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.97, hspace=0.08)
+    path = out / "quality.png"
+    fig.savefig(path)
+    return path
+
+
+def _print_run(run: dict) -> None:
+    print(f"{run['dataset']:9s} gridsize={run['gridsize']} seed={run['seed']}: amp_mae={run['amp_mae']:.4f} "
+          f"phase_mae={run['phase_mae']:.4f} amp/floor={_cell(run['amp_mae_to_floor'], 2)} "
+          f"phase/floor={_cell(run['phase_mae_to_floor'], 2)} train {run['train_s']:.1f} s, "
+          f"inference+stitching {run['inference_stitching_s']:.1f} s", flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    threads = determinism.resolve_threads(args.threads)
+    run_phase_job, stitch_patches, compute = load_backend(args.backend, threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = {key: getattr(args, key) for key in
+                ("datasets", "gridsizes", "seeds", "epochs", "n_groups", "batch_size", "n_images", "backend")}
+    document = {"settings": {**settings, "compute": compute, "neighbor_count": NEIGHBOR_COUNT,
+                             "validation_split": VALIDATION_SPLIT, "reference_groups_seed": 0},
+                "references": [], "runs": [], "summaries": []}
+    test_sets = {}
+    for dataset in args.datasets:
+        train, test = simulate_dataset(SimulationSpec(object_kind=DATASETS[dataset], seed=0, n_images=args.n_images))
+        test_sets[dataset] = test
+        for gridsize in args.gridsizes:
+            references = reference_quality(train, test, gridsize, 0, stitch_patches)
+            document["references"].append({"dataset": dataset, "gridsize": gridsize, **references,
+                                           "iterative": ITERATIVE_REFERENCE})
+            runs = []
+            for seed in range(args.seeds):
+                runs.append(run_one(run_phase_job, train, test, dataset, gridsize, seed, args, references["floor"]))
+                _print_run(runs[-1])
+            document["runs"] += runs
+            document["summaries"].append({"dataset": dataset, "gridsize": gridsize,
+                                          **summarise(runs, references["floor"])})
+    (args.out / "quality.json").write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+    write_table(args.out / "quality.md", document)
+    figure = write_figure(args.out, document["runs"], test_sets)
+    print(f"table: {args.out / 'quality.md'}  (data: quality.json, figure: {figure.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

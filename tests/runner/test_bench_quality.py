@@ -1,0 +1,37 @@
+"""In-process smoke run of the reconstruction-quality study (runners.bench_quality) at a tiny budget."""
+import json
+
+import pytest
+
+from runners import bench_quality
+
+pytestmark = pytest.mark.torch
+
+
+def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
+    out = tmp_path / "quality"
+    status = bench_quality.main(["--datasets", "simulated", "--gridsizes", "1", "--seeds", "1", "--epochs", "1",
+                                 "--n-groups", "8", "--n-images", "64", "--backend", "pytorch", "--threads", "1",
+                                 "--out", str(out)])
+    assert status == 0
+    for name in ("quality.json", "quality.md", "quality.png"):
+        assert (out / name).stat().st_size > 0, name
+
+    document = json.loads((out / "quality.json").read_text())
+    (reference,) = document["references"]
+    assert reference["ceiling"]["amp_mae"] < reference["floor"]["amp_mae"]
+    assert reference["iterative"] == bench_quality.ITERATIVE_REFERENCE
+    (run,) = document["runs"]
+    assert (run["dataset"], run["gridsize"], run["seed"]) == ("simulated", 1, 0)
+    assert run["amp_mae_to_floor"] == pytest.approx(run["amp_mae"] / reference["floor"]["amp_mae"])
+
+    rows = [line.split(" | ")[2] for line in (out / "quality.md").read_text().splitlines()
+            if line.startswith("| simulated |")]
+    assert rows.count("floor") == 1 and rows.count("ceiling") == 1 and rows.count("PINN") == 1
+    assert "simulated gridsize=1 seed=0: amp_mae=" in capsys.readouterr().out
+
+
+def test_rejects_more_groups_than_training_positions(capsys):
+    with pytest.raises(SystemExit):
+        bench_quality.parse_args(["--n-images", "64", "--n-groups", "100"])
+    assert "--n-groups 100 exceeds the 48 training positions" in capsys.readouterr().err
