@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import optimize
 
 from ptycho.data import SUPPORTED_N
 
@@ -30,6 +31,8 @@ OUTER_CHANNELS = 4  # decoder channels reserved for the outer-ring branch (refer
 BOTTLENECK_PX = 8
 KERNEL_PX = 3
 DECODERS = ("amplitude_decoder", "phase_decoder")
+OUTPUT_CONVS = ("head/centre_conv", "head/outer_conv")  # no ReLU after them
+AMPLITUDE_START_RANGE = (0.05, 0.95)  # a0 the sigmoid centre can start at (logit stays within +-3)
 
 
 def filter_ladder(N: int, n_filters_scale: int) -> dict[str, tuple[int, ...] | int]:
@@ -65,21 +68,66 @@ def _two_conv_blocks(layers, prefix, width, filters, block="block{k}/") -> int:
     return width
 
 
-def initial_weights(N: int, gridsize: int, n_filters_scale: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+def initial_weights(N: int, gridsize: int, n_filters_scale: int, seed: int,
+                    initial_amplitude: float = 0.5) -> dict[str, dict[str, np.ndarray]]:
     """{layer path: {'kernel': (3, 3, in, out) float32 HWIO, 'bias': (out,) float32}}.
 
-    Kernels are Glorot uniform, U(-l, l) with l = sqrt(6 / (9 * (in + out))), Keras' default
-    for Conv2D; biases are zero. One numpy generator seeded with ``seed`` draws the kernels in
-    forward order, so the numbers depend on the seed and the architecture alone, never on the
-    backend.
+    Kernels of the ReLU layers are He normal, N(0, 2 / (9 * in)). With Keras' default
+    (Glorot) every ReLU layer halved the signal's power, so the bottleneck's pre-activations
+    started about 100x smaller than an Adam step, and within the first epoch 53-60% of the
+    bottleneck channels were dead for every input: the collapse of issue 8 (He with the
+    encoder input at unit RMS and lr 1e-4: 0-2% dead).
+
+    The output convolutions (``OUTPUT_CONVS``, before the sigmoid, tanh and swish heads) start
+    at zero, and their biases at :func:`amplitude_head_biases` (amplitude) or zero (phase): the
+    network starts from the constant object a0 = ``initial_amplitude`` that the data implies,
+    at the constant-object NLL, whatever its input; the kernels still receive gradients. Random
+    output kernels put the outer ring's phase at several radians (wrapping across +-pi) and
+    its amplitude far from a0, whose canvas average pulled every neighbour's centre away: the
+    first NLL was far above the constant object's, and TF and PyTorch drifted apart (25% in
+    patch_phase.mean after 4 steps; zero kernels: 1e-5). One numpy generator seeded with
+    ``seed`` draws the kernels in forward order, so the numbers depend on the seed, the
+    architecture and a0 alone, never on the backend.
     """
     generator = np.random.default_rng(seed)
+    biases = amplitude_head_biases(initial_amplitude)
     weights = {}
     for path, (fan_in, filters) in conv_layers(N, gridsize, n_filters_scale).items():
-        limit = math.sqrt(6.0 / (KERNEL_PX * KERNEL_PX * (fan_in + filters)))
-        kernel = generator.uniform(-limit, limit, (KERNEL_PX, KERNEL_PX, fan_in, filters))
-        weights[path] = {"kernel": kernel.astype(np.float32), "bias": np.zeros(filters, np.float32)}
+        shape = (KERNEL_PX, KERNEL_PX, fan_in, filters)
+        kernel = generator.normal(0.0, math.sqrt(2.0 / (KERNEL_PX * KERNEL_PX * fan_in)), shape)
+        if path.endswith(OUTPUT_CONVS):
+            kernel = np.zeros(shape)  # drawn all the same, so the other layers' numbers do not move
+        bias = np.full(filters, biases.get(path, 0.0), np.float32)
+        weights[path] = {"kernel": kernel.astype(np.float32), "bias": bias}
     return weights
+
+
+def amplitude_head_biases(initial_amplitude: float) -> dict[str, float]:
+    """{layer path: bias} so that the amplitude head outputs a0 = ``initial_amplitude`` for a zero
+    input: logit(a0) before the centre's sigmoid, swish^-1(a0) before the outer ring's swish.
+
+    a0 must lie in [AMPLITUDE_START_RANGE]; an object outside it is still reachable, because
+    exp(log_scale) trains and carries the global amplitude (quality is judged after a global fit).
+    """
+    low, high = AMPLITUDE_START_RANGE
+    if not (isinstance(initial_amplitude, (int, float)) and low <= initial_amplitude <= high):
+        raise ValueError(f"initial_amplitude: expected a number in [{low}, {high}]; got {initial_amplitude!r}")
+    a0 = float(initial_amplitude)
+    swish_inverse = optimize.brentq(lambda z: z / (1.0 + math.exp(-z)) - a0, 0.0, 10.0, xtol=1e-12)
+    return {"amplitude_decoder/head/centre_conv": math.log(a0 / (1.0 - a0)),
+            "amplitude_decoder/head/outer_conv": swish_inverse}
+
+
+def initial_amplitude_from_data(diffraction: np.ndarray, probe: np.ndarray) -> float:
+    """The constant object amplitude a0 the data implies (Parseval: mean_n sum A**2 = a0**2 sum |P|**2),
+    clipped to AMPLITUDE_START_RANGE. diffraction (n, N, N) amplitudes A_file; probe (N, N) complex."""
+    energy = float(np.mean(np.sum(np.square(np.asarray(diffraction, np.float64)), axis=(-2, -1))))
+    probe_energy = float(np.sum(np.abs(np.asarray(probe)) ** 2))
+    if not (np.isfinite(energy) and np.isfinite(probe_energy) and energy > 0 and probe_energy > 0):
+        raise ValueError("initial_amplitude_from_data: the diffraction and the probe must carry finite, "
+                         f"non-zero energy; got {energy} and {probe_energy}")
+    low, high = AMPLITUDE_START_RANGE
+    return float(np.clip(math.sqrt(energy / probe_energy), low, high))
 
 
 def border_mask(N: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ptycho import grouping, normalization, stitching
+from ptycho import architecture, grouping, normalization, stitching
 from ptycho.data import PtychoData
 from ptycho.grouping import Groups
 from ptycho.spec import GroupingSpec, ModelSpec
@@ -92,8 +92,9 @@ def prepare_job_data(train_data: PtychoData, test_data: PtychoData, spec: Groupi
                      model_spec: ModelSpec, nphotons: float = DEFAULT_NPHOTONS):
     """Step 1 of the job: (resolved ModelSpec, train GroupedData, test GroupedData, test Groups).
 
-    The resolved spec carries the subset's intensity scale and the canvas side that holds
-    every train and test group's offsets.
+    The resolved spec carries the subset's intensity scale, its amplitude RMS (the encoder's
+    input normalisation), the constant object amplitude it implies (where the network starts)
+    and the canvas side that holds every train and test group's offsets.
     """
     _check_consistent(train_data, test_data, spec, model_spec)
     if spec.n_images is not None:
@@ -104,7 +105,9 @@ def prepare_job_data(train_data: PtychoData, test_data: PtychoData, spec: Groupi
     test_groups = stitching.inference_groups(test_data, spec.gridsize, spec.neighbor_count, spec.seed)
     scale = normalization.dataset_intensity_scale(train_data.diffraction, nphotons)
     resolved = dataclasses.replace(
-        model_spec, intensity_scale=scale,
+        model_spec, intensity_scale=scale, encoder_input_rms=normalization.amplitude_rms(train_data.diffraction),
+        initial_amplitude=architecture.initial_amplitude_from_data(
+            train_data.diffraction, architecture.prepare_probe(train_data.probe, model_spec.N, model_spec.probe_mask)),
         canvas_size=stitching.canvas_size_for(model_spec.N, train_groups.coords_relative,
                                               test_groups.coords_relative),
     )

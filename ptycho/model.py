@@ -6,7 +6,8 @@ arguments only; no global state, so models of different gridsize coexist in one 
 Forward pass, for inputs ``diffraction`` X (B, N, N, C) float32 = s * A_file and
 ``coords_relative`` (B, 1, 2, C) float32 pixels (CONTRACTS "Scaling", DESIGN §7):
 
-    x      = X / exp(log_scale)                   log_scale: tracked weight, init log(s)
+    x      = X / exp(log_scale) / r               log_scale: tracked weight, init log(s);
+                                                  r = spec.encoder_input_rms (unit-RMS input)
     amp    = amplitude_decoder(encoder(x))        (B, N, N, C), sigmoid centre
     phase  = phase_decoder(encoder(x))            (B, N, N, C) rad, pi*tanh centre
     object = amp * exp(i phase)                   (B, N, N, C) complex64     -> output "object"
@@ -96,7 +97,7 @@ class PtychoPINN(keras.Model):
 
     def object_patches(self, diffraction):
         """Decoded object patches amp * exp(i phase): (B, N, N, C) complex64 from X (B, N, N, C)."""
-        features = self.encoder(diffraction / tf.exp(self.log_scale))
+        features = self.encoder(diffraction / (tf.exp(self.log_scale) * self.spec.encoder_input_rms))
         amplitude = self.amplitude_decoder(features)
         phase = self.phase_decoder(features)
         return tf.complex(amplitude * tf.cos(phase), amplitude * tf.sin(phase))
@@ -117,7 +118,8 @@ class PtychoPINN(keras.Model):
         """Set every convolution to ``architecture.initial_weights`` of the spec (the numbers the
         PyTorch port starts from too) and log_scale to log(intensity_scale)."""
         spec = self.spec
-        initial = architecture.initial_weights(spec.N, spec.gridsize, spec.n_filters_scale, spec.seed)
+        initial = architecture.initial_weights(spec.N, spec.gridsize, spec.n_filters_scale, spec.seed,
+                                               spec.initial_amplitude)
         for variable in self.weights:
             *layer, name = variable.path.split("/")[1:]
             if layer:

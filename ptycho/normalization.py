@@ -20,6 +20,7 @@ import numpy as np
 from ptycho.physics import closed_form_intensity_scale, intensity_scale
 
 __all__ = [
+    "amplitude_rms",
     "closed_form_intensity_scale",
     "dataset_intensity_scale",
     "intensity_labels",
@@ -41,6 +42,20 @@ def dataset_intensity_scale(diffraction: np.ndarray, nphotons: float = 1e9) -> f
     if np.any(diffraction < 0) or not np.all(np.isfinite(diffraction)):
         raise ValueError("dataset_intensity_scale: diffraction must be finite and non-negative")
     return intensity_scale(diffraction, nphotons)
+
+
+def amplitude_rms(diffraction: np.ndarray) -> float:
+    """RMS of the amplitudes ``sqrt(mean A**2)`` over every pixel of every frame (float).
+
+    The encoder divides its input by this (``ModelSpec.encoder_input_rms``) so that it sees
+    unit-RMS data whatever the dataset's physical scale. Raises ValueError for all-zero or
+    non-finite data.
+    """
+    energy = float(np.mean(np.square(np.asarray(diffraction, dtype=np.float64))))
+    if not np.isfinite(energy) or energy <= 0:
+        raise ValueError(f"amplitude_rms: the diffraction amplitudes must be finite and not all zero; "
+                         f"got mean A**2 = {energy}")
+    return float(np.sqrt(energy))
 
 
 def scale_inputs(diffraction: np.ndarray, scale: float) -> np.ndarray:

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ptycho.architecture import AMPLITUDE_START_RANGE
 from ptycho.data import SUPPORTED_N
 
 LOSS_TERMS = ("loss", "poisson_nll", "amplitude_mae", "realspace_mse")
 # Fixed rules of every fit, on both backends (the reference's): Poisson NLL on I + epsilon;
 # ReduceLROnPlateau on val_loss; EarlyStopping on loss.
 INTENSITY_EPSILON = 1e-12
-LR_FACTOR, LR_PATIENCE, LR_MIN = 0.5, 2, 1e-4
+LR_FACTOR, LR_PATIENCE, LR_MIN = 0.5, 2, 1e-5
 EARLY_STOPPING_PATIENCE = 3
 
 
@@ -63,11 +64,16 @@ class ModelSpec:
     re-extract them inside the forward path. canvas_size: side M (pixels) of that canvas;
     required when object_big and C > 1, computed from the groups' offsets by
     ``stitching.canvas_size_for`` (never a fixed guess). probe_mask: multiply the probe by a disk
-    of radius N/4. intensity_scale: s, initial exp(log_scale). intensity_scale_trainable:
+    of radius N/4. intensity_scale: s, initial exp(log_scale). encoder_input_rms: the RMS of the
+    data's amplitudes ``A_file`` (set by ``batches.prepare_job_data``); the encoder sees
+    ``X / exp(log_scale) / encoder_input_rms``, unit RMS whatever the data's physical scale
+    (the forward model and the loss keep the physical scale). initial_amplitude: a0, the
+    object amplitude the network starts at everywhere (``architecture.amplitude_head_biases``;
+    ``prepare_job_data`` sets it from the data by Parseval). intensity_scale_trainable:
     whether log_scale trains. use_xla_translate: translation path (None: tf_helper decides;
     the USE_XLA_TRANSLATE environment variable overrides). nll_weight, mae_weight,
     realspace_weight: loss weights (MAE and real-space need ground truth). learning_rate:
-    Adam's. seed: of the initial weights (``architecture.initial_weights``, the same numbers
+    Adam's (1e-4: at 1e-3 the first Adam steps killed 40-60% of the bottleneck ReLUs). seed: of the initial weights (``architecture.initial_weights``, the same numbers
     for both backends).
     """
 
@@ -77,12 +83,14 @@ class ModelSpec:
     object_big: bool = True
     probe_mask: bool = False
     intensity_scale: float = 988.2
+    encoder_input_rms: float = 1.0
+    initial_amplitude: float = 0.5
     intensity_scale_trainable: bool = True
     use_xla_translate: bool | None = None
     nll_weight: float = 1.0
     mae_weight: float = 0.0
     realspace_weight: float = 0.0
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4
     canvas_size: int | None = None
     seed: int = 0
 
@@ -92,7 +100,7 @@ class ModelSpec:
             _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1",
                      getattr(self, name))
         _require(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
-        for name in ("intensity_scale", "learning_rate"):
+        for name in ("intensity_scale", "encoder_input_rms", "learning_rate"):
             value = getattr(self, name)
             _require(_is_number(value) and value > 0, name, "a finite number > 0", value)
         for name in ("nll_weight", "mae_weight", "realspace_weight"):
@@ -102,6 +110,9 @@ class ModelSpec:
                  "at least one loss weight > 0", self.nll_weight)
         for name in ("object_big", "probe_mask", "intensity_scale_trainable"):
             _require(isinstance(getattr(self, name), bool), name, "a bool", getattr(self, name))
+        low, high = AMPLITUDE_START_RANGE
+        _require(_is_number(self.initial_amplitude) and low <= self.initial_amplitude <= high,
+                 "initial_amplitude", f"a number in [{low}, {high}]", self.initial_amplitude)
         _require(self.use_xla_translate is None or isinstance(self.use_xla_translate, bool),
                  "use_xla_translate", "None or a bool", self.use_xla_translate)
         _require(self.canvas_size is None or (_is_int(self.canvas_size) and self.canvas_size >= self.N),

@@ -139,7 +139,7 @@ class ModelConfig:
     nll_weight: float = 1.0
     mae_weight: float = 0.0
     realspace_weight: float = 0.0
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4
 
     def __post_init__(self) -> None:
         _require(self.n_filters_scale >= 1, "c1.model.n_filters_scale", ">= 1", self.n_filters_scale)

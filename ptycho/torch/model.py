@@ -5,7 +5,8 @@ side) and the probe.
 Forward pass, inputs ``diffraction`` (B, N, N, C) float32 = s * A_file and
 ``coords_relative`` (B, 1, 2, C) float32 pixels, channels last as in TensorFlow:
 
-    x      = X / exp(log_scale)                   log_scale: Parameter, init log(s)
+    x      = X / exp(log_scale) / r               log_scale: Parameter, init log(s);
+                                                  r = spec.encoder_input_rms (unit-RMS input)
     amp    = amplitude_decoder(encoder(x))        (B, N, N, C), sigmoid centre
     phase  = phase_decoder(encoder(x))            (B, N, N, C) rad, pi*tanh centre
     object = amp * exp(i phase)                   (B, N, N, C) complex64    -> "object"
@@ -163,7 +164,8 @@ class PtychoPINN(nn.Module):
         """Set every convolution to ``architecture.initial_weights`` of the spec (HWIO kernels
         transposed to torch's OIHW), the numbers the Keras model starts from too."""
         spec = self.spec
-        initial = architecture.initial_weights(spec.N, spec.gridsize, spec.n_filters_scale, spec.seed)
+        initial = architecture.initial_weights(spec.N, spec.gridsize, spec.n_filters_scale, spec.seed,
+                                               spec.initial_amplitude)
         with torch.no_grad():
             for path, conv in self.convolutions().items():
                 layer = initial[path.replace(".", "/")]
@@ -177,13 +179,13 @@ class PtychoPINN(nn.Module):
     def forward(self, diffraction, coords_relative):
         """diffraction (B, N, N, C) float32; coords_relative (B, 1, 2, C) pixels."""
         scale = torch.exp(self.log_scale)
-        obj = self.object_patches(diffraction / scale)
+        obj = self.object_patches(diffraction / (scale * self.spec.encoder_input_rms))
         illuminated = self.illuminated_patches(obj, coords_relative) * self.probe
         predicted = ops.pad_and_diffract(illuminated) * scale
         return {"object": obj, "amplitude": predicted, "intensity": torch.square(predicted)}
 
     def object_patches(self, scaled_diffraction):
-        """(B, N, N, C) float32 input already divided by the scale -> (B, N, N, C) complex64."""
+        """(B, N, N, C) float32 input already divided by the scale and the input RMS -> (B, N, N, C) complex64."""
         features = self.encoder(scaled_diffraction.permute(0, 3, 1, 2))
         amplitude = self.amplitude_decoder(features).permute(0, 2, 3, 1)
         phase = self.phase_decoder(features).permute(0, 2, 3, 1)

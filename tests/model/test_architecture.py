@@ -5,7 +5,10 @@ import sys
 import numpy as np
 import pytest
 
-from ptycho.architecture import border_mask, conv_layers, filter_ladder, initial_weights, prepare_probe
+from ptycho.architecture import (
+    amplitude_head_biases, border_mask, conv_layers, filter_ladder, initial_amplitude_from_data, initial_weights,
+    prepare_probe,
+)
 
 
 @pytest.mark.parametrize("N, encoder, decoder, outer", [
@@ -58,17 +61,46 @@ def test_conv_layers_chain_their_widths_in_forward_order():
     assert list(layers)[-1] == "phase_decoder/head/outer_conv"
 
 
-def test_initial_weights_are_glorot_uniform_zero_bias_and_seeded():
-    weights = initial_weights(64, 2, 1, seed=4)
+def test_initial_weights_are_he_normal_for_relu_layers_zero_for_output_convs_and_seeded():
+    weights = initial_weights(64, 2, 1, seed=4, initial_amplitude=0.7)
     assert set(weights) == set(conv_layers(64, 2, 1))
     kernel = weights["encoder/block2/conv1"]["kernel"]
-    limit = math.sqrt(6 / (9 * (128 + 128)))
     assert kernel.shape == (3, 3, 128, 128) and kernel.dtype == np.float32
-    assert np.abs(kernel).max() <= limit and kernel.std() == pytest.approx(limit / math.sqrt(3), rel=0.02)
-    assert all(not w["bias"].any() for w in weights.values())
+    assert kernel.std() == pytest.approx(math.sqrt(2 / (9 * 128)), rel=0.02) and abs(kernel.mean()) < 1e-3
+    for decoder in ("amplitude_decoder", "phase_decoder"):  # the object starts at a0 exp(i 0) for any input
+        for head in ("centre_conv", "outer_conv"):
+            assert not weights[f"{decoder}/head/{head}"]["kernel"].any()
+    with_bias = {path for path, w in weights.items() if w["bias"].any()}
+    assert with_bias == {"amplitude_decoder/head/centre_conv", "amplitude_decoder/head/outer_conv"}
     again, other = initial_weights(64, 2, 1, seed=4), initial_weights(64, 2, 1, seed=5)
     np.testing.assert_array_equal(again["encoder/block2/conv1"]["kernel"], kernel)
     assert not np.array_equal(other["encoder/block2/conv1"]["kernel"], kernel)
+
+
+@pytest.mark.parametrize("a0", [0.05, 0.3, 0.7, 0.95])
+def test_amplitude_head_biases_start_the_object_at_a0_in_centre_and_ring(a0):
+    biases = amplitude_head_biases(a0)
+    centre, ring = biases["amplitude_decoder/head/centre_conv"], biases["amplitude_decoder/head/outer_conv"]
+    assert 1 / (1 + math.exp(-centre)) == pytest.approx(a0, rel=1e-9)
+    assert ring / (1 + math.exp(-ring)) == pytest.approx(a0, rel=1e-9)  # swish
+    weights = initial_weights(64, 1, 1, seed=0, initial_amplitude=a0)
+    assert np.all(weights["amplitude_decoder/head/centre_conv"]["bias"] == np.float32(centre))
+
+
+@pytest.mark.parametrize("bad", [0.0, 0.01, 0.99, 1.5, float("nan"), "0.5"])
+def test_an_impossible_start_amplitude_is_named(bad):
+    with pytest.raises(ValueError, match="initial_amplitude"):
+        amplitude_head_biases(bad)
+
+
+def test_the_start_amplitude_from_data_is_the_parseval_constant():
+    rng = np.random.default_rng(0)
+    probe = (rng.random((64, 64)) + 1j * rng.random((64, 64))).astype(np.complex64)
+    amplitudes = np.abs(np.fft.fft2(0.6 * probe)) / 64  # a constant object of amplitude 0.6
+    assert initial_amplitude_from_data(amplitudes[None], probe) == pytest.approx(0.6, rel=1e-6)
+    assert initial_amplitude_from_data(3 * amplitudes[None], probe) == 0.95  # clipped: exp(log_scale) carries it
+    with pytest.raises(ValueError, match="energy"):
+        initial_amplitude_from_data(np.zeros((2, 64, 64)), probe)
 
 
 def test_the_architecture_module_imports_no_framework():

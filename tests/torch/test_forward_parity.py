@@ -11,6 +11,7 @@ import torch
 
 from ptycho import model as tf_model
 from ptycho import tf_helper, training as tf_training
+from ptycho.architecture import OUTPUT_CONVS
 from ptycho.batches import group_data
 from ptycho.spec import ModelSpec
 from ptycho.stitching import canvas_size_for
@@ -36,6 +37,7 @@ class Pair:
         self.spec = ModelSpec(gridsize=gridsize, intensity_scale=scale,
                                        canvas_size=canvas, seed=5)
         self.keras = tf_model.build_model(self.spec, probe)
+        _randomise_output_convs(self.keras, seed=gridsize)
         self.torch = weights.tf_to_torch(self.keras, pt_model.build_model(self.spec, probe))
         self.inputs, self.targets = batch.inputs(), batch.targets()
         self.torch_inputs = {k: torch.from_numpy(v) for k, v in self.inputs.items()}
@@ -54,7 +56,7 @@ class Pair:
         if self.spec.gridsize > 1:
             stages["canvas"] = k.object_canvas(outputs["object"], x["coords_relative"])
         stages = {name: np.asarray(value) for name, value in stages.items()}
-        np.testing.assert_allclose(stages["object"], obj, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(stages["object"], obj, rtol=1e-4, atol=2e-5)
         return stages
 
     def stages_torch(self):
@@ -73,6 +75,17 @@ class Pair:
             if self.spec.gridsize > 1:
                 stages["canvas"] = t.object_canvas(outputs["object"], x["coords_relative"])
         return {name: value.numpy() for name, value in stages.items()}
+
+
+def _randomise_output_convs(keras_model, seed):
+    """The output convolutions start at zero (a constant object for any input), which would make
+    the heads' parity trivial: give them Glorot-uniform kernels before the transfer to torch."""
+    generator = np.random.default_rng(seed)
+    for variable in keras_model.weights:
+        if variable.path.endswith(tuple(f"{conv}/kernel" for conv in OUTPUT_CONVS)):
+            *_, fan_in, fan_out = variable.shape
+            limit = np.sqrt(6.0 / (9 * (fan_in + fan_out)))
+            variable.assign(generator.uniform(-limit, limit, variable.shape).astype(np.float32))
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["gridsize1", "gridsize2"])
@@ -120,13 +133,13 @@ def test_physics_stages_agree_given_the_same_object(pair):
 
 def test_both_backends_start_from_the_same_initial_weights(pair, probe):
     """No transfer: each backend builds its own model from the spec and gets the same numbers."""
-    own_torch = pt_model.build_model(pair.spec, probe)
-    keras_layers = weights.keras_variables(pair.keras)
+    own_torch, own_keras = pt_model.build_model(pair.spec, probe), tf_model.build_model(pair.spec, probe)
+    keras_layers = weights.keras_variables(own_keras)
     convs = weights.torch_convolutions(own_torch)
     assert set(convs) == set(keras_layers) - {weights.LOG_SCALE}
     for name, conv in convs.items():
         kernel = conv.weight.detach().numpy().transpose(2, 3, 1, 0)
         np.testing.assert_array_equal(kernel, keras_layers[name]["kernel"].numpy(), err_msg=name)
         np.testing.assert_array_equal(conv.bias.detach().numpy(), keras_layers[name]["bias"].numpy())
-    assert own_torch.log_scale.item() == float(pair.keras.log_scale.numpy())
-    assert sum(p.numel() for p in own_torch.parameters()) == pair.keras.count_params()
+    assert own_torch.log_scale.item() == float(own_keras.log_scale.numpy())
+    assert sum(p.numel() for p in own_torch.parameters()) == own_keras.count_params()

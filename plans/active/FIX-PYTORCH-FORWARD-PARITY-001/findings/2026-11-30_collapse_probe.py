@@ -1,4 +1,11 @@
-"""Collapse experiments on the PyTorch port (gridsize 1 or 2). Variants by CLI flags."""
+"""Collapse experiments on the PyTorch port (gridsize 1 or 2), issue 8's findings of 2026-11-30.
+
+A one-off probe, not a project tool: it monkeypatches the port to try variants (flags). With
+no variant flags it trains the model as shipped, e.g. the E7 row:
+    python plans/active/FIX-PYTORCH-FORWARD-PARITY-001/findings/2026-11-30_collapse_probe.py --gridsize 2 --epochs 20 --tag E7
+Round 1's rows ran on the code before the fix (Glorot, raw input, lr 1e-3), where the flags
+--input_norm rms --init he --amp_bias 2 added what the code now does itself.
+"""
 import argparse, json, math, time, sys
 import numpy as np, torch
 from torch.nn import functional as F
@@ -21,11 +28,15 @@ p.add_argument("--init", default="glorot")       # glorot | he
 p.add_argument("--amp_head", default="sigmoid")  # sigmoid | scaled
 p.add_argument("--loss", default="nll")          # nll | mae_amp (amplitude MAE in diffraction)
 p.add_argument("--tag", default="")
+p.add_argument("--out", default="probe_out", help="folder for results.jsonl and the weights")
 p.add_argument("--norm", default="none")  # none | gn
 p.add_argument("--est", type=int, default=0)
+p.add_argument("--he_heads", type=int, default=0)
+p.add_argument("--amp_bias", type=int, default=0)
+p.add_argument("--n_images", type=int, default=512)
 a = p.parse_args()
 
-train, test = simulate_dataset(SimulationSpec(seed=0))
+train, test = simulate_dataset(SimulationSpec(seed=0, n_images=a.n_images))
 g = GroupingSpec(gridsize=a.gridsize, neighbor_count=7, n_groups=a.n_groups, n_images=None, seed=a.seed)
 spec, tr, te, te_groups = prepare_job_data(train, test, g, ModelSpec(gridsize=a.gridsize, learning_rate=a.lr, seed=a.seed, **({'nll_weight': 0.0, 'realspace_weight': 1.0} if a.loss == 'sup' else {})))
 A = tr.diffraction / spec.intensity_scale
@@ -38,6 +49,8 @@ model = tm.build_model(spec, P)
 if a.init == "he":
     g_ = torch.Generator().manual_seed(a.seed)
     for name, conv in model.convolutions().items():
+        if a.init == "he" and ("centre_conv" in name or "outer_conv" in name) and not a.he_heads:
+            continue
         fan_in = conv.weight.shape[1] * 9
         with torch.no_grad():
             conv.weight.normal_(0, math.sqrt(2.0 / fan_in), generator=g_)
@@ -53,6 +66,14 @@ if a.norm == "gn":
             f = mod.conv0.out_channels
             mod.gn0 = nn.GroupNorm(min(8, f), f); mod.gn1 = nn.GroupNorm(min(8, f), f)
             mod.forward = types.MethodType(fwd_pool if isinstance(mod, tm.ConvPoolBlock) else fwd_up, mod)
+if a.amp_bias:
+    with torch.no_grad():
+        model.amplitude_decoder.head.centre_conv.bias.fill_(math.log(a0 / (1 - a0)))
+        if a.amp_bias > 1:
+            from scipy.optimize import brentq
+            b = brentq(lambda z: z / (1 + math.exp(-z)) - a0, 0, 5)
+            model.amplitude_decoder.head.outer_conv.bias.fill_(b)
+            print("ring bias", b)
 norm = rms if a.input_norm == "rms" else 1.0
 orig_obj = model.object_patches
 def object_patches(x):
@@ -137,7 +158,17 @@ q = stitching.stitched_quality(stitched, test.object_guess)
 import dataclasses
 floor = stitching.stitched_quality(dataclasses.replace(stitched, canvas=np.full_like(stitched.canvas, a0)), test.object_guess)
 print("floor", {k: round(floor[k], 4) for k in ("amp_mae", "phase_mae")})
-res = dict(vars(a), spread=spread, true_spread=true_spread, dead=dead, **{k: q[k] for k in ("amp_mae", "phase_mae", "amp_ssim", "phase_ssim") if k in q}, secs=time.time() - t0)
+from ptycho.batches import group_data
+tr_groups = stitching.inference_groups(train, a.gridsize, 7, a.seed)
+tr_all = group_data(train, tr_groups, spec.intensity_scale, with_object=False)
+if a.est:
+    est_te = estimate(tr_all.diffraction / spec.intensity_scale, P)
+q_tr = stitching.stitched_quality(ti.stitch_patches(ti.predict_patches(model, tr_all.inputs(), 32), tr_groups), train.object_guess)
+print("train quality", {k: round(q_tr[k], 4) for k in ("amp_mae", "phase_mae")})
+import os
+os.makedirs(a.out, exist_ok=True)
+torch.save(model.state_dict(), os.path.join(a.out, f"{a.tag or 'model'}.pt"))
+res = dict(vars(a), train_amp_mae=q_tr["amp_mae"], train_phase_mae=q_tr["phase_mae"], spread=spread, true_spread=true_spread, dead=dead, **{k: q[k] for k in ("amp_mae", "phase_mae", "amp_ssim", "phase_ssim") if k in q}, secs=time.time() - t0)
 print("RESULT", json.dumps(res), flush=True)
-with open("/tmp/exp/results.jsonl", "a") as f:
+with open(os.path.join(a.out, "results.jsonl"), "a") as f:
     f.write(json.dumps(res) + "\n")
