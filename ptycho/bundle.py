@@ -84,7 +84,7 @@ def write_debug_bundle(bundle_dir: str | os.PathLike, patches: np.ndarray,
     }
     history = _validate_history(history)
     step_loss = None if step_loss is None else _curve(step_loss, "step_loss")
-    truth_rows = _truth_rows(canvas, canvas_mask, ground_truth, ground_truth_mask)
+    truth_rows = truth_comparison_rows(canvas, canvas_mask, ground_truth, ground_truth_mask)
     target = Path(bundle_dir)
     if target.exists() and not target.is_dir():
         raise ValueError(f"bundle_dir {target} exists and is not a directory")
@@ -198,7 +198,7 @@ def _write_figures(directory, patches, canvas, canvas_mask, history, step_loss):
     np.savez(directory / ARRAYS_FILE, patches=shown.astype(np.complex64), canvas=canvas.astype(np.complex64))
 
 
-def _truth_rows(canvas, canvas_mask, truth, truth_mask):
+def truth_comparison_rows(canvas, canvas_mask, truth, truth_mask):
     """(rows, mask) for plots.save_truth_comparison, or None without ground truth.
 
     The reconstruction gets ptycho.quality's global fit (phase offset, amplitude scale); its

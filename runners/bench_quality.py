@@ -223,7 +223,7 @@ def write_figure(out: Path, runs: list[dict], test_sets: dict) -> Path:
             stitched = stitching.Stitched(saved["canvas"], saved["covered"], saved["offsets_xy"],
                                           saved["centre_xy"], int(saved["crop"]))
         truth, inside = stitching.ground_truth_window(test.object_guess, stitched)
-        rows, mask = bundle._truth_rows(stitched.canvas, stitched.covered, truth, inside)
+        rows, mask = bundle.truth_comparison_rows(stitched.canvas, stitched.covered, truth, inside)
         if dataset in AMPLITUDE_ONLY:
             rows = {"amplitude": rows["amplitude"]}
         part = plots.save_truth_comparison(out / f"quality_{dataset}.png", rows, mask)
