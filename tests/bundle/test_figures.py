@@ -96,7 +96,7 @@ def test_truth_rows_use_the_quality_fit_and_its_mae():
     covered[10:50, 10:50] = True
     inside = np.ones((M, M), bool)
     inside[:, :20] = False
-    rows, mask = bundle_module._truth_rows(recon, covered, truth, inside)
+    rows, mask = bundle_module.truth_comparison_rows(recon, covered, truth, inside)
     np.testing.assert_array_equal(mask, covered & inside)
     metrics = reconstruction_quality(recon, truth, mask=mask)
     amp_truth, amp_recon, amp_error, amp_mae = rows["amplitude"]
