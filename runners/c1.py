@@ -70,7 +70,7 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
         command=job.command,
         env=env,
         versions=library_versions(),
-        git_commit=git_commit(project_root()),
+        git_commit=git_commit(project_root(), slot.root),
         parameters={
             "n_images": "all" if settings.n_images is None else settings.n_images,
             "n_groups": settings.n_groups, "batch_size": settings.batch_size, "gridsize": settings.gridsize,

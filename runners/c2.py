@@ -102,7 +102,7 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
         slot=slot.name,
         title=f"Phase C2 — {settings.title}" + (f" [{suffix}]" if suffix else ""),
         utc_time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        command=job.command, env=env, versions=library_versions(), git_commit=git_commit(project_root()),
+        command=job.command, env=env, versions=library_versions(), git_commit=git_commit(project_root(), slot.root),
         parameters={
             "tolerance": settings.tolerance, "atol": settings.atol,
             "phase_atol_rad": settings.phase_atol_rad,

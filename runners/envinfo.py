@@ -28,8 +28,14 @@ def library_versions() -> dict[str, str]:
 
 
 @lru_cache(maxsize=None)
-def git_commit(root: Path) -> str:
-    """``<sha>`` of HEAD, ``<sha> (dirty)`` with uncommitted changes, or ``unknown``."""
+def git_commit(root: Path, evidence: Path | None = None) -> str:
+    """``<sha>`` of HEAD, ``<sha> (dirty)`` with uncommitted changes to tracked files, or ``unknown``.
+
+    ``evidence``: the reports hub root. Researchers commit the hub as evidence, so every run
+    changes tracked files under it (the inventory, the summary); those changes say nothing
+    about the code and are left out of the dirty check. A hub outside the repository needs no
+    exclusion.
+    """
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
@@ -37,7 +43,18 @@ def git_commit(root: Path) -> str:
 
     try:
         sha = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *_excluded(root, evidence))
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha} (dirty)" if dirty else sha
+
+
+def _excluded(root: Path, evidence: Path | None) -> list[str]:
+    """git pathspecs that leave ``evidence`` out, when it lies inside ``root``."""
+    if evidence is None:
+        return []
+    try:
+        inside = Path(evidence).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return []
+    return [f":(exclude){inside.as_posix()}"] if inside.parts else []
