@@ -38,6 +38,28 @@ TIMINGS_FILE = "timings.json"
 BUNDLE_DUPLICATES = ("quality", "history_final")
 
 
+def core_specs(spec: PhaseConfig, N: int) -> dict:
+    """{'grouping', 'model_spec', 'train_spec'} of a C1 job: the core's specs from the config
+    (the same for both backends; ``use_xla_translate`` follows ``xla.mode``)."""
+    from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
+
+    settings = spec.c1
+    return {
+        "grouping": GroupingSpec(
+            gridsize=settings.gridsize, neighbor_count=settings.neighbor_count, n_groups=settings.n_groups,
+            n_images=settings.n_images, seed=settings.seed,
+        ),
+        "model_spec": ModelSpec(
+            N=N, gridsize=settings.gridsize, use_xla_translate=spec.xla.mode.value == "on",
+            seed=settings.seed, **asdict(settings.model),
+        ),
+        "train_spec": TrainSpec(
+            max_epochs=settings.max_epochs, batch_size=settings.batch_size, seed=settings.seed,
+            validation_split=settings.validation_split, quiet=settings.quiet,
+        ),
+    }
+
+
 def c1_slot(spec: PhaseConfig, job: JobContext) -> hub.HubSlot:
     """The job's hub slot: ``hub.slot``, the isolating parent's slot, or the derived name."""
     stem = f"phase_{spec.phase.value}_{spec.c1.variant}"
@@ -273,23 +295,10 @@ class C1Run:
 
     def _core_arguments(self, train) -> dict:
         """Keyword arguments of ``workflow.run_phase_job`` (the specs are shared by the backends)."""
-        from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
-
         settings = self.settings
         base = keras_base() if self.spec.backend.name is Backend.tensorflow else object
         return {
-            "grouping": GroupingSpec(
-                gridsize=settings.gridsize, neighbor_count=settings.neighbor_count, n_groups=settings.n_groups,
-                n_images=settings.n_images, seed=settings.seed,
-            ),
-            "model_spec": ModelSpec(
-                N=train.N, gridsize=settings.gridsize, use_xla_translate=self.spec.xla.mode.value == "on",
-                seed=settings.seed, **asdict(settings.model),
-            ),
-            "train_spec": TrainSpec(
-                max_epochs=settings.max_epochs, batch_size=settings.batch_size, seed=settings.seed,
-                validation_split=settings.validation_split, quiet=settings.quiet,
-            ),
+            **core_specs(self.spec, train.N),
             "run_dir": self.slot.run_dir,
             "bundle_dir": self.slot.bundle_dir,
             "do_stitching": settings.do_stitching,
