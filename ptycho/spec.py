@@ -17,11 +17,13 @@ from ptycho.architecture import AMPLITUDE_START_RANGE
 from ptycho.data import SUPPORTED_N
 
 LOSS_TERMS = ("loss", "poisson_nll", "amplitude_mae", "realspace_mse")
-# Fixed rules of every fit, on both backends (the reference's): Poisson NLL on I + epsilon;
-# ReduceLROnPlateau on val_loss; EarlyStopping on loss.
+# Fixed rules of every fit, on both backends: Poisson NLL on I + epsilon; ReduceLROnPlateau on
+# val_loss; EarlyStopping on loss. Patiences 5 and 10, not the reference's 2 and 3: the network
+# starts at the constant object and its first epochs are a plateau whose loss may rise while it
+# leaves it; patience 3 stopped a 30-epoch run after 4 epochs, at the floor.
 INTENSITY_EPSILON = 1e-12
-LR_FACTOR, LR_PATIENCE, LR_MIN = 0.5, 2, 1e-5
-EARLY_STOPPING_PATIENCE = 3
+LR_FACTOR, LR_PATIENCE, LR_MIN = 0.5, 5, 1e-5
+EARLY_STOPPING_PATIENCE = 10
 
 
 class NonFiniteLossError(RuntimeError):

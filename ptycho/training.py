@@ -11,8 +11,8 @@ Loss terms (:class:`PinnLoss`, each tracked per epoch under its name):
     loss           nll_weight * poisson_nll + mae_weight * amplitude_mae
                    + realspace_weight * realspace_mse   (terms with weight 0 are not computed)
 
-Optimiser and schedule as in the reference: Adam; ReduceLROnPlateau on val_loss (x0.5,
-patience 2, min 1e-4) when a validation split exists; EarlyStopping on loss (patience 3).
+Optimiser and schedule (ptycho.spec, both backends): Adam; ReduceLROnPlateau on val_loss (x0.5,
+patience 5, min 1e-5) when a validation split exists; EarlyStopping on loss (patience 10).
 A non-finite loss raises :class:`NonFiniteLossError` at the batch where it appears.
 
 History: per epoch, every term (``val_`` + term on the validation split), intensity_scale,

@@ -7,8 +7,8 @@
   ``poisson_nll`` = mean(I_g - I_obs * log(I_g)), I_g = I_pred + INTENSITY_EPSILON;
   ``amplitude_mae``, ``realspace_mse`` (need ground truth); ``loss`` = weighted sum.
 * Optimiser: :class:`ptycho.torch.optim.KerasAdam` (Keras' Adam arithmetic, epsilon 1e-7).
-  Schedule: ReduceLROnPlateau on val_loss (x0.5, patience 2, min 1e-4) when a validation
-  split exists; EarlyStopping on loss (patience 3). Validation: the last groups (Keras' rule).
+  Schedule: ReduceLROnPlateau on val_loss (x0.5, patience 5, min 1e-5) when a validation
+  split exists; EarlyStopping on loss (patience 10). Validation: the last groups (Keras' rule).
 * History per epoch: the loss terms, ``val_<term>``, ``intensity_scale``, ``learning_rate``
   (after the schedule), ``epoch_time_s`` - the names ``ptycho.training.train`` records; per
   step, ``step_loss``: the weighted total of each training batch in order, as the TF side.
