@@ -75,8 +75,8 @@ class ModelSpec:
     whether log_scale trains. use_xla_translate: translation path (None: tf_helper decides;
     the USE_XLA_TRANSLATE environment variable overrides). nll_weight, mae_weight,
     realspace_weight: loss weights (MAE and real-space need ground truth). learning_rate:
-    Adam's (1e-4: at 1e-3 the first Adam steps killed 40-60% of the bottleneck ReLUs). seed: of the initial weights (``architecture.initial_weights``, the same numbers
-    for both backends).
+    Adam's (1e-4: at 1e-3 the first Adam steps killed 40-60% of the bottleneck ReLUs). seed: of
+    the initial weights (``architecture.initial_weights``, the same numbers for both backends).
     """
 
     N: int = 64
