@@ -3,7 +3,9 @@
 A :class:`PhaseRecord` is filled in while the job runs and saved as ``phase_outcome.json``
 in the job's Hydra output folder. The hub's inventory section, summary entry and blocker
 file are rendered from it, by the job itself and again (idempotently) by the Hydra
-post-hook, so both paths write the same text.
+post-hook, so both paths write the same text. Each line of a section or entry is escaped as
+one line (:func:`one_line`), so no field (a title, a command, an error) can add a line, or
+forge or cut a section.
 """
 from __future__ import annotations
 
@@ -55,6 +57,19 @@ class PhaseRecord:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character Python calls unprintable written as its escape.
+
+    Line breaks, CR, NUL and other controls, Unicode line separators, invisible format
+    characters and lone surrogates (undecodable bytes of an environment value) become
+    ``\\n``, ``\\r``, ``\\x00``, ``\\u2028``, ``\\udcff``; other text (``—``, ``日本``) stays.
+    A backslash stays as it is: the escape keeps the hub's structure, it is not meant to be undone.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
 def _kv(mapping: dict) -> str:
     return " ".join(f"{key}={value}" for key, value in mapping.items()) or "-"
 
@@ -88,19 +103,21 @@ def inventory_section(record: PhaseRecord) -> str:
     else:
         lines.append(f"Blocker: {record.blocker}")
     lines.append(f"MLflow: {_kv(record.mlflow)}")
-    return "\n".join(lines)
+    return "\n".join(map(one_line, lines))
 
 
 def summary_entry(record: PhaseRecord) -> str:
     """The slot's entry in summary.md (Markdown)."""
-    head = f"### {record.title} (`{record.slot}`)\n- **{record.status}** at {record.utc_time}: `{record.command}`"
+    lines = [f"### {record.title} (`{record.slot}`)", f"- **{record.status}** at {record.utc_time}: `{record.command}`"]
     run = record.mlflow.get("run_id", "-")
     if record.status == GREEN:
-        return (
-            f"{head}\n- stats.json sha1 `{record.stats_sha1}`; MLflow run `{run}`\n"
-            f"- bundle `{record.paths.get('bundle')}`; CLI log `{record.paths.get('cli_log')}`"
-        )
-    return f"{head}\n- step {record.step}: {record.error}\n- blocker `{record.blocker}`; MLflow run `{run}`"
+        lines += [
+            f"- stats.json sha1 `{record.stats_sha1}`; MLflow run `{run}`",
+            f"- bundle `{record.paths.get('bundle')}`; CLI log `{record.paths.get('cli_log')}`",
+        ]
+    else:
+        lines += [f"- step {record.step}: {record.error}", f"- blocker `{record.blocker}`; MLflow run `{run}`"]
+    return "\n".join(map(one_line, lines))
 
 
 def blocker_markdown(record: PhaseRecord, stack_trace: str, stale_bundle: str | None) -> str:
