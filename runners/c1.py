@@ -131,21 +131,19 @@ def check_backend(spec: PhaseConfig) -> None:
 
 
 def check_dataset_size(spec: PhaseConfig, launch_dir: Path) -> None:
-    """For data files: n_images and the groups must fit the train file (read from its header).
+    """For data files: n_images and the groups must fit the train file (read from its .npy
+    headers, never its arrays).
 
-    An unreadable file is left to the data step, which reports it as a blocker.
+    A file that breaks the data contract is left to the data step, which reports it as a blocker.
     """
     if not spec.dataset.uses_files:
         return
-    import zipfile
-
-    import numpy as np
+    from ptycho.data import DataContractError, check_layout, read_npz_headers
 
     path = launch_dir / spec.dataset.train_data_file
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            n_positions = int(npz["xcoords"].shape[0])
-    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
+        n_positions, _ = check_layout(read_npz_headers(path), str(path))
+    except DataContractError:
         return
     settings = spec.c1
     source = f"positions in {spec.dataset.train_data_file}"
@@ -264,9 +262,15 @@ class C1Run:
         self.tracker.log_params(tracking.flatten(config))
 
     def _load_data(self):
+        from ptycho import preflight
         from ptycho.data import file_sha1, load_npz
 
         paths = self._dataset_files()
+        # headers, positions and the memory estimate first: nothing large is allocated before
+        files = [preflight.inspect_file(path) for path in paths]
+        budget = preflight.MemoryBudget.of(self.settings.memory_budget_gb, "c1.memory_budget_gb")
+        preflight.check_job(*files, **core_specs(self.spec, files[0].N), do_stitching=self.settings.do_stitching,
+                            budget=budget)
         train, test = (load_npz(path) for path in paths)
         digests = [file_sha1(path) for path in paths]
         for context, path, data, sha1 in zip(("train", "test"), paths, (train, test), digests):

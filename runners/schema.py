@@ -8,6 +8,7 @@ itself (how many scan positions a file holds) are in ``runners.preflight``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar, Optional
@@ -150,7 +151,12 @@ class ModelConfig:
 
 @dataclass
 class C1Config:
-    """Phase C1: train, infer, stitch and bundle one baseline. ``variant`` names the slot."""
+    """Phase C1: train, infer, stitch and bundle one baseline. ``variant`` names the slot.
+
+    ``memory_budget_gb``: the job's memory limit for the data step's pre-flight
+    (``ptycho.preflight``), which refuses before loading the data when the estimated peak
+    exceeds it; null: 75% of the memory available when the job starts.
+    """
 
     variant: str = MISSING
     title: str = MISSING
@@ -164,6 +170,7 @@ class C1Config:
     quiet: bool = True
     seed: int = 0
     validation_split: float = 0.05
+    memory_budget_gb: Optional[float] = None
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -180,6 +187,9 @@ class C1Config:
         _require(self.max_epochs >= 1, "c1.max_epochs", ">= 1", self.max_epochs)
         _require(self.seed >= 0, "c1.seed", ">= 0", self.seed)
         _require(0 <= self.validation_split < 1, "c1.validation_split", "in [0, 1)", self.validation_split)
+        budget = self.memory_budget_gb
+        _require(budget is None or (math.isfinite(budget) and budget > 0), "c1.memory_budget_gb",
+                 "null (75% of the available memory) or a finite number of GB > 0", budget)
         if self.n_images is not None:
             _require(self.n_images >= 1, "c1.n_images", "null (all) or >= 1", self.n_images)
             self.check_against(self.n_images, "c1.n_images")
