@@ -98,6 +98,15 @@ class BundleComparison:
                     flat[f"{s.name}.{suffix}"] = value
         return flat
 
+    def parity(self) -> dict[str, float | str]:
+        """At a glance: ``worst_rel_diff`` (the largest finite |ratio - 1|), ``worst_statistic``
+        (its name), ``n_outside_tolerance`` and ``n_compared``."""
+        finite = [s for s in self.statistics if math.isfinite(s.ratio)]
+        worst = max(finite, key=lambda s: abs(s.ratio - 1.0), default=None)
+        return {"worst_rel_diff": abs(worst.ratio - 1.0) if worst else 0.0,
+                "worst_statistic": worst.name if worst else "-",
+                "n_outside_tolerance": len(self.failures), "n_compared": len(self.statistics)}
+
     def to_dict(self) -> dict:
         """JSON-ready summary; non-finite ratios become None."""
         rows = [{k: (v if not isinstance(v, float) or math.isfinite(v) else None)
@@ -105,7 +114,7 @@ class BundleComparison:
         return {"verdict": self.verdict, "labels": list(self.labels),
                 "tolerance": self.tolerance, "atol": self.atol, "phase_atol_rad": self.phase_atol_rad,
                 "statistics": rows,
-                "failures": [s.name for s in self.failures],
+                "failures": [s.name for s in self.failures], "parity": self.parity(),
                 "only_in_a": list(self.only_in_a), "only_in_b": list(self.only_in_b)}
 
 

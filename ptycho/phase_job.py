@@ -7,10 +7,12 @@ steps and write the same files. Steps:
 1. data_prep: ``batches.prepare_job_data`` (compact subset, groups, inference groups,
    intensity scale, canvas side from the actual offsets).
 2. training: the backend's ``train``; weights, ``history.json`` and the resolved
-   ``model_spec.json`` go to ``run_dir``.
+   ``model_spec.json`` go to ``run_dir``. Callbacks with an ``on_fit_data(info)`` method
+   get the fit's size and Poisson NLL floors first (:func:`_notify_fit_data`).
 3. inference: object patches of every test group.
 4. stitching (when ``do_stitching``): the global reconstruction and, with ground truth,
-   its quality (``stitching.stitched_quality``) and the truth window under the canvas, drawn
+   its quality (``stitching.stitched_quality``, beside the constant-object floor's:
+   :func:`floor_comparison`) and the truth window under the canvas, drawn
    against the reconstruction in the bundle's truth_vs_reconstruction.png. Without stitching
    the canvas is the model's own reassembled canvas of the first test group (no truth figure).
    ``reconstruction.npz`` goes to ``run_dir``.
@@ -45,7 +47,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ptycho import bundle, stitching
-from ptycho.batches import DEFAULT_NPHOTONS, prepare_job_data, split_validation
+from ptycho.batches import DEFAULT_NPHOTONS, n_batches, prepare_job_data, split_validation
 from ptycho.data import PtychoData
 from ptycho.spec import GroupingSpec, JobResult, ModelSpec, TrainSpec
 
@@ -90,6 +92,7 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
     timings["data_prep"], clock = _lap(clock)
 
     model = backend.build_model(spec, train_data.probe)
+    _notify_fit_data(callbacks, train_grouped, train_spec)
     history = backend.train(model, train_grouped, train_spec, callbacks)
     weights_path = backend.save_weights(model, run_dir)
     write_json(run_dir / HISTORY_FILE, history)
@@ -107,6 +110,9 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
         quality, truth = {}, (None, None)
         if test_data.has_ground_truth:
             quality = stitching.stitched_quality(stitched, test_data.object_guess)
+            constant = np.full(patches.shape, spec.initial_amplitude, np.complex64)
+            floor = stitching.stitched_quality(backend.stitch_patches(constant, test_groups), test_data.object_guess)
+            quality.update(floor_comparison(quality, floor))
             truth = stitching.ground_truth_window(test_data.object_guess, stitched)
         canvas, canvas_mask = stitched.canvas, stitched.covered
         extra = {"offsets_xy": stitched.offsets_xy, "centre_xy": stitched.centre_xy, "crop": stitched.crop}
@@ -137,14 +143,66 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
     )
 
 
+def floor_comparison(quality: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
+    """``floor_amp_mae``, ``floor_phase_mae`` (the constant object a0, phase 0, stitched alike)
+    and ``amp_mae_to_floor``, ``phase_mae_to_floor`` (left out where the floor is 0, e.g. the
+    phase of an amplitude-only object): below 1 the network beats the constant object."""
+    compared = {}
+    for name in ("amp_mae", "phase_mae"):
+        compared[f"floor_{name}"] = floor[name]
+        if floor[name] > 0:
+            compared[f"{name}_to_floor"] = quality[name] / floor[name]
+    return compared
+
+
+def poisson_nll_floor(intensity: np.ndarray) -> float:
+    """The Poisson NLL of the data against itself, ``mean(I - I log I)`` (0 log 0 = 0), in float64.
+
+    The loss's ``poisson_nll`` is the same mean with the prediction in place of one ``I``; it
+    reaches this value only when every predicted intensity equals the observed one, so
+    ``poisson_nll - floor`` >= 0 reads as "NLL per pixel above the data's own" (0: perfect fit).
+    """
+    observed = np.asarray(intensity, np.float64)
+    logs = np.log(observed, out=np.zeros_like(observed), where=observed > 0)
+    return float(np.mean(observed - observed * logs))
+
+
+def _notify_fit_data(callbacks: Sequence, grouped, train_spec: TrainSpec) -> None:
+    """``on_fit_data(info)`` for callbacks that have it: the fit's size and its NLL floors.
+
+    info: n_groups_train, n_groups_val, n_batches (per epoch), max_epochs, nll_floor and
+    val_nll_floor (:func:`poisson_nll_floor` of the training and validation groups; None
+    without a validation split).
+    """
+    listeners = [callback for callback in callbacks if hasattr(callback, "on_fit_data")]
+    if not listeners:
+        return
+    fitted, held_out = split_validation(grouped, train_spec.validation_split)
+    info = {
+        "n_groups_train": fitted.n_groups,
+        "n_groups_val": 0 if held_out is None else held_out.n_groups,
+        "n_batches": n_batches(fitted.n_groups, train_spec.batch_size),
+        "max_epochs": train_spec.max_epochs,
+        "nll_floor": poisson_nll_floor(fitted.intensity),
+        "val_nll_floor": None if held_out is None else poisson_nll_floor(held_out.intensity),
+    }
+    for callback in listeners:
+        callback.on_fit_data(info)
+
+
 def extra_stats(history, quality, n_groups_train, spec) -> dict:
-    """stats.json sections; deterministic for a seeded run (no wall-clock values)."""
+    """stats.json sections; deterministic for a seeded run (no wall-clock values).
+
+    ``training.model_canvas_size`` is the side of the model's own reassembly canvas (the
+    group's patches placed by their relative offsets; N without reassembly), not the
+    stitched canvas of the test positions (``canvas.json``'s ``canvas_size``).
+    """
     final = {k: v[-1] for k, v in history.items() if k not in ("epoch_time_s", STEP_LOSS)}
     return {
         "quality": quality,
         "history_final": final,
         "training": {"epochs": len(history["loss"]), "n_groups_train": n_groups_train,
-                     "gridsize": spec.gridsize, "canvas_size": spec.canvas_size,
+                     "gridsize": spec.gridsize, "model_canvas_size": spec.canvas_size,
                      "data_intensity_scale": spec.intensity_scale},
     }
 

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -63,18 +64,33 @@ def core_specs(spec: PhaseConfig, N: int) -> dict:
 def c1_slot(spec: PhaseConfig, job: JobContext) -> hub.HubSlot:
     """The job's hub slot: ``hub.slot``, the isolating parent's slot, or the derived name."""
     stem = f"phase_{spec.phase.value}_{spec.c1.variant}"
-    if spec.hub.slot:
-        name = spec.hub.slot
-    elif job.parent is not None:
-        name = job.parent.slot
-    else:
-        keys = job.slot_suffix_keys()
-        suffix = f"job{job.job_num}" if keys is None else hub.slot_suffix(list(job.overrides), keys)
-        name = f"{spec.backend.tag}_baseline/{stem}" + (f"__{suffix}" if suffix else "")
+    name = slot_name(spec, job, f"{spec.backend.tag}_baseline/{stem}")
     return hub.resolve_slot(
         job.launch_dir / spec.hub.root, name, tag=spec.backend.tag, phase_stem=stem,
         variant=spec.c1.variant, guard_name=spec.guard.name,
     )
+
+
+def slot_name(spec: PhaseConfig, job: JobContext, derived: str) -> str:
+    """``hub.slot``, the isolating parent's slot, or ``derived`` plus the job's sweep suffix
+    (``__gridsize=1``; ``__job<n>`` in a multirun without a sweep context)."""
+    if spec.hub.slot:
+        return spec.hub.slot
+    if job.parent is not None:
+        return job.parent.slot
+    keys = job.slot_suffix_keys()
+    suffix = f"job{job.job_num}" if keys is None else hub.slot_suffix(list(job.overrides), keys)
+    return derived + (f"__{suffix}" if suffix else "")
+
+
+def dataset_files(spec: PhaseConfig, launch_dir: Path) -> tuple[Path, Path]:
+    """(train, test) NPZ paths of ``spec.dataset``: the files given, or the simulated ones (made on first use)."""
+    dataset = spec.dataset
+    if dataset.uses_files:
+        return launch_dir / dataset.train_data_file, launch_dir / dataset.test_data_file
+    from ptycho.simulate import SimulationSpec, ensure_simulated_dataset
+
+    return ensure_simulated_dataset(SimulationSpec(**asdict(dataset.simulation)), launch_dir / dataset.cache_dir)
 
 
 def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[str, str]) -> PhaseRecord:
@@ -101,7 +117,18 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
         },
         paths={key: display_path(path, job.launch_dir) for key, path in shown.items()},
         xla={"mode": spec.xla.mode.value, "isolated": "yes" if job.parent is not None else "no"},
+        dataset=configured_dataset(spec, job.launch_dir),
     )
+
+
+def configured_dataset(spec: PhaseConfig, launch_dir: Path) -> dict[str, str]:
+    """The record's dataset before the data step: the files given, or the simulation's cache folder
+    (the data step adds the sha1s)."""
+    dataset = spec.dataset
+    if dataset.uses_files:
+        return {"name": dataset.name, "train": display_path(launch_dir / dataset.train_data_file, launch_dir),
+                "test": display_path(launch_dir / dataset.test_data_file, launch_dir)}
+    return {"name": dataset.name, "simulated_in": display_path(launch_dir / dataset.cache_dir, launch_dir)}
 
 
 def run_c1(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
@@ -160,8 +187,32 @@ def run_in_fresh_process(job: JobContext, slot: hub.HubSlot) -> PhaseRecord:
     if record is None or record.status == RUNNING:
         raise RuntimeError(f"the isolated job exited with status {code} and left no outcome in {job.output_dir}")
     if record.status != GREEN:
-        raise PhaseBlocked(record.error, record.blocker)
+        raise PhaseBlocked(record.error, record.blocker, announced=True)  # the fresh process printed it
     return record
+
+
+def quality_line(quality: dict[str, float]) -> str:
+    """``amp_mae 0.0438 (0.76x the constant-object floor), phase_mae 0.349 rad (0.92x), SSIM ..., FRC50 ...``."""
+    parts = []
+    for name, unit in (("amp_mae", ""), ("phase_mae", " rad")):
+        if name in quality:
+            ratio = quality.get(f"{name}_to_floor")
+            parts.append(f"{name} {quality[name]:.4g}{unit}"
+                         + (f" ({ratio:.2f}x the constant-object floor)" if ratio is not None else ""))
+    for name in ("amp_ssim", "phase_ssim", "frc50"):
+        if name in quality:
+            parts.append(f"{name} {quality[name]:.3g}")
+    return ", ".join(parts)
+
+
+def epochs_line(last: dict[str, float], epochs: int) -> str:
+    """``1 epoch, final loss -3.25e+06 (NLL +12.3/px over the data's floor), 26.0 groups/s``."""
+    text = f"{epochs} epoch{'s' if epochs != 1 else ''}, final loss {last.get('loss', float('nan')):.7g}"
+    if "nll_excess" in last:
+        text += f" (NLL {last['nll_excess']:+.4g}/px over the data's floor)"
+    if "groups_per_s" in last:
+        text += f", {last['groups_per_s']:.1f} groups/s"
+    return text
 
 
 class C1Run:
@@ -177,22 +228,52 @@ class C1Run:
         self.guard: GuardRun | None = None
         self.tracker: tracking.Tracker | None = None
         self.core_timings: dict[str, float] = {}
+        self.terminal = None  # progress-bar writer while a terminal is attached
+        self.result = None
+        self.last_epoch: dict[str, float] = {}
 
     def execute(self) -> PhaseRecord:
         self.slot.make_dirs()
         self.record.save(self.outcome_path)
         banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
-        with FdTee(self.slot.cli_log, banner):
+        with FdTee(self.slot.cli_log, banner) as tee:
+            self.terminal = tee.terminal()
             try:
                 self._run()
             except Exception as exc:
                 self._fail(exc)
-            print(
-                f"GREEN: {self.record.title}; stats.json sha1 {self.record.stats_sha1}; "
-                f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}",
-                flush=True,
-            )
+            print(self._summary(), flush=True)
         return self.record
+
+    def _summary(self) -> str:
+        """The closing block: what ran, how well, where the evidence is; the status line last."""
+        record, launch = self.record, self.job.launch_dir
+        lines = [f"== {record.title}: {record.status} =="]
+        if record.status != GREEN:
+            lines.append(f"  failed    at step {record.step!r}: {record.error}")
+        if self.result is not None and self.result.quality:
+            lines.append(f"  quality   {quality_line(self.result.quality)}")
+        if self.last_epoch:
+            lines.append(f"  training  {epochs_line(self.last_epoch, len(self.result.history['loss']) if self.result else 0)}")
+        if record.mlflow.get("run_id"):
+            lines.append(f"  MLflow    run {record.mlflow['run_id']}: {record.mlflow.get('ui', '-')}")
+            if not self.tracker.uri.startswith(("http://", "https://")):
+                lines.append(f"            (start the UI with: mlflow ui --backend-store-uri {self.tracker.uri})")
+        if record.status == GREEN:
+            lines += [
+                f"  bundle    {record.paths['bundle']}",
+                f"  section   \"{record.title}\" in {display_path(self.slot.inventory, launch)}",
+                f"  CLI log   {record.paths['cli_log']}",
+                f"GREEN: {record.title}; stats.json sha1 {record.stats_sha1}; "
+                f"inventory {display_path(self.slot.inventory, launch)}",
+            ]
+        else:
+            lines += [
+                f"  section   \"{record.title}\" in {display_path(self.slot.inventory, launch)}",
+                f"  CLI log   {record.paths['cli_log']}",
+                f"blocker: {record.blocker}",
+            ]
+        return "\n".join(lines)
 
     def _step(self, name: str) -> None:
         self.record.step = name
@@ -220,6 +301,7 @@ class C1Run:
         self._step("model build and grouping")
         result = workflow.run_phase_job(train, test, **self._core_arguments(train))
         self.timeline.mark("core_done")
+        self.result = result
         self.core_timings = dict(result.timings_s)
         self._step("tracking results")
         self._log_results(result)
@@ -254,12 +336,26 @@ class C1Run:
         run_id = self.tracker.start(self.slot.name, tags, self.job.parent_run_id)
         self.record.mlflow = {
             "run_id": run_id, "experiment": spec.tracking.experiment, "tracking_uri": self.tracker.uri,
+            "ui": self.tracker.run_link(),
         }
+        self._describe_run()
         if self.job.parent_run_id:
             self.record.mlflow["parent_run_id"] = self.job.parent_run_id
         self.record.save(self.outcome_path)
         config = OmegaConf.to_container(OmegaConf.structured(spec), enum_to_str=True)
         self.tracker.log_params(tracking.flatten(config))
+
+    def _describe_run(self) -> None:
+        """The MLflow run's description (its note): title, status, and where the hub keeps the evidence."""
+        record, launch = self.record, self.job.launch_dir
+        where = (f"blocker `{record.blocker}`" if record.blocker
+                 else f"bundle `{record.paths['bundle']}`")
+        self.tracker.describe(
+            f"**{record.title}**: {record.status}"
+            + (f" at step {record.step!r}: {record.error}" if record.error else "") + "\n\n"
+            f"Hub section `{record.slot}` in `{display_path(self.slot.inventory, launch)}`; {where}; "
+            f"CLI log `{record.paths['cli_log']}`.\n\nCommand: `{record.command}`"
+        )
 
     def _load_data(self):
         from ptycho import preflight
@@ -290,12 +386,7 @@ class C1Run:
         return train, test
 
     def _dataset_files(self) -> tuple[Path, Path]:
-        dataset, launch = self.spec.dataset, self.job.launch_dir
-        if dataset.uses_files:
-            return launch / dataset.train_data_file, launch / dataset.test_data_file
-        from ptycho.simulate import SimulationSpec, ensure_simulated_dataset
-
-        return ensure_simulated_dataset(SimulationSpec(**asdict(dataset.simulation)), launch / dataset.cache_dir)
+        return dataset_files(self.spec, self.job.launch_dir)
 
     def _core_arguments(self, train) -> dict:
         """Keyword arguments of ``workflow.run_phase_job`` (the specs are shared by the backends)."""
@@ -307,13 +398,14 @@ class C1Run:
             "bundle_dir": self.slot.bundle_dir,
             "do_stitching": settings.do_stitching,
             "callbacks": make_callbacks(
-                base, wait_for_guard=self._wait_for_guard, log_epoch=self._log_epoch, mark=self._mark_training
+                base, wait_for_guard=self._wait_for_guard, log_epoch=self._log_epoch, mark=self._mark_training,
+                say=log.info, progress=self.terminal,
             ),
             "nphotons": self.spec.dataset.nphotons,
         }
 
     def _wait_for_guard(self) -> None:
-        self._step("guard wait")
+        self._step(outcome.GUARD_WAIT_STEP)
         result = self.guard.finish()
         self.record.guard = result.status
         self.timeline.mark("guard_done")
@@ -325,6 +417,7 @@ class C1Run:
             )
 
     def _log_epoch(self, epoch: int, metrics: dict) -> None:
+        self.last_epoch = metrics
         self.tracker.log_metrics(metrics, step=epoch)
 
     def _mark_training(self, event: str) -> None:
@@ -344,6 +437,7 @@ class C1Run:
             "n_groups_train": result.n_groups_train,
             "intensity_scale": result.intensity_scale,
         })
+        self.tracker.log_series("step_loss", result.history.get("step_loss", []))
         self.tracker.set_tags({"guard_status": self.record.guard, "stats_sha1": result.stats_sha1})
         if self.spec.tracking.log_artifacts:
             self.tracker.log_artifacts(self.slot.bundle_dir, "bundle")
@@ -352,8 +446,13 @@ class C1Run:
     def _end_tracking(self, green: bool) -> None:
         """Final tags, timing metrics, log artifacts; end the run; write timings.json."""
         tracker = self.tracker
-        tracker.set_tags({"status": self.record.status, "guard_status": self.record.guard,
-                          "blocker": self.record.blocker or ""})
+        tags = {"status": self.record.status, "guard_status": self.record.guard}
+        if self.record.blocker:
+            tags["blocker"] = self.record.blocker
+        tracker.set_tags(tags)
+        if not green:
+            tracker.rename(f"{self.slot.name} [{self.record.status}]")
+        self._describe_run()
         timings = self._timings()
         tracker.log_metrics({f"timing.{key}": value for key, value in timings.items()})
         if self.spec.tracking.log_artifacts:
@@ -371,10 +470,11 @@ class C1Run:
             "imports_s": t.span("imports", "tracking"),
             "tracking_start_s": t.span("tracking", "data"),
             "data_s": t.span("data", "model build and grouping"),
-            "model_build_s": t.span("model build and grouping", "guard wait"),
-            "guard_wait_s": t.span("guard wait", "guard_done"),
+            "model_build_s": t.span("model build and grouping", outcome.GUARD_WAIT_STEP),
+            "guard_wait_s": t.span(outcome.GUARD_WAIT_STEP, "guard_done"),
             "first_epoch_s": t.span("train_begin", "first_epoch_end"),
-            "training_s": t.span("first_epoch_end", "train_end"),
+            "later_epochs_s": t.span("first_epoch_end", "train_end"),
+            "training_s": t.span("train_begin", "train_end"),
             "inference_stitching_bundle_s": t.span("train_end", "core_done"),
             "tracking_results_s": t.span("tracking results", "hub"),
             "hub_s": t.span("hub", "tracking end"),
@@ -401,5 +501,5 @@ class C1Run:
                 self._end_tracking(green=False)
             except Exception:  # the blocker is written; MLflow trouble must not hide the first error
                 log.exception("could not close the MLflow run %s as FAILED", self.tracker.run_id)
-        print(f"BLOCKED: {self.record.title}; blocker {self.record.blocker}", flush=True)
-        raise PhaseBlocked(self.record.error, self.record.blocker) from error
+        print(self._summary(), file=sys.stderr, flush=True)
+        raise PhaseBlocked(self.record.error, self.record.blocker, announced=True) from error

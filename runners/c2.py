@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,7 +71,7 @@ def comparison_slot(spec: PhaseConfig, job: JobContext, suffix: str = "") -> hub
     name = (spec.hub.slot or f"{settings.variant}/{stem}") + (f"__{suffix}" if suffix else "")
     return hub.resolve_slot(
         job.launch_dir / spec.hub.root, name, tag=settings.variant, phase_stem=f"{stem}_{settings.variant}",
-        variant=settings.variant, guard_name=GUARD_NAME,
+        variant=settings.variant, guard_name=GUARD_NAME, log_verb="compare",
     )
 
 
@@ -84,7 +85,7 @@ def c2_slot(spec: PhaseConfig, job: JobContext) -> hub.HubSlot:
         return comparison_slot(spec, job, _key_suffix(spec))
     default = comparison_slot(spec, job)
     return hub.resolve_slot(default.root, record.slot, tag=default.tag, phase_stem=default.phase_stem,
-                            variant=default.variant, guard_name=default.guard_name)
+                            variant=default.variant, guard_name=default.guard_name, log_verb=default.log_verb)
 
 
 def _key_suffix(spec: PhaseConfig) -> str:
@@ -107,7 +108,7 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
             "tolerance": settings.tolerance, "atol": settings.atol,
             "phase_atol_rad": settings.phase_atol_rad,
             "tf_bundle": settings.tf_bundle or "mlflow", "torch_bundle": settings.torch_bundle or "mlflow",
-            "parity_key": selection or settings.parity_key or "latest",
+            "parity_key": selection or settings.parity_key or ("-" if settings.tf_bundle else "latest"),
         },
         paths={
             "cli_log": display_path(slot.cli_log, job.launch_dir),
@@ -116,6 +117,7 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
             "figure": display_path(out / "comparison.png", job.launch_dir),
         },
         guard="NOT RUN (no guard for a comparison)",
+        output_file="comparison.json",
     )
 
 
@@ -182,7 +184,10 @@ def run_several(spec: PhaseConfig, job: JobContext, comparisons: list[Comparison
     last, error = blocked[-1]
     last.record.save(last.outcome_path)  # the record the post-hook reads matches the job's outcome
     reasons = "; ".join(f"{run.slot.name}: {exc.reason}" for run, exc in blocked)
-    raise PhaseBlocked(f"{len(blocked)} of {len(runs)} comparisons blocked: {reasons}", error.blocker)
+    print(f"C2: {len(blocked)} of {len(runs)} comparisons blocked ({reasons})\n"
+          + "\n".join(f"blocker: {exc.blocker}" for _, exc in blocked), file=sys.stderr, flush=True)
+    raise PhaseBlocked(f"{len(blocked)} of {len(runs)} comparisons blocked: {reasons}", error.blocker,
+                       announced=True)  # each blocked comparison printed its blocker
 
 
 class ComparisonGroup:
@@ -223,6 +228,7 @@ class C2Run:
             except Exception as exc:
                 self._fail(exc)
             print(f"GREEN: {self.record.title}; verdict GREEN; "
+                  f"worst relative difference {self.record.parameters.get('worst_rel_diff', '-')}; "
                   f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}", flush=True)
         return self.record
 
@@ -233,8 +239,12 @@ class C2Run:
         self.record.step = "inputs"
         inputs = self.source.resolve(self.tracker.client, self.job.launch_dir, analysis_dir(self.slot))
         self.record.parity_key = inputs.parity_key or None
-        self.record.dataset = {"tf_bundle": display_path(inputs.tf_bundle, self.job.launch_dir),
-                               "torch_bundle": display_path(inputs.torch_bundle, self.job.launch_dir)}
+        self.record.inputs = {
+            "tf_bundle": display_path(inputs.tf_bundle, self.job.launch_dir),
+            "torch_bundle": display_path(inputs.torch_bundle, self.job.launch_dir),
+            **{name: value for name, value in (("tf_run_id", inputs.tf_run_id), ("torch_run_id", inputs.torch_run_id))
+               if value},
+        }
         self._start_tracking(uri, inputs)
         self.record.step = "comparison"
         comparison = self._compare(inputs)
@@ -254,8 +264,9 @@ class C2Run:
                 "tf_run_id": inputs.tf_run_id, "torch_run_id": inputs.torch_run_id,
                 "tf_bundle": str(inputs.tf_bundle), "torch_bundle": str(inputs.torch_bundle),
                 "c1_sweep_run_id": inputs.sweep_run_id}
-        run_id = self.tracker.start(self.slot.name, tags, self.parent_run_id)
-        self.record.mlflow = {"run_id": run_id, "experiment": self.spec.tracking.experiment, "tracking_uri": uri}
+        run_id = self.tracker.start(self.slot.name, {k: v for k, v in tags.items() if v}, self.parent_run_id)
+        self.record.mlflow = {"run_id": run_id, "experiment": self.spec.tracking.experiment, "tracking_uri": uri,
+                              "ui": self.tracker.run_link()}
         self.tracker.log_params({"c2.tolerance": self.settings.tolerance, "c2.atol": self.settings.atol,
                                  "c2.phase_atol_rad": self.settings.phase_atol_rad})
 
@@ -285,15 +296,23 @@ class C2Run:
         self.record.parameters["verdict"] = comparison.verdict
         comparison_figure(*folders, out / "comparison.png", labels=LABELS, arrays_a=arrays[0],
                           arrays_b=arrays[1], comparison=comparison)
-        self.tracker.log_metrics(comparison.metrics())
-        self.tracker.set_tags({"verdict": comparison.verdict, "n_failures": len(comparison.failures)})
+        parity = comparison.parity()
+        self.tracker.log_metrics({**comparison.metrics(), "parity.worst_rel_diff": parity["worst_rel_diff"],
+                                  "parity.n_outside_tolerance": parity["n_outside_tolerance"],
+                                  "parity.n_compared": parity["n_compared"]})
+        self.tracker.set_tags({"verdict": comparison.verdict, "n_failures": len(comparison.failures),
+                               "parity.worst_statistic": parity["worst_statistic"]})
+        self.record.parameters["worst_rel_diff"] = f"{parity['worst_rel_diff']:.3g} ({parity['worst_statistic']})"
         if self.spec.tracking.log_artifacts:
             self.tracker.log_artifacts(out / "comparison.json", "comparison")
             self.tracker.log_artifacts(out / "comparison.png", "comparison")
         return comparison
 
     def _end_tracking(self, green: bool) -> None:
-        self.tracker.set_tags({"status": self.record.status, "blocker": self.record.blocker or ""})
+        tags = {"status": self.record.status, **({"blocker": self.record.blocker} if self.record.blocker else {})}
+        self.tracker.set_tags(tags)
+        if not green:
+            self.tracker.rename(f"{self.slot.name} [{self.record.status}]")
         self.tracker.end(green)
 
     def _fail(self, error: Exception) -> None:
@@ -307,5 +326,6 @@ class C2Run:
                 self._end_tracking(green=False)
             except Exception:
                 log.exception("could not close the MLflow run %s as FAILED", self.tracker.run_id)
-        print(f"BLOCKED: {self.record.title}; {self.record.error}; blocker {self.record.blocker}", flush=True)
-        raise PhaseBlocked(self.record.error, self.record.blocker) from error
+        print(f"BLOCKED: {self.record.title}; {self.record.error}\nblocker: {self.record.blocker}",
+              file=sys.stderr, flush=True)
+        raise PhaseBlocked(self.record.error, self.record.blocker, announced=True) from error

@@ -36,12 +36,14 @@ class PhaseRecord:
     xla: dict[str, str] = field(default_factory=dict)
     compute: dict[str, str] = field(default_factory=dict)
     dataset: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # what a comparison compared (C2)
     guard: str = "NOT RUN"
     stats_sha1: str | None = None
     parity_key: str | None = None
     mlflow: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     blocker: str | None = None
+    output_file: str = "stats.json"  # the file whose sha1 is stats_sha1
 
     def save(self, path: Path) -> None:
         """Atomic JSON write (temporary file + rename)."""
@@ -89,7 +91,8 @@ def inventory_section(record: PhaseRecord) -> str:
         f"Versions: {_kv(record.versions)}",
         f"Git commit: {record.git_commit}",
         f"Parameters: {_kv(record.parameters)}",
-        f"Dataset: {_kv(record.dataset)}",
+        *([f"Dataset: {_kv(record.dataset)}"] if record.dataset else []),
+        *([f"Inputs: {_kv(record.inputs)}"] if record.inputs else []),
         f"Guard: {record.guard}; log {record.paths.get('guard_log', '-')}",
         f"CLI log: {record.paths.get('cli_log', '-')}",
     ]
@@ -97,7 +100,7 @@ def inventory_section(record: PhaseRecord) -> str:
         lines += [
             f"Bundle: {record.paths.get('bundle', '-')}",
             f"Run dir: {record.paths.get('run_dir', '-')}",
-            f"stats.json sha1: {record.stats_sha1}",
+            f"{record.output_file} sha1: {record.stats_sha1}",
             f"Parity key: {record.parity_key}",
         ]
     else:
@@ -112,7 +115,7 @@ def summary_entry(record: PhaseRecord) -> str:
     run = record.mlflow.get("run_id", "-")
     if record.status == GREEN:
         lines += [
-            f"- stats.json sha1 `{record.stats_sha1}`; MLflow run `{run}`",
+            f"- {record.output_file} sha1 `{record.stats_sha1}`; MLflow run `{run}`",
             f"- bundle `{record.paths.get('bundle')}`; CLI log `{record.paths.get('cli_log')}`",
         ]
     else:
@@ -141,6 +144,7 @@ def blocker_markdown(record: PhaseRecord, stack_trace: str, stale_bundle: str | 
         f"- Git commit: {record.git_commit}\n"
         f"- Parameters: {_kv(record.parameters)}\n"
         f"- Dataset: {_kv(record.dataset)}\n"
+        + (f"- Inputs: {_kv(record.inputs)}\n" if record.inputs else "") +
         f"- MLflow: {_kv(record.mlflow)}\n"
         f"{stale}\n"
         f"## Stack trace\n\n```\n{stack_trace.rstrip()}\n```\n"

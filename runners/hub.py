@@ -77,6 +77,7 @@ class HubSlot:
     phase_stem: str
     variant: str
     guard_name: str
+    log_verb: str = "train"  # the CLI log's name: <verb>_<tag>_<phase stem>.log (C2: "compare")
 
     @property
     def dir(self) -> Path:
@@ -84,7 +85,7 @@ class HubSlot:
 
     @property
     def cli_log(self) -> Path:
-        return self.dir / "cli" / f"train_{self.tag}_{self.phase_stem}.log"
+        return self.dir / "cli" / f"{self.log_verb}_{self.tag}_{self.phase_stem}.log"
 
     @property
     def run_dir(self) -> Path:
@@ -136,7 +137,7 @@ def slot_suffix(job_overrides: list[str], swept_keys: list[str]) -> str:
 
 
 def resolve_slot(
-    root: Path, name: str, *, tag: str, phase_stem: str, variant: str, guard_name: str
+    root: Path, name: str, *, tag: str, phase_stem: str, variant: str, guard_name: str, log_verb: str = "train"
 ) -> HubSlot:
     """A HubSlot whose every path stays inside ``root`` and can be written.
 
@@ -147,7 +148,7 @@ def resolve_slot(
     if not name.isprintable():
         raise SlotError(f"hub.slot: must hold no line breaks or control characters; got {name!r}")
     root = root.resolve()
-    slot = HubSlot(root, name, tag, phase_stem, variant, guard_name)
+    slot = HubSlot(root, name, tag, phase_stem, variant, guard_name, log_verb)
     for path in (slot.dir, slot.cli_log, slot.run_dir, slot.bundle_dir, slot.guard_log, slot.red_dir):
         resolved = path.resolve()
         if resolved == root or not resolved.is_relative_to(root):
@@ -299,14 +300,16 @@ def _update(path: Path, header: str, slot: str, body: str, *, markdown: bool) ->
     atomic_write_text(path, replace_section(text, slot, body, markdown=markdown))
 
 
-def write_blocker(slot: HubSlot, markdown: str, lock_timeout_s: float, now: datetime | None = None) -> Path:
-    """Create ``red/blocked_<UTC stamp>_<guard>.md`` (never overwrites; ``_2``... on a clash)."""
+def write_blocker(slot: HubSlot, markdown: str, lock_timeout_s: float, now: datetime | None = None,
+                  label: str | None = None) -> Path:
+    """Create ``red/blocked_<UTC stamp>_<label>.md``, label = what failed (default: the guard's
+    name); never overwrites (``_2``... on a clash)."""
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     with hub_lock(slot.root, lock_timeout_s):
         slot.red_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, 1000):
             suffix = "" if attempt == 1 else f"_{attempt}"
-            path = slot.red_dir / f"blocked_{stamp}{suffix}_{slot.guard_name}.md"
+            path = slot.red_dir / f"blocked_{stamp}{suffix}_{label or slot.guard_name}.md"
             if not path.exists():
                 atomic_write_text(path, markdown)
                 return path

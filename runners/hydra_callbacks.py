@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from runners import outcome, sweep, tracking
 from runners.evidence import BLOCKED, GREEN, OUTCOME_FILE, PhaseRecord
 from runners.job import JobContext
-from runners.outcome import PhaseConfigError
+from runners.outcome import PhaseBlocked, PhaseConfigError
 from runners.schema import to_spec
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,9 @@ class SweepTracking(Callback):
             {"sweep_dir": str(sweep_dir), "sweep_overrides": " ".join(overrides), "n_jobs": str(n_jobs),
              "phase": str(config.phase), "sweep": "parent"},
         )
-        sweep.write_context(sweep_dir, sweep.SweepContext(keys, n_jobs, run_id, uri, config.tracking.experiment))
+        sweep.write_context(sweep_dir, sweep.SweepContext(
+            keys, n_jobs, run_id, uri, config.tracking.experiment, parent_ui=tracker.run_link()))
+        sweep.note_launch(sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = (Path(config.hydra.runtime.cwd) / config.hydra.sweep.dir).resolve()
@@ -53,7 +55,9 @@ class HubPostHook(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
         from runners.phases import PHASE_RUNNERS
 
-        error = job_return._return_value if job_return.status == JobStatus.FAILED else None
+        value = job_return._return_value
+        # a blocked job returns its PhaseBlocked (runners.phase.main): it printed its own end
+        error = value if job_return.status == JobStatus.FAILED or isinstance(value, PhaseBlocked) else None
         if isinstance(error, PhaseConfigError):
             return
         spec = to_spec(job_return.cfg)

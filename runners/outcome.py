@@ -10,6 +10,7 @@ unpickled from a launcher's worker) is remembered for it (:func:`blockers_seen`)
 """
 from __future__ import annotations
 
+import re
 import traceback
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from runners import hub
 from runners.evidence import BLOCKED, GREEN, PhaseRecord, blocker_markdown, inventory_section, summary_entry
 
 
+GUARD_WAIT_STEP = "guard wait"  # the C1 step at which a red guard stops the run
+
+
 class PhaseConfigError(CompactHydraException, ValueError):
     """The composed config cannot run (message starts with the key); nothing was done."""
 
@@ -26,21 +30,38 @@ class PhaseConfigError(CompactHydraException, ValueError):
 _BLOCKERS_SEEN: list[str] = []
 
 
-class PhaseBlocked(CompactHydraException):
-    """The phase failed; the blocker file says why. Picklable (joblib sends it back)."""
+_BLOCKERS_ANNOUNCED: list[str] = []
 
-    def __init__(self, reason: str, blocker: str):
-        super().__init__(reason, blocker)
-        self.reason, self.blocker = reason, blocker
+
+class PhaseBlocked(CompactHydraException):
+    """The phase failed; the blocker file says why. Picklable (joblib sends it back).
+
+    ``announced``: the job already printed its closing block with the ``blocker:`` line, so the
+    entry point does not print it again.
+    """
+
+    def __init__(self, reason: str, blocker: str, announced: bool = False):
+        super().__init__(reason, blocker, announced)
+        self.reason, self.blocker, self.announced = reason, blocker, announced
         _BLOCKERS_SEEN.append(blocker)
+        if announced:
+            _BLOCKERS_ANNOUNCED.append(blocker)
 
     def __str__(self) -> str:
         return f"BLOCKED: {self.reason}\nblocker: {self.blocker}"
 
 
-def blockers_seen() -> list[str]:
-    """Blocker paths written or received in this process, first seen first."""
-    return list(dict.fromkeys(_BLOCKERS_SEEN))
+def forget_blockers() -> None:
+    """Start a new invocation's count (a host process may run the entry point several times)."""
+    _BLOCKERS_SEEN.clear()
+    _BLOCKERS_ANNOUNCED.clear()
+
+
+def blockers_seen(*, unannounced: bool = False) -> list[str]:
+    """Blocker paths written or received in this process, first seen first (``unannounced``: only
+    those no job printed)."""
+    seen = dict.fromkeys(_BLOCKERS_SEEN)
+    return [path for path in seen if not (unannounced and path in _BLOCKERS_ANNOUNCED)]
 
 
 def display_path(path: Path, launch_dir: Path) -> str:
@@ -74,11 +95,19 @@ def block(
     record.error = f"{type(error).__name__}: {error}".splitlines()[0]
     stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     stale = display_path(slot.bundle_dir, launch_dir) if slot.bundle_dir.exists() else None
-    path = hub.write_blocker(slot, blocker_markdown(record, stack, stale), lock_timeout_s)
+    path = hub.write_blocker(slot, blocker_markdown(record, stack, stale), lock_timeout_s, label=blocker_label(record, slot))
     record.blocker = display_path(path, launch_dir)
     _BLOCKERS_SEEN.append(record.blocker)
     publish(record, slot, lock_timeout_s)
     return path
+
+
+def blocker_label(record: PhaseRecord, slot: hub.HubSlot) -> str:
+    """What failed, for the blocker's file name: the guard's name when its check stopped the run,
+    else the failed step (``model build and grouping`` -> ``model_build_and_grouping``)."""
+    if record.step == GUARD_WAIT_STEP:
+        return slot.guard_name
+    return re.sub(r"[^A-Za-z0-9]+", "_", record.step).strip("_") or "unknown_step"
 
 
 def mark_green(record: PhaseRecord, slot: hub.HubSlot, lock_timeout_s: float) -> None:

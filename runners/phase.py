@@ -3,8 +3,8 @@
 Thin on purpose: compose (Hydra) -> validate into a typed PhaseConfig -> run the phase.
 TensorFlow, MLflow and the science core are imported inside the job only, so ``--help``
 is quick and the job's XLA environment (``hydra.job.env_set``) is in place before
-TensorFlow reads it. Exit status: 0 green; 1 blocked (last line: the blocker path) or
-a config error (the message names the key).
+TensorFlow reads it. Exit status: 0 green; 1 blocked (last line: the blocker path; a
+sweep ends with its summary block instead) or a config error (the message names the key).
 
 Run in another process (pytest, a notebook, ``runpy``), ``cli`` leaves that process's
 logging as it found it and closes none of its streams.
@@ -21,14 +21,17 @@ from omegaconf import DictConfig
 
 from runners.evidence import PhaseRecord
 from runners.job import JobContext
-from runners.outcome import PhaseConfigError, blockers_seen
+from runners import sweep
+from runners.outcome import PhaseBlocked, PhaseConfigError, blockers_seen, forget_blockers
 from runners.schema import register_configs, to_spec
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="phase")
-def main(cfg: DictConfig) -> PhaseRecord:
+def main(cfg: DictConfig) -> PhaseRecord | PhaseBlocked:
+    """The job. A blocked job returns its PhaseBlocked rather than raising it: it has written
+    its evidence and printed its closing block, which Hydra's error report would repeat."""
     from runners.phases import run_phase
 
     job = JobContext.from_hydra()
@@ -36,7 +39,10 @@ def main(cfg: DictConfig) -> PhaseRecord:
         spec = to_spec(cfg)
     except ValueError as exc:
         raise PhaseConfigError(str(exc)) from exc
-    return run_phase(spec, job)
+    try:
+        return run_phase(spec, job)
+    except PhaseBlocked as blocked:
+        return blocked
 
 
 @contextmanager
@@ -84,15 +90,34 @@ def _absl_stream_parked() -> Iterator[None]:
 
 
 def cli() -> None:
-    """Hydra's main, then one ``blocker: <path>`` line per blocked job as the last output."""
+    """Hydra's main; then a sweep's summary block, and a ``blocker: <path>`` line for each blocker
+    that no job printed. Exit status 1 when any job was blocked (or a sweep's job never reported)."""
+    forget_blockers()
+    sweep.note_launch(None)
     try:
         with _root_logger_restored(), _absl_stream_parked():
             main()
     except SystemExit as exit_:
         if exit_.code:
-            for path in blockers_seen():
-                sys.stderr.write(f"blocker: {path}\n")
+            _report_end()
         raise
+    if not _report_end():
+        sys.exit(1)
+
+
+def _report_end() -> bool:
+    """Print what the jobs did not; True when every job was GREEN."""
+    green = not blockers_seen()
+    launched = sweep.launched()
+    if launched is not None:
+        text, all_green = sweep.summary(launched)
+        print(text, flush=True)
+        green = green and all_green
+    else:
+        for path in blockers_seen(unannounced=True):
+            sys.stderr.write(f"blocker: {path}\n")
+    sys.stderr.flush()
+    return green
 
 
 if __name__ == "__main__":

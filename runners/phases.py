@@ -11,6 +11,7 @@ from typing import Callable
 from runners import c1, c2, hub, sweep
 from runners.evidence import PhaseRecord
 from runners.job import JobContext
+from runners.outcome import PhaseBlocked
 from runners.schema import PhaseConfig, PhaseKind
 
 log = logging.getLogger(__name__)
@@ -33,19 +34,24 @@ PHASE_RUNNERS: dict[PhaseKind, PhaseRunner] = {
 
 def run_phase(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
     """Run the selected phase; in a sweep, report the job's end and maybe end the parent run."""
-    green = False
+    end = {"green": False}
     try:
         record = PHASE_RUNNERS[spec.phase].run(spec, job)
-        green = True
+        end.update(green=True, slot=record.slot, run_id=record.mlflow.get("run_id"))
         return record
+    except PhaseBlocked as blocked:
+        end["blocker"] = blocked.blocker
+        raise
     finally:
         if job.sweep is not None and job.parent is None:
-            _report_to_sweep(job, green)
+            _report_to_sweep(spec, job, end)
 
 
-def _report_to_sweep(job: JobContext, green: bool) -> None:
+def _report_to_sweep(spec: PhaseConfig, job: JobContext, end: dict) -> None:
     try:
-        sweep.record_job_end(job.sweep_dir, job.job_num, green)
+        if "slot" not in end:
+            end["slot"] = PHASE_RUNNERS[spec.phase].slot(spec, job).name
+        sweep.record_job_end(job.sweep_dir, job.job_num, **end)
         sweep.finish_parent(job.sweep_dir, job.sweep)
     except Exception:  # the job's own outcome stands; the parent run is closed at multirun end
         log.exception("could not report job %d to the sweep in %s", job.job_num, job.sweep_dir)

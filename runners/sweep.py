@@ -29,6 +29,22 @@ class SweepContext:
     parent_run_id: str | None
     tracking_uri: str
     experiment: str
+    parent_ui: str = ""
+
+
+_LAUNCHED: list[Path] = []  # sweep folders launched by this process (the summary's source)
+
+
+def note_launch(sweep_dir: Path | None) -> None:
+    """Remember the sweep this process launched (None: forget, for a new invocation)."""
+    _LAUNCHED.clear()
+    if sweep_dir is not None:
+        _LAUNCHED.append(sweep_dir)
+
+
+def launched() -> Path | None:
+    """The sweep folder this process launched last, or None."""
+    return _LAUNCHED[-1] if _LAUNCHED else None
 
 
 def describe(overrides: list[str]) -> tuple[list[str], int | None]:
@@ -60,11 +76,37 @@ def read_context(sweep_dir: Path) -> SweepContext | None:
     return SweepContext(**json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
-def record_job_end(sweep_dir: Path, job_num: int, green: bool) -> None:
-    """Append this job's end to the sweep's journal."""
+def record_job_end(sweep_dir: Path, job_num: int, green: bool, slot: str | None = None,
+                   run_id: str | None = None, blocker: str | None = None) -> None:
+    """Append this job's end to the sweep's journal (its slot, MLflow run and blocker when known)."""
+    entry = {"job": job_num, "green": green, "slot": slot, "run_id": run_id, "blocker": blocker}
     with _journal_lock(sweep_dir):
         with open(sweep_dir / JOBS_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"job": job_num, "green": green}) + "\n")
+            handle.write(json.dumps(entry) + "\n")
+
+
+def summary(sweep_dir: Path) -> tuple[str, bool]:
+    """(the sweep's closing block, True when every job reported GREEN)."""
+    context = read_context(sweep_dir)
+    with _journal_lock(sweep_dir):
+        entries = {entry["job"]: entry for entry in _entries(sweep_dir / JOBS_FILE)}
+    n_jobs = context.n_jobs if context and context.n_jobs is not None else len(entries)
+    n_green = sum(entry["green"] for entry in entries.values())
+    missing = [job for job in range(n_jobs) if job not in entries]
+    head = f"== Sweep {sweep_dir}: {n_green} GREEN / {len(entries) - n_green} BLOCKED of {n_jobs} jobs"
+    head += f", {len(missing)} without a report ==" if missing else " =="
+    lines = [head]
+    if context and context.parent_run_id:
+        lines.append(f"  MLflow parent run {context.parent_run_id}" + (f": {context.parent_ui}" if context.parent_ui else ""))
+    for job in sorted(set(entries) | set(missing)):
+        entry = entries.get(job)
+        if entry is None:
+            lines.append(f"  job {job}  NO REPORT (killed before its end?)")
+        elif entry["green"]:
+            lines.append(f"  job {job}  GREEN    {entry.get('slot') or '-'}  run {entry.get('run_id') or '-'}")
+        else:
+            lines.append(f"  job {job}  BLOCKED  {entry.get('slot') or '-'}  blocker: {entry.get('blocker') or '-'}")
+    return "\n".join(lines), not missing and n_green == len(entries) and bool(entries)
 
 
 def finish_parent(sweep_dir: Path, context: SweepContext, *, sweep_over: bool = False) -> None:

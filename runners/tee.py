@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Callable
 
 _CHUNK = 65536
 _JOIN_TIMEOUT_S = 10.0
@@ -66,6 +67,19 @@ class FdTee:
         for saved in self._saved.values():
             os.close(saved)
         self._log.close()
+
+    def terminal(self) -> Callable[[str], None] | None:
+        """A writer to the terminal the run's stdout was attached to, bypassing the log; None
+        when stdout was not a terminal (for progress bars: the log keeps plain lines)."""
+        fd = self._saved.get(1)
+        if fd is None or not os.isatty(fd):
+            return None
+
+        def write(text: str) -> None:
+            with self._lock:
+                _write_all(fd, text.encode("utf-8", "backslashreplace"))
+
+        return write
 
     def _drain(self, read_end: int, original_fd: int) -> None:
         try:

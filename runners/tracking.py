@@ -6,11 +6,17 @@ Schema of one job's run (experiment = the initiative id, run name = the hub slot
   :data:`MAX_PARAM_CHARS` characters (old servers' limit; the full config is the
   ``hydra/`` artifact), logged in batches of 100;
 * metrics: per-epoch history under the core's names (``loss``, ``poisson_nll``,
-  ``val_loss``...; the PyTorch port uses the same), ``bundle.<stats.json key path>``,
-  ``quality.<name>``, ``throughput_groups_per_s``, ``timing.<step>_s``;
+  ``val_loss``...; the PyTorch port uses the same) with ``nll_excess``/``val_nll_excess`` (the
+  Poisson NLL per pixel above the data's own floor: 0 is a perfect fit, readable where the raw
+  NLL of about -3e6 is not) and ``groups_per_s``; ``step_loss`` per training step;
+  ``bundle.<stats.json key path>``, ``quality.<name>`` (with ``quality.amp_mae_to_floor``...:
+  below 1 beats the constant object), ``throughput_groups_per_s``, ``timing.<step>_s``;
 * tags: ``backend``, ``phase``, ``xla_mode``, ``xla.*`` (what TensorFlow saw), ``guard_status``,
   ``stats_sha1``, ``git_commit``, ``parity_key``, ``dataset.{train,test}_sha1``, ``slot``,
-  ``status``; ``mlflow.parentRunId`` for the jobs of a sweep;
+  ``status``, ``blocker`` (blocked runs only); ``mlflow.parentRunId`` for the jobs of a sweep;
+  ``mlflow.note.content``, the run's description (title, status, hub section and paths); no
+  tag is empty (``<empty>`` stands for an empty value);
+* run name: the slot; a blocked run's gets `` [BLOCKED]`` added;
 * inputs: the train and test files as datasets (digest = first 36 characters of the sha1);
 * artifacts: ``bundle/``, ``logs/`` (CLI and guard log), ``hydra/`` (the job's .hydra folder).
 
@@ -27,10 +33,13 @@ import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 MAX_PARAM_CHARS = 500
 BATCH = 100
+MAX_SERIES_POINTS = 10_000
+EMPTY = "<empty>"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
 PARITY_PARAMS = ("N", "gridsize", "n_images", "n_groups", "neighbor_count", "batch_size", "max_epochs", "seed")
 DIGEST_CHARS = 36
 
@@ -92,7 +101,7 @@ class Tracker:
     def start(self, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-        tags = dict(tags)
+        tags = {key: str(value) or EMPTY for key, value in tags.items()}
         if parent_run_id:
             tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         with self._timed():
@@ -117,12 +126,42 @@ class Tracker:
                 self.client.log_batch(self.run_id, metrics=items[start : start + BATCH])
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
+        """Tags; an empty value is written as ``<empty>`` (MLflow shows an empty tag as nothing)."""
         from mlflow.entities import RunTag
 
-        items = [RunTag(key, str(value)) for key, value in tags.items()]
+        items = [RunTag(key, str(value) or EMPTY) for key, value in tags.items()]
         with self._timed():
             for start in range(0, len(items), BATCH):
                 self.client.log_batch(self.run_id, tags=items[start : start + BATCH])
+
+    def log_series(self, name: str, values: Sequence[float]) -> None:
+        """``values`` as metric ``name`` at steps 0, 1, ...; at most :data:`MAX_SERIES_POINTS`
+        points (every k-th value of a longer series, the step still its index)."""
+        stride = max(1, math.ceil(len(values) / MAX_SERIES_POINTS))
+        points = {step: float(values[step]) for step in range(0, len(values), stride)}
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        items = [Metric(name, value, stamp, step) for step, value in points.items() if math.isfinite(value)]
+        with self._timed():
+            for start in range(0, len(items), BATCH * 10):
+                self.client.log_batch(self.run_id, metrics=items[start : start + BATCH * 10])
+
+    def describe(self, markdown: str) -> None:
+        """The run's description (MLflow's note, shown at the top of the run page)."""
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+        self.set_tags({MLFLOW_RUN_NOTE: markdown})
+
+    def rename(self, name: str) -> None:
+        with self._timed():
+            self.client.update_run(self.run_id, name=name)
+
+    def run_link(self) -> str:
+        """The run's page in the MLflow UI: on the tracking server itself, or on ``mlflow ui``'s
+        default address for a local store."""
+        base = self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) else LOCAL_UI
+        return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
     def log_dataset(self, name: str, path: Path, sha1: str, context: str, n_images: int) -> None:
         """Log a data file as an MLflow dataset input; the full sha1 goes in a tag."""

@@ -15,8 +15,8 @@
 * Seeded: ``spec.seed`` drives the shuffling, ``ptycho.batches.epoch_order`` (the order the
   TF side uses too); the same seed gives the same losses twice on CPU.
 * Callbacks are duck-typed (Keras callbacks work): ``on_train_begin(logs)``,
-  ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_end(logs)``
-  are called when present; an exception in any of them propagates.
+  ``on_epoch_begin(epoch, logs)``, ``on_train_batch_end(batch, logs)``,
+  ``on_epoch_end(epoch, logs)``, ``on_train_end(logs)`` are called when present; an exception in any of them propagates.
 """
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def train(model: PtychoPINN, data: GroupedData, spec: TrainSpec, callbacks: Sequ
         _notify(callbacks, "on_epoch_begin", epoch, {})
         start = time.perf_counter()
         order = batches.epoch_order(train_part.n_groups, spec.seed, epoch)
-        logs = _train_epoch(model, optimizer, loss, train_part, order, spec.batch_size, epoch, step_loss)
+        logs = _train_epoch(model, optimizer, loss, train_part, order, spec.batch_size, epoch, step_loss, callbacks)
         if val_part is not None:
             validation = evaluate(model, loss, val_part, spec.batch_size)
             _raise_if_non_finite(validation, f"validation after epoch {epoch}")
@@ -153,8 +153,9 @@ def train(model: PtychoPINN, data: GroupedData, spec: TrainSpec, callbacks: Sequ
     return {**history, "step_loss": step_loss}
 
 
-def _train_epoch(model, optimizer, loss, data, order, batch_size, epoch, step_loss):
-    """Epoch-mean loss terms; appends each batch's total to ``step_loss``."""
+def _train_epoch(model, optimizer, loss, data, order, batch_size, epoch, step_loss, callbacks):
+    """Epoch-mean loss terms; appends each batch's total to ``step_loss``; ``on_train_batch_end``
+    after each batch, with the epoch's running means (as Keras gives)."""
     sums: dict[str, float] = {}
     n_batches = 0
     for begin in range(0, len(order), batch_size):
@@ -166,6 +167,7 @@ def _train_epoch(model, optimizer, loss, data, order, batch_size, epoch, step_lo
         n_batches += 1
         means = {name: total / n_batches for name, total in sums.items()}
         _raise_if_non_finite(means, f"epoch {epoch}, batch {n_batches - 1}")
+        _notify(callbacks, "on_train_batch_end", n_batches - 1, means)
     return {name: means[name] for name in loss.term_names}
 
 

@@ -1,4 +1,5 @@
 """Phase C2 in the runner: TF-vs-PyTorch comparison of two bundles (no model training)."""
+import hashlib
 import json
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from ptycho.bundle import write_debug_bundle
+from runners import hub
 
 from .conftest import _run_cli
 
@@ -47,6 +49,17 @@ def test_matching_bundles_give_a_green_verdict(tmp_path):
                                "tags.phase = 'c2'")
     assert run.info.status == "FINISHED" and run.data.tags["verdict"] == "GREEN"
     assert run.data.metrics["patch_amplitude.mean.ratio"] == pytest.approx(1.0)
+    # the run list answers "do they agree?"; the section names what it holds (issue 10)
+    assert run.data.metrics["parity.worst_rel_diff"] == pytest.approx(0.0)
+    assert run.data.metrics["parity.n_outside_tolerance"] == 0 and run.data.metrics["parity.n_compared"] > 9
+    assert "blocker" not in run.data.tags and all(value != "" for value in run.data.tags.values())
+    section = hub.read_section(inventory, "tf_vs_torch/phase_c2")
+    fields = dict(line.split(": ", 1) for line in section.splitlines()[1:])
+    sha1 = hashlib.sha1((analysis / "comparison.json").read_bytes()).hexdigest()
+    assert fields["comparison.json sha1"] == sha1 and "stats.json sha1" not in fields and "Dataset" not in fields
+    assert fields["Inputs"] == "tf_bundle=tf torch_bundle=torch/stats.json"
+    assert "parity_key=- " in fields["Parameters"]  # explicit bundles: no key was looked up
+    assert fields["CLI log"] == "hub/tf_vs_torch/phase_c2/cli/compare_tf_vs_torch_phase_c2_tf_vs_torch.log"
 
 
 def test_a_statistic_beyond_tolerance_gives_red_and_exit_1(tmp_path):

@@ -75,6 +75,57 @@ def test_cli_log_holds_everything_the_job_printed_including_tensorflow_native_li
     assert re.search(r"^[IWE]0000 .*\.cc:\d+\]", log, re.M), "no TensorFlow C++ log line captured"
 
 
+def test_the_run_talks_an_epoch_line_and_a_closing_block(xla_off):
+    """Issue 10: one line per epoch (loss, the NLL above the data's floor, val loss, groups/s) and a
+    closing block (status, quality against the floor, MLflow run and link, bundle, section)."""
+    out = xla_off.done.stdout
+    log = (xla_off.hub / SLOT / "cli" / "train_tf_phase_c1_scaled.log").read_text()
+    epoch = re.search(r"epoch 1/1: loss (\S+) \(NLL ([-+]\S+)/px over the data's floor\); val_loss \S+ "
+                      r"\(NLL \S+/px over the data's floor\); [\d.]+ s, ([\d.]+) groups/s", log)
+    assert epoch, log[-3000:]
+    assert float(epoch.group(2)) > 0 and float(epoch.group(3)) > 0
+    assert "\r" not in log  # no progress bar in the log (nor without a terminal)
+    block = out[out.index("== Phase C1 — TF scaled baseline: GREEN =="):].splitlines()
+    run = xla_off.run_of()
+    fields = {line.split()[0]: line.split(None, 1)[1] for line in block[1:-1] if line.startswith("  ") and
+              not line.startswith("   ")}
+    assert re.match(r"amp_mae [\d.]+ \([\d.]+x the constant-object floor\), phase_mae [\d.]+ rad", fields["quality"])
+    assert fields["training"].startswith("1 epoch, final loss ")
+    experiment = run.info.experiment_id
+    assert fields["MLflow"] == (f"run {run.info.run_id}: http://127.0.0.1:5000/#/experiments/{experiment}/runs/"
+                                f"{run.info.run_id}")
+    assert "mlflow ui --backend-store-uri sqlite:///" in out
+    assert fields["bundle"] == f"hub/{SLOT}/analysis/forward_parity_debug_tf"
+    assert fields["section"] == '"Phase C1 — TF scaled baseline" in hub/analysis/artifact_inventory.txt'
+    assert block[-1].startswith("GREEN: ")
+
+
+def test_the_mlflow_run_answers_at_a_glance(xla_off):
+    """A readable loss beside the raw one, the loss per step, a description, no empty tag."""
+    run = xla_off.run_of()
+    metrics, tags = run.data.metrics, run.data.tags
+    assert metrics["nll_excess"] > 0 and metrics["val_nll_excess"] > 0 and metrics["groups_per_s"] > 0
+    assert 0 < metrics["quality.amp_mae_to_floor"] < 2 and metrics["quality.floor_amp_mae"] > 0
+    steps = xla_off.client.get_metric_history(run.info.run_id, "step_loss")
+    history = json.loads((xla_off.hub / SLOT / "run_scaled" / "history.json").read_text())
+    assert [m.step for m in steps] == list(range(len(history["step_loss"]))) and len(steps) > 1
+    note = tags["mlflow.note.content"]
+    assert "**Phase C1 — TF scaled baseline**: GREEN" in note and "artifact_inventory.txt" in note
+    assert f"hub/{SLOT}/analysis/forward_parity_debug_tf" in note
+    assert "blocker" not in tags and all(value != "" for value in tags.values())
+    assert run.info.run_name == SLOT
+
+
+def test_timings_name_what_they_time(xla_off):
+    timings = json.loads((xla_off.hub / SLOT / "run_scaled" / "timings.json").read_text())
+    assert timings["training_s"] >= timings["first_epoch_s"] > 0
+    assert abs(timings["training_s"] - timings["first_epoch_s"] - timings["later_epochs_s"]) < 1e-3
+    stats = json.loads((xla_off.hub / SLOT / "analysis/forward_parity_debug_tf/stats.json").read_text())
+    canvas = json.loads((xla_off.hub / SLOT / "analysis/forward_parity_debug_tf/canvas.json").read_text())
+    assert "canvas_size" not in stats["training"]  # the model's canvas is not the stitched one
+    assert stats["training"]["model_canvas_size"] != canvas["canvas_size"]
+
+
 def test_guard_logs_have_a_header_and_the_pytest_output(xla_off):
     slot_log = (xla_off.hub / SLOT / "green" / "pytest_tf_translation_guard.log").read_text()
     assert slot_log == (xla_off.hub / "green" / "pytest_tf_translation_guard.log").read_text()
@@ -184,9 +235,13 @@ def test_broken_data_file_blocks_with_the_blocker_path_last(cli_run, write_guard
     assert run.done.returncode == 1
     path = run.last_line.removeprefix("blocker: ")
     blocker = run.workdir / path
-    assert blocker.is_file() and "DataContractError" in blocker.read_text()
+    assert blocker.is_file() and "DataContractError" in blocker.read_text() and blocker.name.endswith("Z_data.md")
+    assert run.done.stdout.count("blocker: ") == 1 and "HYDRA_FULL_ERROR" not in run.done.stdout
     assert "Status: BLOCKED" in run.section()
-    assert run.run_of().info.status == "FAILED" and run.run_of().data.tags["status"] == "BLOCKED"
+    (failed,) = run.runs()
+    assert failed.info.status == "FAILED" and failed.data.tags["status"] == "BLOCKED"
+    assert failed.info.run_name == f"{SLOT} [BLOCKED]" and failed.data.tags["blocker"] == path
+    assert "**Phase C1 — TF scaled baseline**: BLOCKED at step 'data'" in failed.data.tags["mlflow.note.content"]
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +273,15 @@ def test_a_sweep_gets_one_parent_run_with_each_job_as_a_child(mixed_xla_sweep):
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2 and parent.info.status == "FINISHED"
+    # the sweep's closing block: the count, the parent run, each member's slot and run
+    out = mixed_xla_sweep.done.stdout
+    summary = out[out.index("== Sweep "):].splitlines()
+    assert summary[0].endswith(": 2 GREEN / 0 BLOCKED of 2 jobs ==")
+    assert summary[1].startswith(f"  MLflow parent run {parent.info.run_id}: http://127.0.0.1:5000/#/experiments/")
+    by_slot = {child.info.run_name: child.info.run_id for child in children}
+    for line in summary[2:4]:
+        _, job, status, slot, _, run_id = line.split()
+        assert status == "GREEN" and by_slot[slot] == run_id
     assert parent.info.run_name.startswith("sweep: c1=scaled xla=on,off dataset.simulation.n_images=96")
 
 

@@ -96,12 +96,15 @@ def test_a_pytorch_run_in_process_fills_its_own_slot(phase_run):
     assert not (root / SLOT).exists()  # the TF slot is untouched
 
 
-def _blocked(status, output, root):
-    """The one blocker of a blocked run, after the common assertions."""
+def _blocked(status, output, root, failed):
+    """The one blocker of a blocked run, named after what ``failed``, after the common assertions."""
     slot = _slot_dir(root)
     assert status == 1, output
-    blockers = list((slot / "red").glob("blocked_*_tf_translation_guard.md"))
+    blockers = list((slot / "red").glob("blocked_*.md"))
     assert len(blockers) == 1, blockers
+    assert blockers[0].name.endswith(f"Z_{failed}.md"), blockers[0].name
+    console = output[0] + output[1]
+    assert console.count("blocker: ") == 1 and "HYDRA_FULL_ERROR" not in console, console[-2000:]
     assert not (slot / "analysis" / "forward_parity_debug_tf").exists()
     shown = blockers[0].relative_to(root.parent)  # paths are shown relative to the launch folder
     assert output[1].strip().splitlines()[-1] == f"blocker: {shown}"
@@ -116,7 +119,7 @@ def _blocked(status, output, root):
 
 def test_red_guard_blocks_before_training(phase_run, write_guard, tmp_path):
     red = write_guard(tmp_path, passing=False)
-    text = _blocked(*phase_run(f"guard.selector={red}"))
+    text = _blocked(*phase_run(f"guard.selector={red}"), failed="tf_translation_guard")
     assert "GuardFailed" in text and "Failed step: guard wait" in text and "Guard: RED" in text
     guard_log = (tmp_path / "hub" / SLOT / "green" / "pytest_tf_translation_guard.log").read_text()
     assert "# result: RED (exit 1)" in guard_log and "injected red guard" in guard_log
@@ -128,7 +131,7 @@ def test_bad_data_blocks_with_the_data_contract_error(phase_run, tmp_path):
     broken.write_bytes(b"PK\x03\x04 this is not a complete npz")
     text = _blocked(*phase_run(
         "dataset=fly001", f"dataset.train_data_file={broken}", f"dataset.test_data_file={broken}"
-    ))
+    ), failed="data")
     assert "DataContractError" in text and "broken_train.npz" in text and "Failed step: data" in text
 
 
@@ -143,7 +146,7 @@ def test_training_crash_blocks(phase_run, monkeypatch):
     real_train = workflow.BACKEND.train
     monkeypatch.setattr(workflow, "BACKEND", dataclasses.replace(
         workflow.BACKEND, train=lambda model, data, spec, callbacks: real_train(model, data, spec, [*callbacks, Crash()])))
-    text = _blocked(*phase_run())
+    text = _blocked(*phase_run(), failed="training")
     assert "injected training crash" in text and "Failed step: training" in text
 
 
@@ -154,7 +157,7 @@ def test_stitching_crash_blocks(phase_run, monkeypatch):
         raise RuntimeError("injected stitching crash")
 
     monkeypatch.setattr(workflow, "BACKEND", dataclasses.replace(workflow.BACKEND, stitch_patches=crash))
-    text = _blocked(*phase_run())
+    text = _blocked(*phase_run(), failed="inference_stitching_and_bundle")
     assert "injected stitching crash" in text and "Failed step: inference, stitching and bundle" in text
 
 
@@ -163,7 +166,7 @@ def test_nan_loss_blocks(phase_run, monkeypatch):
     from ptycho import training
 
     monkeypatch.setattr(training, "poisson_nll", lambda observed, predicted: tf.reduce_mean(predicted) * np.nan)
-    text = _blocked(*phase_run())
+    text = _blocked(*phase_run(), failed="training")
     assert "NonFiniteLossError" in text and "Failed step: training" in text
 
 
@@ -172,8 +175,8 @@ def test_the_job_writes_its_blocker_without_the_post_hook(phase_run, tmp_path):
     text = _blocked(*phase_run(
         "~hydra.callbacks.hub_post_hook", "dataset=fly001",
         f"dataset.train_data_file={missing}", f"dataset.test_data_file={missing}",
-    ))
-    assert "missing.npz" in text
+    ), failed="data")
+    assert "Dataset: name=fly001 train=missing.npz test=missing.npz" in text  # the files given, unread
 
 
 def test_the_post_hook_writes_the_blocker_when_the_job_could_not(phase_run, monkeypatch, tmp_path):
