@@ -14,8 +14,10 @@ the same inference groups and stitching (the first seed's groups):
               where the network starts) with phase 0; a run that does not beat it learnt nothing
     ceiling   the true patches ``test.Y`` in the groups' channel layout, stitched: the best any
               patch-wise reconstruction can score through this stitching
-    iterative an iterative solver (ePIE and the like) on the same data: not installed yet, so the
-              column reads "n/a (not installed)", never a number
+    iterative the classical reconstruction of the same test data (``ptycho.iterative``: cdtools,
+              probe known, ``--iterative-epochs`` L-BFGS epochs), on the same canvas convention;
+              one per dataset (it uses no groups), shown in every gridsize's block. Without the
+              extra ``iterative`` its row says so, and the study still runs
 
 The lines object's true phase is 0 everywhere: its phase metrics are reported but its rows
 say "amplitude only", and the floor's phase MAE is exactly 0 there, so no phase ratio exists.
@@ -23,9 +25,11 @@ say "amplitude only", and the floor's phase MAE is exactly 0 there, so no phase 
 Writes into ``--out`` (default ``bench_quality_out/``): ``quality.json`` (settings, every run
 of every seed, the references, the summaries), ``quality.md`` (one row per run, the floor and
 ceiling rows and a summary row per dataset and gridsize: median / worst over seeds and the
-ratio to the floor), ``quality.png`` (per dataset: truth | PINN | error of the median seed's
-stitched reconstruction at gridsize 2, or the largest gridsize run, after the metrics' global
-fit; ``quality_<dataset>.png`` are its parts) and ``runs/`` (each run's run_dir and bundle).
+ratio to the floor; its "iterative ref." cell: the PINN's median MAE over the iterative's and
+both times, inference + stitching against the reconstruction), ``quality.png`` (per dataset:
+truth | PINN | error of the median seed's stitched reconstruction at gridsize 2, or the largest
+gridsize run, after the metrics' global fit, then truth | iterative | error;
+``quality_<dataset>[_iterative].png`` are its parts) and ``runs/`` (each run's run_dir and bundle).
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ BACKENDS = ("pytorch", "tensorflow")
 NEIGHBOR_COUNT = 7
 VALIDATION_SPLIT = 0.05
 FIGURE_GRIDSIZE = 2
-ITERATIVE_REFERENCE = "n/a (not installed)"
+ITERATIVE_MISSING = "n/a (cdtools not installed: pip install -e \".[iterative]\")"
 METRICS = ("amp_mae", "phase_mae", "amp_ssim", "phase_ssim", "frc50")
 LOWER_IS_BETTER = {"amp_mae", "phase_mae"}  # SSIM and FRC50 (cycles/px): higher is better
 
@@ -75,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--n-images", type=_positive_int, default=512,
                         help="simulated scan positions, train + test (a quarter is test); default 512")
     parser.add_argument("--backend", choices=BACKENDS, default="pytorch", help="default pytorch")
+    parser.add_argument("--iterative-epochs", type=_positive_int, default=10,
+                        help="L-BFGS epochs of the iterative reference (cdtools); default 10")
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="compute threads (default: every CPU of this process's affinity mask)")
     parser.add_argument("--out", type=Path, default=Path("bench_quality_out"), help="default bench_quality_out/")
@@ -110,6 +116,35 @@ def reference_quality(train, test, gridsize: int, seed: int, stitch_patches) -> 
     constant = np.full(true_patches.shape, a0, np.complex64)
     return {name: stitching.stitched_quality(stitch_patches(patches, groups), test.object_guess)
             for name, patches in (("floor", constant), ("ceiling", true_patches))}
+
+
+def iterative_reference(test, epochs: int, threads: int) -> tuple[dict | str, object]:
+    """(record for quality.json, stitched canvas or None) of cdtools' reconstruction of ``test``;
+    without the extra ``iterative`` the record is ITERATIVE_MISSING (printed, never a number).
+    cdtools runs on PyTorch whichever backend trains the PINN, on ``threads`` threads."""
+    from ptycho import iterative
+
+    try:
+        iterative.load_cdtools()
+    except iterative.IterativeUnavailable as exc:
+        print(f"iterative reference: {exc}", flush=True)
+        return ITERATIVE_MISSING, None
+    determinism.configure_torch(threads)
+    result = iterative.reconstruct(test, iterative.IterativeSpec(epochs=epochs))
+    canvas = iterative.stitched(result, test)
+    quality = stitching.stitched_quality(canvas, test.object_guess)
+    return {**{key: quality[key] for key in METRICS}, "seconds": result.seconds, "engine": "lbfgs",
+            "epochs": epochs, "library": f"{iterative.DISTRIBUTION} {result.version}"}, canvas
+
+
+def iterative_cell(summary: dict, runs: list[dict], reference) -> str:
+    """The summary row's comparison with the iterative reference (module docstring)."""
+    if not isinstance(reference, dict):
+        return reference
+    inference = statistics.median(run["inference_stitching_s"] for run in runs)
+    return (f"PINN / iterative: amp_mae {summary['amp_mae']['median'] / reference['amp_mae']:.1f}x, "
+            f"phase_mae {summary['phase_mae']['median'] / reference['phase_mae']:.1f}x; "
+            f"inference {inference:.1f} s vs {reference['seconds']:.1f} s")
 
 
 def ratio(value: float, floor: float) -> float | None:
@@ -189,29 +224,47 @@ def write_table(path: Path, document: dict) -> None:
         f"{settings['compute']['threads']}. Metrics on the stitched test reconstruction after the global "
         "amplitude scale and phase offset fit (ptycho.quality). Summary cells: median / worst over seeds. "
         "floor: every patch the constant a0, phase 0; ceiling: the true patches, stitched alike. "
-        f"Iterative reference: {ITERATIVE_REFERENCE}.", "",
+        f"iterative: cdtools L-BFGS, {settings['iterative_epochs']} epochs, probe known, the same test positions "
+        "on the same canvas convention (its train s: the reconstruction's seconds).", "",
         "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER),
     ]
     for entry in document["references"]:
         dataset, gridsize = entry["dataset"], entry["gridsize"]
         floor = entry["floor"]
-        for name in ("floor", "ceiling"):
+        iterative = entry["iterative"]
+        for name in ("floor", "ceiling", "iterative"):
+            if not isinstance(entry[name], dict):
+                lines.append(table_row(dataset, gridsize, name, "-", {}, iterative=entry[name]))
+                continue
             values = {**entry[name], "amp_mae_to_floor": ratio(entry[name]["amp_mae"], floor["amp_mae"]),
                       "phase_mae_to_floor": ratio(entry[name]["phase_mae"], floor["phase_mae"])}
+            if name == "iterative":
+                values["train_s"] = entry[name]["seconds"]
             lines.append(table_row(dataset, gridsize, name, "-", values))
         runs = [run for run in document["runs"] if (run["dataset"], run["gridsize"]) == (dataset, gridsize)]
         lines += [table_row(dataset, gridsize, "PINN", run["seed"], run) for run in runs]
         summary = next(s for s in document["summaries"] if (s["dataset"], s["gridsize"]) == (dataset, gridsize))
         lines.append(table_row(dataset, gridsize, f"summary of {summary['n_seeds']} seeds", "-", summary,
-                               iterative=entry["iterative"]))
+                               iterative=iterative_cell(summary, runs, iterative)))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_figure(out: Path, runs: list[dict], test_sets: dict) -> Path:
-    """quality.png: per dataset truth | PINN | error of the median seed (bundle's truth figure, stacked)."""
+def _truth_part(path: Path, stitched, test, dataset: str):
+    """truth | reconstruction | error of one stitched canvas (the bundle's truth figure), read back as an image."""
+    from matplotlib.image import imread
+
+    truth, inside = stitching.ground_truth_window(test.object_guess, stitched)
+    rows, mask = bundle.truth_comparison_rows(stitched.canvas, stitched.covered, truth, inside)
+    if dataset in AMPLITUDE_ONLY:
+        rows = {"amplitude": rows["amplitude"]}
+    return imread(plots.save_truth_comparison(path, rows, mask))
+
+
+def write_figure(out: Path, runs: list[dict], test_sets: dict, iterative_canvases: dict) -> Path:
+    """quality.png: per dataset truth | PINN | error of the median seed, then truth | iterative | error
+    (the bundle's truth figure, stacked). iterative_canvases: dataset -> Stitched or None."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.image import imread
 
     parts = []
     for dataset, test in test_sets.items():
@@ -222,15 +275,14 @@ def write_figure(out: Path, runs: list[dict], test_sets: dict) -> Path:
         with np.load(Path(chosen["run_dir"]) / RECONSTRUCTION_FILE) as saved:
             stitched = stitching.Stitched(saved["canvas"], saved["covered"], saved["offsets_xy"],
                                           saved["centre_xy"], int(saved["crop"]))
-        truth, inside = stitching.ground_truth_window(test.object_guess, stitched)
-        rows, mask = bundle.truth_comparison_rows(stitched.canvas, stitched.covered, truth, inside)
-        if dataset in AMPLITUDE_ONLY:
-            rows = {"amplitude": rows["amplitude"]}
-        part = plots.save_truth_comparison(out / f"quality_{dataset}.png", rows, mask)
         n_seeds = sum(r["gridsize"] == gridsize for r in candidates)
-        parts.append((f"{dataset}: PINN at gridsize {gridsize}, seed {chosen['seed']} "
-                      f"(median amp_mae of {n_seeds} seeds){', amplitude only' if dataset in AMPLITUDE_ONLY else ''}",
-                      imread(part)))
+        only = ", amplitude only" if dataset in AMPLITUDE_ONLY else ""
+        parts.append((f"{dataset}: PINN at gridsize {gridsize}, seed {chosen['seed']} (median amp_mae of {n_seeds} "
+                      f"seeds){only}", _truth_part(out / f"quality_{dataset}.png", stitched, test, dataset)))
+        if iterative_canvases.get(dataset) is not None:
+            parts.append((f"{dataset}: iterative reference (cdtools L-BFGS){only}",
+                          _truth_part(out / f"quality_{dataset}_iterative.png", iterative_canvases[dataset], test,
+                                      dataset)))
     heights = [image.shape[0] for _, image in parts]
     width = max(image.shape[1] for _, image in parts)
     fig = Figure(figsize=(width / plots.DPI, (sum(heights) + 40 * len(parts)) / plots.DPI), dpi=plots.DPI)
@@ -259,18 +311,23 @@ def main(argv=None) -> int:
     run_phase_job, stitch_patches, compute = load_backend(args.backend, threads)
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {key: getattr(args, key) for key in
-                ("datasets", "gridsizes", "seeds", "epochs", "n_groups", "batch_size", "n_images", "backend")}
+                ("datasets", "gridsizes", "seeds", "epochs", "n_groups", "batch_size", "n_images", "backend",
+                 "iterative_epochs")}
     document = {"settings": {**settings, "compute": compute, "neighbor_count": NEIGHBOR_COUNT,
                              "validation_split": VALIDATION_SPLIT, "reference_groups_seed": 0},
                 "references": [], "runs": [], "summaries": []}
-    test_sets = {}
+    test_sets, iterative_canvases = {}, {}
     for dataset in args.datasets:
         train, test = simulate_dataset(SimulationSpec(object_kind=DATASETS[dataset], seed=0, n_images=args.n_images))
         test_sets[dataset] = test
+        iterative, iterative_canvases[dataset] = iterative_reference(test, args.iterative_epochs, threads)
+        if isinstance(iterative, dict):
+            print(f"{dataset:9s} iterative: amp_mae={iterative['amp_mae']:.4f} phase_mae={iterative['phase_mae']:.4f} "
+                  f"in {iterative['seconds']:.1f} s", flush=True)
         for gridsize in args.gridsizes:
             references = reference_quality(train, test, gridsize, 0, stitch_patches)
             document["references"].append({"dataset": dataset, "gridsize": gridsize, **references,
-                                           "iterative": ITERATIVE_REFERENCE})
+                                           "iterative": iterative})
             runs = []
             for seed in range(args.seeds):
                 runs.append(run_one(run_phase_job, train, test, dataset, gridsize, seed, args, references["floor"]))
@@ -280,7 +337,7 @@ def main(argv=None) -> int:
                                           **summarise(runs, references["floor"])})
     (args.out / "quality.json").write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
     write_table(args.out / "quality.md", document)
-    figure = write_figure(args.out, document["runs"], test_sets)
+    figure = write_figure(args.out, document["runs"], test_sets, iterative_canvases)
     print(f"table: {args.out / 'quality.md'}  (data: quality.json, figure: {figure.name})")
     return 0
 

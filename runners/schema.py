@@ -46,6 +46,22 @@ class PhaseKind(str, Enum):
 
     c1 = "c1"
     c2 = "c2"
+    c3 = "c3"
+
+
+class IterativeEngine(str, Enum):
+    """cdtools reconstructors of Phase C3 (``ptycho.iterative.ENGINES``)."""
+
+    lbfgs = "lbfgs"
+    adam = "adam"
+
+
+class PositionSet(str, Enum):
+    """Which scan positions Phase C3 reconstructs: the test file's, the train file's, or both."""
+
+    test = "test"
+    train = "train"
+    all = "all"
 
 
 def _require(ok: bool, key: str, allowed: str, got: object) -> None:
@@ -235,6 +251,30 @@ class C2Config:
 
 
 @dataclass
+class C3Config:
+    """Phase C3: an iterative reference reconstruction (cdtools, probe known) of the same data.
+    ``learning_rate`` null: the engine's default; ``batch_size``: positions per Adam step (L-BFGS
+    takes all); ``seed``: the order batches visit the positions (ptycho/iterative.py)."""
+
+    variant: str = MISSING
+    title: str = MISSING
+    engine: IterativeEngine = IterativeEngine.lbfgs
+    epochs: int = 10
+    learning_rate: Optional[float] = None
+    batch_size: int = 16
+    positions: PositionSet = PositionSet.test
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.variant.isidentifier(), "c3.variant", "an identifier (used in the slot name)", self.variant)
+        _require(self.epochs >= 1, "c3.epochs", ">= 1", self.epochs)
+        _require(self.learning_rate is None or (math.isfinite(self.learning_rate) and self.learning_rate > 0),
+                 "c3.learning_rate", "null (the engine's default) or a finite number > 0", self.learning_rate)
+        _require(self.batch_size >= 1, "c3.batch_size", ">= 1", self.batch_size)
+        _require(self.seed >= 0, "c3.seed", ">= 0", self.seed)
+
+
+@dataclass
 class GuardConfig:
     """The pytest selector run before training; ``name`` is the stem of its log and blockers."""
 
@@ -287,6 +327,7 @@ class PhaseConfig:
     xla: XlaConfig = MISSING
     c1: Optional[C1Config] = None
     c2: Optional[C2Config] = None
+    c3: Optional[C3Config] = None
     tracking: TrackingConfig = MISSING
     hub: HubConfig = MISSING
 
@@ -306,9 +347,11 @@ class PhaseConfig:
                     self.c1.check_against(simulation.n_train, "simulated train images")
         elif self.phase is PhaseKind.c2:
             _require(self.c2 is not None, "c2", "a c2 option (tf_vs_torch) for phase=c2", None)
+        elif self.phase is PhaseKind.c3:
+            _require(self.c3 is not None, "c3", "a c3 option (iterative) for phase=c3", None)
 
     @property
-    def phase_settings(self) -> C1Config | C2Config:
+    def phase_settings(self) -> C1Config | C2Config | C3Config:
         """The settings of the selected phase."""
         return getattr(self, self.phase.value)
 
