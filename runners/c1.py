@@ -236,13 +236,18 @@ class C1Run:
         self.slot.make_dirs()
         self.record.save(self.outcome_path)
         banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
+        failure = blocked = None
         with FdTee(self.slot.cli_log, banner) as tee:
             self.terminal = tee.terminal()
             try:
                 self._run()
             except Exception as exc:
-                self._fail(exc)
-            print(self._summary(), flush=True)
+                failure, blocked = exc, self._fail(exc)
+            else:
+                print(self._summary(), flush=True)
+        tracking.copy_log(self.tracker, self.slot.cli_log, self.spec.tracking.log_artifacts)  # complete now
+        if blocked is not None:
+            raise blocked from failure
         return self.record
 
     def _summary(self) -> str:
@@ -456,8 +461,7 @@ class C1Run:
         timings = self._timings()
         tracker.log_metrics({f"timing.{key}": value for key, value in timings.items()})
         if self.spec.tracking.log_artifacts:
-            tracker.log_artifacts(self.slot.guard_log, "logs")
-            tracker.log_artifacts(self.slot.cli_log, "logs")
+            tracker.log_artifacts(self.slot.guard_log, "logs")  # the CLI log follows when it is complete
         tracker.end(green)
         self.timeline.mark("end")
         self.slot.run_dir.mkdir(parents=True, exist_ok=True)
@@ -489,8 +493,8 @@ class C1Run:
         timings["job_s"] = t.elapsed()
         return timings
 
-    def _fail(self, error: Exception) -> None:
-        """Complete the evidence of a failed job and raise PhaseBlocked."""
+    def _fail(self, error: Exception) -> PhaseBlocked:
+        """Complete the evidence of a failed job; the PhaseBlocked to raise once the CLI log is closed."""
         log.error("%s failed at step %r", self.record.title, self.record.step, exc_info=error)
         if self.guard is not None:
             self.record.guard = self.guard.finish().status
@@ -502,4 +506,4 @@ class C1Run:
             except Exception:  # the blocker is written; MLflow trouble must not hide the first error
                 log.exception("could not close the MLflow run %s as FAILED", self.tracker.run_id)
         print(self._summary(), file=sys.stderr, flush=True)
-        raise PhaseBlocked(self.record.error, self.record.blocker, announced=True) from error
+        return PhaseBlocked(self.record.error, self.record.blocker, announced=True)

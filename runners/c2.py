@@ -222,14 +222,19 @@ class C2Run:
         self.record.save(self.outcome_path)
         banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
         self.slot.cli_log.parent.mkdir(parents=True, exist_ok=True)
+        failure = blocked = None
         with FdTee(self.slot.cli_log, banner):
             try:
                 self._run()
             except Exception as exc:
-                self._fail(exc)
-            print(f"GREEN: {self.record.title}; verdict GREEN; "
-                  f"worst relative difference {self.record.parameters.get('worst_rel_diff', '-')}; "
-                  f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}", flush=True)
+                failure, blocked = exc, self._fail(exc)
+            else:
+                print(f"GREEN: {self.record.title}; verdict GREEN; "
+                      f"worst relative difference {self.record.parameters.get('worst_rel_diff', '-')}; "
+                      f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}", flush=True)
+        tracking.copy_log(self.tracker, self.slot.cli_log, self.spec.tracking.log_artifacts)  # complete now
+        if blocked is not None:
+            raise blocked from failure
         return self.record
 
     def _run(self) -> None:
@@ -252,8 +257,6 @@ class C2Run:
             failing = ", ".join(f"{s.name} (ratio {s.ratio:.4g})" for s in comparison.failures)
             raise VerdictRed(f"verdict RED (tolerance {self.settings.tolerance:g}): {failing}")
         self.record.step = "hub"
-        if self.spec.tracking.log_artifacts:
-            self.tracker.log_artifacts(self.slot.cli_log, "logs")
         outcome.mark_green(self.record, self.slot, self.spec.hub.lock_timeout_s)
         self._end_tracking(green=True)
         self.record.save(self.outcome_path)
@@ -315,17 +318,15 @@ class C2Run:
             self.tracker.rename(f"{self.slot.name} [{self.record.status}]")
         self.tracker.end(green)
 
-    def _fail(self, error: Exception) -> None:
+    def _fail(self, error: Exception) -> PhaseBlocked:
         log.error("%s failed at step %r: %s", self.record.title, self.record.step, error)
         outcome.block(self.record, self.slot, error, self.job.launch_dir, self.spec.hub.lock_timeout_s)
         self.record.save(self.outcome_path)
         if self.tracker is not None and self.tracker.run_id is not None:
             try:
-                if self.spec.tracking.log_artifacts:
-                    self.tracker.log_artifacts(self.slot.cli_log, "logs")
                 self._end_tracking(green=False)
             except Exception:
                 log.exception("could not close the MLflow run %s as FAILED", self.tracker.run_id)
         print(f"BLOCKED: {self.record.title}; {self.record.error}\nblocker: {self.record.blocker}",
               file=sys.stderr, flush=True)
-        raise PhaseBlocked(self.record.error, self.record.blocker, announced=True) from error
+        return PhaseBlocked(self.record.error, self.record.blocker, announced=True)

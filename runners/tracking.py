@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -215,3 +216,14 @@ def ensure_experiment(client, name: str) -> str:
 def _param_text(value: object) -> str:
     text = "null" if value is None else str(value)
     return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def copy_log(tracker: "Tracker | None", path: Path, enabled: bool) -> None:
+    """A finished job's log into its MLflow run under ``logs/``, when there is a run and
+    artifacts are logged; a failure is logged, not raised (the hub keeps the log)."""
+    if not enabled or tracker is None or tracker.run_id is None:
+        return
+    try:
+        tracker.log_artifacts(path, "logs")
+    except Exception:
+        logging.getLogger(__name__).exception("could not copy %s into the MLflow run %s", path, tracker.run_id)

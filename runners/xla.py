@@ -10,6 +10,7 @@ the sweep from the ``RUNNERS_PHASE_PARENT_JOB`` environment variable (JSON).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -75,8 +76,13 @@ class ParentJob:
     parent_run_id: str | None
 
 
+@functools.lru_cache(maxsize=1)
 def parent_job_from_env() -> ParentJob | None:
-    """The ParentJob passed to this process, removed from the environment (not inherited further)."""
+    """The ParentJob passed to this process, removed from the environment (not inherited further).
+
+    Read once and kept: the job and, after it, Hydra's post-hook both ask, and the post-hook
+    must see the same parent (else it files the job under the plain slot's name).
+    """
     raw = os.environ.pop(PARENT_JOB_ENV, None)
     return ParentJob(**json.loads(raw)) if raw else None
 

@@ -126,6 +126,15 @@ def test_timings_name_what_they_time(xla_off):
     assert stats["training"]["model_canvas_size"] != canvas["canvas_size"]
 
 
+def test_the_mlflow_copy_of_the_cli_log_is_complete(xla_off, tmp_path):
+    """Issue 9: the CLI log was copied into MLflow before its last lines (the GREEN line) were written."""
+    run = xla_off.run_of()
+    copy = xla_off.client.download_artifacts(run.info.run_id, "logs/train_tf_phase_c1_scaled.log", str(tmp_path))
+    text = open(copy).read()
+    assert text == (xla_off.hub / SLOT / "cli" / "train_tf_phase_c1_scaled.log").read_text()
+    assert text.rstrip().splitlines()[-1].startswith("GREEN: Phase C1 — TF scaled baseline")
+
+
 def test_guard_logs_have_a_header_and_the_pytest_output(xla_off):
     slot_log = (xla_off.hub / SLOT / "green" / "pytest_tf_translation_guard.log").read_text()
     assert slot_log == (xla_off.hub / "green" / "pytest_tf_translation_guard.log").read_text()
@@ -245,8 +254,31 @@ def test_broken_data_file_blocks_with_the_blocker_path_last(cli_run, write_guard
 
 
 @pytest.fixture(scope="module")
-def mixed_xla_sweep(cli_run):
-    return cli_run("mixed", "-m", "c1=scaled", "xla=on,off", *SMALL)
+def mixed_xla_sweep(cli_run, isolated_overrides, run_cli):
+    """A plain ``xla=off`` run, then the sweep ``xla=on,off`` in the same folder (``.plain``: the first)."""
+    plain = {}
+
+    def plain_run_first(workdir):
+        plain["done"] = run_cli(["c1=scaled", "xla=off", *SMALL, *isolated_overrides(workdir)], cwd=workdir,
+                                timeout=600)
+
+    run = cli_run("mixed", "-m", "c1=scaled", "xla=on,off", *SMALL, prepare=plain_run_first)
+    run.plain = plain["done"]
+    return run
+
+
+def test_a_sweep_leaves_the_plain_runs_slot_alone(mixed_xla_sweep):
+    """Issue 9: the sweep's isolated job (a fresh process) filed its record under the plain slot."""
+    run = mixed_xla_sweep
+    assert run.plain.returncode == 0, run.plain.stdout[-3000:]
+    section = run.section()
+    assert section.splitlines()[0] == "Phase C1 — TF scaled baseline"
+    assert "Command: python -m runners.phase c1=scaled xla=off dataset.simulation.n_images=96" in section
+    command = section.split("Command: ")[1].splitlines()[0]
+    assert "xla=on,off" not in command and "of the multirun" not in command, command
+    summary = (run.hub / "summary.md").read_text()
+    entry = hub.read_section(summary, SLOT, markdown=True)
+    assert entry.startswith(f"### Phase C1 — TF scaled baseline (`{SLOT}`)") and "xla=on,off" not in entry
 
 
 def test_a_mixed_xla_sweep_runs_each_job_in_a_process_of_its_own_mode(mixed_xla_sweep):

@@ -172,3 +172,22 @@ def test_cfg_job_prints_the_composed_config_without_running():
     printed = OmegaConf.create(done.stdout.rsplit("\n", 2)[0])
     assert printed.xla.mode == "off" and printed.gridsize == 1
     assert done.stdout.strip().endswith("TF_ABSENT MLFLOW_ABSENT")
+
+
+def test_an_isolated_jobs_parent_is_read_once_and_kept(monkeypatch):
+    """The job and Hydra's post-hook both ask; the post-hook once got None and filed the job
+    under the plain slot (issue 9)."""
+    import json
+
+    from runners import xla
+
+    xla.parent_job_from_env.cache_clear()
+    parent = {"command": "python -m runners.phase -m c1=scaled xla=on,off", "slot": "tf/s__xla=off",
+              "parent_run_id": "p1"}
+    monkeypatch.setenv(xla.PARENT_JOB_ENV, json.dumps(parent))
+    try:
+        first, second = xla.parent_job_from_env(), xla.parent_job_from_env()
+        assert first == second == xla.ParentJob(**parent)
+        assert xla.PARENT_JOB_ENV not in __import__("os").environ  # not inherited by the job's children
+    finally:
+        xla.parent_job_from_env.cache_clear()
