@@ -14,7 +14,7 @@ the test file, the train file or both), reconstruct, place the object on C1's ca
 bundle, MLflow results, hub. Slot ``iterative_reference/phase_c3_<variant>[__<sweep suffix>]``
 (``hub.slot`` replaces it): ``analysis/forward_parity_debug_iterative/`` (the bundle),
 ``run_<variant>/`` (``reconstruction.npz``: the canvas as C1 writes it plus the whole
-reconstructed object and its origin; ``history.json``: the loss per epoch).
+reconstructed object and its origin; ``history.json``: the loss per epoch; ``timings.json``).
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ BACKEND = "cdtools"
 GUARD_NAME = "c3_iterative"  # names the blocker files; no guard test runs before a C3 job
 RECONSTRUCTION_FILE = "reconstruction.npz"
 HISTORY_FILE = "history.json"
+TIMINGS_FILE = "timings.json"
 BUNDLE_DUPLICATES = ("quality", "iterative")  # stats.json sections logged under their own names
 
 
@@ -109,6 +110,7 @@ class C3Run:
         self.record = new_record(spec, job, slot, {})
         self.outcome_path = job.output_dir / OUTCOME_FILE
         self.tracker: tracking.Tracker | None = None
+        self.outcome_lines: list[str] = []  # quality and time, printed above the GREEN line
 
     def execute(self) -> PhaseRecord:
         self.slot.make_dirs()
@@ -119,6 +121,7 @@ class C3Run:
                 self._run()
             except Exception as exc:
                 self._fail(exc)
+            print(*self.outcome_lines, sep="\n", flush=True)
             print(f"GREEN: {self.record.title}; stats.json sha1 {self.record.stats_sha1}; "
                   f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}", flush=True)
         return self.record
@@ -149,6 +152,11 @@ class C3Run:
                  len(result.loss_history), result.seconds, result.loss_history[-1])
         self._step("bundle")
         stats, quality = self._write_outputs(data, result)
+        self.outcome_lines = [
+            f"  reconstruction  {iterative.DISTRIBUTION} {settings.engine.value}, {len(result.loss_history)} epochs, "
+            f"{data.n_images} positions, {result.seconds:.1f} s",
+            f"  quality         {c1.quality_line(quality) if quality else 'not measured (the data carry no objectGuess)'}",
+        ]
         self._step("tracking results")
         self._log_results(stats, quality, result)
         self._step("hub")
@@ -209,9 +217,10 @@ class C3Run:
                  offsets_xy=stitched.offsets_xy, centre_xy=stitched.centre_xy, crop=stitched.crop,
                  object=result.obj, origin_rc=np.asarray(result.origin_rc))
         hub.atomic_write_text(run_dir / HISTORY_FILE, json.dumps({"loss": list(result.loss_history)}, indent=2))
+        hub.atomic_write_text(run_dir / TIMINGS_FILE, json.dumps({"reconstruction_s": result.seconds}, indent=2))
         about = {"library": f"{iterative.DISTRIBUTION} {result.version}", "engine": self.settings.engine.value,
-                 "epochs": len(result.loss_history), "seconds": result.seconds,
-                 "final_loss": result.loss_history[-1], "n_positions": data.n_images}
+                 "epochs": len(result.loss_history), "final_loss": result.loss_history[-1],
+                 "n_positions": data.n_images}  # no wall times: the same job gives the same stats.json sha1
         bundle.write_debug_bundle(
             self.slot.bundle_dir, iterative.object_patches(result, data), stitched.offsets_xy, stitched.canvas,
             canvas_mask=stitched.covered, intensity_scale=1.0, history={"loss": list(result.loss_history)},

@@ -71,6 +71,7 @@ def test_a_green_run_leaves_c1s_evidence(tmp_path):
     done = _run(tmp_path)
     assert done.returncode == 0, done.stdout
     assert f"GREEN: {TITLE}" in done.stdout.strip().splitlines()[-1]
+    assert "  quality         amp_mae " in done.stdout and "x the constant-object floor" in done.stdout
     slot = tmp_path / "hub" / SLOT
     bundle = slot / "analysis" / "forward_parity_debug_iterative"
     for name in ("stats.json", "offsets.json", "canvas.json", "canvas_amplitude.png", "canvas_phase.png",
@@ -80,6 +81,7 @@ def test_a_green_run_leaves_c1s_evidence(tmp_path):
     quality = stats["quality"]
     assert quality["amp_mae_to_floor"] < 0.25 and quality["phase_mae_to_floor"] < 0.25
     assert stats["iterative"]["engine"] == "lbfgs" and stats["iterative"]["n_positions"] == 16
+    assert json.loads((slot / "run_iterative" / "timings.json").read_text())["reconstruction_s"] > 0
 
     inventory = (tmp_path / "hub" / "analysis" / "artifact_inventory.txt").read_text()
     assert TITLE in inventory and "Status: GREEN" in inventory and "cdtools-py=" in inventory
