@@ -88,7 +88,9 @@ class IterativeResult:
     obj: (H, W) complex64, ``obj[a, b]`` is the object at pixel (row, col) = origin_rc + (a, b)
     of the data's object frame (that of ``xcoords``/``ycoords`` and ``objectGuess``).
     loss_history: cdtools' loss per epoch (summed amplitude squared error over the total
-    measured intensity). seconds: wall time of the epochs. version: cdtools-py's version.
+    measured intensity). seconds, cpu_seconds: wall and process CPU time of the epochs (CPU
+    time: every thread's, and less sensitive to other jobs on a shared machine). version:
+    cdtools-py's version.
     """
 
     obj: np.ndarray
@@ -96,6 +98,7 @@ class IterativeResult:
     loss_history: tuple[float, ...]
     seconds: float
     version: str
+    cpu_seconds: float = float("nan")
 
 
 def load_cdtools():
@@ -154,7 +157,7 @@ def reconstruct(data: PtychoData, spec: IterativeSpec,
     if spec.engine == "adam":
         options["batch_size"] = spec.batch_size
     losses = []
-    clock = time.perf_counter()
+    clock, cpu_clock = time.perf_counter(), time.process_time()
     with torch.random.fork_rng(devices=[]):  # the visiting order is seeded without touching the caller's RNG
         torch.manual_seed(spec.seed)
         for epoch, loss in enumerate(reconstructor.optimize(spec.epochs, **options)):
@@ -164,9 +167,9 @@ def reconstruct(data: PtychoData, spec: IterativeSpec,
                                          "lower the learning rate")
             if on_epoch is not None:
                 on_epoch(epoch, losses[-1])
-    seconds = time.perf_counter() - clock
+    seconds, cpu_seconds = time.perf_counter() - clock, time.process_time() - cpu_clock
     obj = model.obj.detach().cpu().numpy().astype(np.complex64)
-    return IterativeResult(obj, origin, tuple(losses), seconds, metadata.version(DISTRIBUTION))
+    return IterativeResult(obj, origin, tuple(losses), seconds, metadata.version(DISTRIBUTION), cpu_seconds)
 
 
 def simulate_amplitudes(probe: np.ndarray, obj: np.ndarray, origin_rc: tuple[int, int],
