@@ -25,11 +25,12 @@ from ptycho import determinism
 from runners import hub, outcome, tracking, xla
 from runners.callbacks import keras_base, make_callbacks
 from runners.envinfo import XLA_ENV_KEYS, git_commit, library_versions, project_root
-from runners.evidence import GREEN, OUTCOME_FILE, RUNNING, PhaseRecord
+from runners.evidence import GREEN, OUTCOME_FILE, RUNNING, PhaseRecord, failed_tracking, tracking_text
 from runners.guard import GuardFailed, GuardRun
 from runners.job import JobContext
 from runners.outcome import PhaseBlocked, PhaseConfigError, display_path
 from runners.schema import Backend, PhaseConfig
+from runners.sync import keep_journal
 from runners.tee import FdTee
 from runners.timeline import Timeline
 
@@ -264,6 +265,8 @@ class C1Run:
             lines.append(f"  MLflow    run {record.mlflow['run_id']}: {record.mlflow.get('ui', '-')}")
             if not self.tracker.uri.startswith(("http://", "https://")):
                 lines.append(f"            (start the UI with: mlflow ui --backend-store-uri {self.tracker.uri})")
+        if record.tracking:
+            lines.append(f"  tracking  {tracking_text(record.tracking)}")
         if record.status == GREEN:
             lines += [
                 f"  bundle    {record.paths['bundle']}",
@@ -295,7 +298,8 @@ class C1Run:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-start") as pool:
             # MLflow's import and store set-up overlap TensorFlow's import (mostly outside the GIL)
             uri = tracking.absolute_uri(self.spec.tracking.uri, self.job.launch_dir)
-            tracker = pool.submit(tracking.Tracker, uri, self.spec.tracking.experiment)
+            tracker = pool.submit(tracking.Tracker, uri, self.spec.tracking.experiment, self.spec.tracking.timeout_s,
+                                  self._tracking_failed)
             self._step("imports")
             workflow = self._import_backend()
             self._step("tracking")
@@ -339,10 +343,9 @@ class C1Run:
             **{f"compute.{k}": v for k, v in self.record.compute.items()},
         }
         run_id = self.tracker.start(self.slot.name, tags, self.job.parent_run_id)
-        self.record.mlflow = {
-            "run_id": run_id, "experiment": spec.tracking.experiment, "tracking_uri": self.tracker.uri,
-            "ui": self.tracker.run_link(),
-        }
+        found = {"run_id": run_id, "experiment": spec.tracking.experiment, "tracking_uri": self.tracker.uri,
+                 "ui": self.tracker.run_link()}
+        self.record.mlflow = {key: value for key, value in found.items() if value}  # no run when tracking failed
         self._describe_run()
         if self.job.parent_run_id:
             self.record.mlflow["parent_run_id"] = self.job.parent_run_id
@@ -466,6 +469,13 @@ class C1Run:
         self.timeline.mark("end")
         self.slot.run_dir.mkdir(parents=True, exist_ok=True)
         hub.atomic_write_text(self.slot.run_dir / TIMINGS_FILE, json.dumps(self._timings(), indent=2) + "\n")
+        if tracker.failure is not None:
+            keep_journal(tracker, self.record, self.slot, self.outcome_path, self.lock_timeout_s,
+                         self.spec.tracking.log_artifacts)
+
+    def _tracking_failed(self, failure: tracking.TrackingFailure) -> None:
+        """The tracker gave up (it logs why): the hub's section and summary entry will say so."""
+        self.record.tracking = failed_tracking(failure.operation, failure.error, self.record.step)
 
     def _timings(self) -> dict[str, float]:
         """Seconds per step (module docstring of runners.bench_phase); missing steps are left out."""
@@ -500,7 +510,7 @@ class C1Run:
             self.record.guard = self.guard.finish().status
         outcome.block(self.record, self.slot, error, self.job.launch_dir, self.lock_timeout_s)
         self.record.save(self.outcome_path)
-        if self.tracker is not None and self.tracker.run_id is not None:
+        if self.tracker is not None:  # a degraded tracker (no run) still keeps its journal
             try:
                 self._end_tracking(green=False)
             except Exception:  # the blocker is written; MLflow trouble must not hide the first error

@@ -35,14 +35,17 @@ from typing import Protocol
 from runners import hub, outcome, tracking
 from runners.c2_inputs import LABELS, BundlePaths, C2InputError, Inputs, LookupFailed, RunPair, select_pairs
 from runners.envinfo import git_commit, library_versions, project_root
-from runners.evidence import OUTCOME_FILE, PhaseRecord
+from runners.evidence import OUTCOME_FILE, PhaseRecord, failed_tracking
 from runners.job import JobContext
 from runners.outcome import PhaseBlocked, PhaseConfigError, display_path
 from runners.schema import PhaseConfig
+from runners.sync import keep_journal
 from runners.tee import FdTee
 
 log = logging.getLogger(__name__)
 GUARD_NAME = "c2_compare"
+NEEDS_MLFLOW = (
+    "C2 finds the runs to compare in MLflow (c2.tf_bundle and c2.torch_bundle compare bundles without it)")
 
 
 class VerdictRed(RuntimeError):
@@ -133,7 +136,9 @@ def plan_comparisons(spec: PhaseConfig, job: JobContext) -> list[Comparison]:
         source = BundlePaths(settings.tf_bundle, settings.torch_bundle, settings.parity_key or "")
         return [Comparison(comparison_slot(spec, job, _key_suffix(spec)), source, settings.parity_key or "")]
     try:
-        tracker = tracking.Tracker(tracking.absolute_uri(spec.tracking.uri, job.launch_dir), spec.tracking.experiment)
+        tracker = tracking.Tracker(tracking.absolute_uri(spec.tracking.uri, job.launch_dir), spec.tracking.experiment,
+                                   spec.tracking.timeout_s)
+        tracker.raise_if_failed(NEEDS_MLFLOW)
         where = f"experiment {tracker.experiment_id} at {tracker.uri}"
         pairs, sweep_run_id = select_pairs(tracker.client, tracker.experiment_id, settings.parity_key, where)
     except Exception as exc:  # not swallowed: raised again in the slot's inputs step (blocker)
@@ -195,7 +200,7 @@ class ComparisonGroup:
 
     def __init__(self, spec: PhaseConfig, job: JobContext, comparisons: list[Comparison]):
         uri = tracking.absolute_uri(spec.tracking.uri, job.launch_dir)
-        self.tracker = tracking.Tracker(uri, spec.tracking.experiment)
+        self.tracker = tracking.Tracker(uri, spec.tracking.experiment, spec.tracking.timeout_s)
         base = comparison_slot(spec, job).name
         tags = {"phase": "c2", "phase_variant": spec.c2.variant, "c2": "parent", "status": "RUNNING",
                 "n_comparisons": str(len(comparisons)), "selection": comparisons[0].selection,
@@ -240,8 +245,11 @@ class C2Run:
     def _run(self) -> None:
         self.record.step = "tracking"
         uri = tracking.absolute_uri(self.spec.tracking.uri, self.job.launch_dir)
-        self.tracker = tracking.Tracker(uri, self.spec.tracking.experiment)
+        self.tracker = tracking.Tracker(uri, self.spec.tracking.experiment, self.spec.tracking.timeout_s,
+                                        self._tracking_failed)
         self.record.step = "inputs"
+        if not isinstance(self.source, BundlePaths):
+            self.tracker.raise_if_failed(NEEDS_MLFLOW)
         inputs = self.source.resolve(self.tracker.client, self.job.launch_dir, analysis_dir(self.slot))
         self.record.parity_key = inputs.parity_key or None
         self.record.inputs = {
@@ -268,8 +276,9 @@ class C2Run:
                 "tf_bundle": str(inputs.tf_bundle), "torch_bundle": str(inputs.torch_bundle),
                 "c1_sweep_run_id": inputs.sweep_run_id}
         run_id = self.tracker.start(self.slot.name, {k: v for k, v in tags.items() if v}, self.parent_run_id)
-        self.record.mlflow = {"run_id": run_id, "experiment": self.spec.tracking.experiment, "tracking_uri": uri,
-                              "ui": self.tracker.run_link()}
+        found = {"run_id": run_id, "experiment": self.spec.tracking.experiment, "tracking_uri": uri,
+                 "ui": self.tracker.run_link()}
+        self.record.mlflow = {key: value for key, value in found.items() if value}  # no run when tracking failed
         self.tracker.log_params({"c2.tolerance": self.settings.tolerance, "c2.atol": self.settings.atol,
                                  "c2.phase_atol_rad": self.settings.phase_atol_rad})
 
@@ -317,12 +326,18 @@ class C2Run:
         if not green:
             self.tracker.rename(f"{self.slot.name} [{self.record.status}]")
         self.tracker.end(green)
+        if self.tracker.failure is not None:
+            keep_journal(self.tracker, self.record, self.slot, self.outcome_path, self.spec.hub.lock_timeout_s,
+                         self.spec.tracking.log_artifacts)
+
+    def _tracking_failed(self, failure: tracking.TrackingFailure) -> None:
+        self.record.tracking = failed_tracking(failure.operation, failure.error, self.record.step)
 
     def _fail(self, error: Exception) -> PhaseBlocked:
         log.error("%s failed at step %r: %s", self.record.title, self.record.step, error)
         outcome.block(self.record, self.slot, error, self.job.launch_dir, self.spec.hub.lock_timeout_s)
         self.record.save(self.outcome_path)
-        if self.tracker is not None and self.tracker.run_id is not None:
+        if self.tracker is not None:  # a degraded tracker (no run) still keeps its journal
             try:
                 self._end_tracking(green=False)
             except Exception:

@@ -41,6 +41,7 @@ class PhaseRecord:
     stats_sha1: str | None = None
     parity_key: str | None = None
     mlflow: dict[str, str] = field(default_factory=dict)
+    tracking: dict[str, str] = field(default_factory=dict)  # set when MLflow failed: tracking_text()
     error: str | None = None
     blocker: str | None = None
     output_file: str = "stats.json"  # the file whose sha1 is stats_sha1
@@ -70,6 +71,20 @@ def one_line(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
+def failed_tracking(operation: str, error: str, step: str) -> dict[str, str]:
+    """``PhaseRecord.tracking`` of a job whose tracker gave up at ``operation`` during ``step``."""
+    return {"status": "FAILED", "at": f"{operation} (step {step})", "error": error}
+
+
+def tracking_text(tracking: dict[str, str]) -> str:
+    """The ``Tracking:`` line of a job whose MLflow tracking failed (``status`` FAILED), or
+    that ``python -m runners.sync`` logged later (SYNCED)."""
+    failed = f"FAILED at {tracking['at']}: {tracking['error']}"
+    if tracking["status"] == "SYNCED":
+        return f"SYNCED at {tracking['synced_at']} by `python -m runners.sync` (the job's tracking {failed})"
+    return f"{failed}; run `python -m runners.sync` when the server is back"
 
 
 def _kv(mapping: dict) -> str:
@@ -106,6 +121,8 @@ def inventory_section(record: PhaseRecord) -> str:
     else:
         lines.append(f"Blocker: {record.blocker}")
     lines.append(f"MLflow: {_kv(record.mlflow)}")
+    if record.tracking:
+        lines.append(f"Tracking: {tracking_text(record.tracking)}")
     return "\n".join(map(one_line, lines))
 
 
@@ -120,6 +137,8 @@ def summary_entry(record: PhaseRecord) -> str:
         ]
     else:
         lines += [f"- step {record.step}: {record.error}", f"- blocker `{record.blocker}`; MLflow run `{run}`"]
+    if record.tracking:
+        lines.append(f"- Tracking: {tracking_text(record.tracking)}")
     return "\n".join(map(one_line, lines))
 
 

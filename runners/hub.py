@@ -109,11 +109,11 @@ class HubSlot:
 
     @property
     def inventory(self) -> Path:
-        return self.root / "analysis" / "artifact_inventory.txt"
+        return inventory_file(self.root)
 
     @property
     def summary(self) -> Path:
-        return self.root / "summary.md"
+        return summary_file(self.root)
 
     @property
     def folders(self) -> tuple[Path, ...]:
@@ -124,6 +124,14 @@ class HubSlot:
     def make_dirs(self) -> None:
         for sub in ("cli", "analysis", "green", "red"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def inventory_file(root: Path) -> Path:
+    return root / "analysis" / "artifact_inventory.txt"
+
+
+def summary_file(root: Path) -> Path:
+    return root / "summary.md"
 
 
 def slot_suffix(job_overrides: list[str], swept_keys: list[str]) -> str:
@@ -293,6 +301,20 @@ def publish(slot: HubSlot, inventory_body: str, summary_body: str, lock_timeout_
             remove_stale_temps(folder)
         _update(slot.inventory, INVENTORY_HEADER, slot.name, inventory_body, markdown=False)
         _update(slot.summary, SUMMARY_HEADER, slot.name, summary_body, markdown=True)
+
+
+def republish(root: Path, slot: str, expected: str, inventory_body: str, summary_body: str,
+              lock_timeout_s: float) -> bool:
+    """Replace ``slot``'s inventory section and summary entry only while the section still reads
+    ``expected`` (the slot may have run again meanwhile); True when replaced (locked, atomic)."""
+    with hub_lock(root, lock_timeout_s):
+        inventory = inventory_file(root)
+        current = read_section(inventory.read_text(encoding="utf-8"), slot) if inventory.is_file() else None
+        if current != expected:
+            return False
+        _update(inventory, INVENTORY_HEADER, slot, inventory_body, markdown=False)
+        _update(summary_file(root), SUMMARY_HEADER, slot, summary_body, markdown=True)
+        return True
 
 
 def _update(path: Path, header: str, slot: str, body: str, *, markdown: bool) -> None:

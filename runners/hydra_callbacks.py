@@ -32,7 +32,7 @@ class SweepTracking(Callback):
         overrides = list(config.hydra.overrides.task)
         keys, n_jobs = sweep.describe(overrides)
         uri = tracking.absolute_uri(config.tracking.uri, launch_dir)
-        tracker = tracking.Tracker(uri, config.tracking.experiment)
+        tracker = tracking.Tracker(uri, config.tracking.experiment, config.tracking.timeout_s)
         run_id = tracker.start(
             f"sweep: {' '.join(overrides)}",
             {"sweep_dir": str(sweep_dir), "sweep_overrides": " ".join(overrides), "n_jobs": str(n_jobs),

@@ -292,13 +292,19 @@ class GuardConfig:
 
 @dataclass
 class TrackingConfig:
+    """MLflow. ``timeout_s``: how long one tracking operation may take before the job goes on
+    without MLflow (``runners.tracking.Tracker``; ``python -m runners.sync`` logs it later)."""
+
     uri: str = "sqlite:///mlflow.db"
     experiment: str = INITIATIVE_ID
     log_artifacts: bool = True
+    timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         _require(bool(self.uri.strip()), "tracking.uri", "a tracking URI", self.uri)
         _require(bool(self.experiment.strip()), "tracking.experiment", "a name", self.experiment)
+        _require(math.isfinite(self.timeout_s) and self.timeout_s > 0, "tracking.timeout_s",
+                 "> 0 (seconds)", self.timeout_s)
 
 
 @dataclass

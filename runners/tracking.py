@@ -20,6 +20,14 @@ Schema of one job's run (experiment = the initiative id, run name = the hub slot
 * inputs: the train and test files as datasets (digest = first 36 characters of the sha1);
 * artifacts: ``bundle/``, ``logs/`` (CLI and guard log), ``hydra/`` (the job's .hydra folder).
 
+When MLflow fails (a server down or silent, a store locked or unwritable), the job goes on:
+each operation gives up after ``tracking.timeout_s`` (MLflow's own HTTP retries are set to fit
+in it, :func:`limit_http_retries`), the first failure makes the :class:`Tracker` skip every
+later call, the hub section says ``Tracking: FAILED at ...``, and the slot keeps
+:data:`JOURNAL_FILE` (every call the job made or meant to make) for ``python -m runners.sync``.
+A SQLite store is opened under a file lock next to it (``<db>.lock``), so the first jobs on a
+new store create its schema once.
+
 Parity key: ``sha1(json.dumps({"dataset": {"train_sha1", "test_sha1"}, "params": {N,
 gridsize, n_images, n_groups, neighbor_count, batch_size, max_epochs, seed}},
 sort_keys=True, separators=(",", ":")))``; TF and PyTorch runs of the same data and
@@ -31,10 +39,15 @@ import hashlib
 import json
 import logging
 import math
+import os
+import threading
 import time
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar
+
+from filelock import FileLock
 
 MAX_PARAM_CHARS = 500
 BATCH = 100
@@ -43,6 +56,13 @@ EMPTY = "<empty>"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
 PARITY_PARAMS = ("N", "gridsize", "n_images", "n_groups", "neighbor_count", "batch_size", "max_epochs", "seed")
 DIGEST_CHARS = 36
+DEFAULT_TIMEOUT_S = 10.0  # TrackingConfig.timeout_s
+STORE_SETUP_TIMEOUT_S = 120.0  # a new SQLite store's schema takes seconds, and N jobs wait in turn
+PATIENCE_POLL_S = 0.1
+MAX_ERROR_CHARS = 300
+JOURNAL_FILE = "tracking_journal.json"  # in the slot folder, when the job's tracking failed
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def flatten(mapping: Mapping, prefix: str = "") -> dict[str, object]:
@@ -86,107 +106,285 @@ def absolute_uri(uri: str, launch_dir: Path) -> str:
     return uri
 
 
+class TrackingUnavailable(RuntimeError):
+    """A step that cannot do without MLflow found its tracker failed."""
+
+
+@dataclass(frozen=True)
+class TrackingFailure:
+    """The first MLflow operation of a tracker that failed: its name and the error, on one line."""
+
+    operation: str
+    error: str
+
+
 class Tracker:
-    """Writes to one MLflow run through an explicit client and run id (no global active run)."""
+    """Writes to one MLflow run through an explicit client and run id (no global active run).
 
-    def __init__(self, uri: str, experiment: str):
+    Tracking can fail without stopping the job: each operation runs in a worker thread and is
+    given up after ``timeout_s`` (the set-up of a SQLite store gets at least
+    :data:`STORE_SETUP_TIMEOUT_S`: a new store's schema is created there, under a file lock,
+    while other jobs wait). The first failure (an error, or no answer in time) makes the
+    tracker *degraded*: ``failure`` says where and why, ``on_failure`` hears it once, and every
+    later operation returns at once without calling MLflow. Every operation, logged or not, is
+    kept in ``journal`` so that ``runners.sync`` can replay the run later (:meth:`save_journal`).
+    Operations never raise.
+    """
+
+    def __init__(self, uri: str, experiment: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 on_failure: Callable[[TrackingFailure], None] | None = None):
+        self.uri, self.experiment, self.timeout_s = uri, experiment, timeout_s
         self.seconds = 0.0
-        with self._timed():
-            from mlflow.tracking import MlflowClient
-
-            self.uri = uri
-            self.client = MlflowClient(tracking_uri=uri)
-            self.experiment_id = ensure_experiment(self.client, experiment)
+        self.client = None
+        self.experiment_id: str | None = None
         self.run_id: str | None = None
-
-    def start(self, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-        tags = {key: str(value) or EMPTY for key, value in tags.items()}
-        if parent_run_id:
-            tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        self.failure: TrackingFailure | None = None
+        self.journal: list[dict] = []
+        self._on_failure = on_failure
+        if uri.startswith(("http://", "https://")):
+            limit_http_retries(timeout_s)
         with self._timed():
-            self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+            import mlflow.tracking  # noqa: F401  local work, not bounded like a call to the store
+        patience = threading.Event()
+        found = self._call("set-up", self._set_up, sqlite_file(uri), patience, patience=patience)
+        if found is not None:
+            self.client, self.experiment_id = found
+
+    def _set_up(self, store: Path | None, patience: threading.Event) -> tuple[object, str]:
+        """(client, experiment id). A SQLite store is opened by one job at a time, under a file
+        lock next to it, so that a new store gets its schema once; ``patience`` is set while
+        this waits for the lock or creates the schema (which may take longer than timeout_s)."""
+        from mlflow.tracking import MlflowClient
+
+        if store is None:
+            client = MlflowClient(tracking_uri=self.uri)
+        else:
+            patience.set()
+            with FileLock(f"{store}.lock", timeout=STORE_SETUP_TIMEOUT_S):
+                if store.is_file() and store.stat().st_size > 0:
+                    patience.clear()  # an existing store: opening it is an ordinary operation
+                client = MlflowClient(tracking_uri=self.uri)  # a new store gets its schema here
+            patience.clear()
+        return client, ensure_experiment(client, self.experiment)
+
+    def start(self, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None,
+              start_time_ms: int | None = None) -> str | None:
+        """The new run's id (None when tracking failed)."""
+        tags = {key: str(value) or EMPTY for key, value in tags.items()}
+        start_time_ms = start_time_ms or _now_ms()
+        self._note("start", run_name=run_name, tags=tags, parent_run_id=parent_run_id, start_time_ms=start_time_ms)
+
+        def create() -> str:
+            from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+            all_tags = {**tags, **({MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else {})}
+            return self.client.create_run(self.experiment_id, start_time=start_time_ms, tags=all_tags,
+                                          run_name=run_name).info.run_id
+
+        self.run_id = self._call("start", create)
         return self.run_id
 
     def log_params(self, params: Mapping[str, object]) -> None:
-        from mlflow.entities import Param
+        texts = {key: _param_text(value) for key, value in sorted(params.items())}
+        self._note("log_params", params=texts)
 
-        items = [Param(key, _param_text(value)) for key, value in sorted(params.items())]
-        with self._timed():
-            for start in range(0, len(items), BATCH):
-                self.client.log_batch(self.run_id, params=items[start : start + BATCH])
+        def log() -> None:
+            from mlflow.entities import Param
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        from mlflow.entities import Metric
+            self._log_batch(params=[Param(key, value) for key, value in texts.items()])
 
-        stamp = int(time.time() * 1000)
-        items = [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
-        with self._timed():
-            for start in range(0, len(items), BATCH):
-                self.client.log_batch(self.run_id, metrics=items[start : start + BATCH])
+        self._call("log_params", log)
 
-    def set_tags(self, tags: Mapping[str, object]) -> None:
-        """Tags; an empty value is written as ``<empty>`` (MLflow shows an empty tag as nothing)."""
-        from mlflow.entities import RunTag
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0, timestamp_ms: int | None = None) -> None:
+        values = {key: float(value) for key, value in metrics.items()}
+        timestamp_ms = timestamp_ms or _now_ms()
+        self._note("log_metrics", metrics=values, step=step, timestamp_ms=timestamp_ms)
 
-        items = [RunTag(key, str(value) or EMPTY) for key, value in tags.items()]
-        with self._timed():
-            for start in range(0, len(items), BATCH):
-                self.client.log_batch(self.run_id, tags=items[start : start + BATCH])
+        def log() -> None:
+            from mlflow.entities import Metric
+
+            self._log_batch(metrics=[Metric(key, value, timestamp_ms, step) for key, value in values.items()])
+
+        self._call("log_metrics", log)
 
     def log_series(self, name: str, values: Sequence[float]) -> None:
         """``values`` as metric ``name`` at steps 0, 1, ...; at most :data:`MAX_SERIES_POINTS`
         points (every k-th value of a longer series, the step still its index)."""
         stride = max(1, math.ceil(len(values) / MAX_SERIES_POINTS))
-        points = {step: float(values[step]) for step in range(0, len(values), stride)}
-        from mlflow.entities import Metric
+        self.log_points(name, [[step, float(values[step])] for step in range(0, len(values), stride)])
 
-        stamp = int(time.time() * 1000)
-        items = [Metric(name, value, stamp, step) for step, value in points.items() if math.isfinite(value)]
-        with self._timed():
-            for start in range(0, len(items), BATCH * 10):
-                self.client.log_batch(self.run_id, metrics=items[start : start + BATCH * 10])
+    def log_points(self, name: str, points: Sequence[Sequence[float]], timestamp_ms: int | None = None) -> None:
+        """Metric ``name`` at the given ``[step, value]`` points; non-finite values are left out."""
+        finite = [[int(step), float(value)] for step, value in points if math.isfinite(value)]
+        timestamp_ms = timestamp_ms or _now_ms()
+        self._note("log_points", name=name, points=finite, timestamp_ms=timestamp_ms)
+
+        def log() -> None:
+            from mlflow.entities import Metric
+
+            self._log_batch(metrics=[Metric(name, value, timestamp_ms, step) for step, value in finite],
+                            size=BATCH * 10)
+
+        self._call("log_points", log)
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        """Tags; an empty value is written as ``<empty>`` (MLflow shows an empty tag as nothing)."""
+        texts = {key: str(value) or EMPTY for key, value in tags.items()}
+        self._note("set_tags", tags=texts)
+
+        def log() -> None:
+            from mlflow.entities import RunTag
+
+            self._log_batch(tags=[RunTag(key, value) for key, value in texts.items()])
+
+        self._call("set_tags", log)
 
     def describe(self, markdown: str) -> None:
         """The run's description (MLflow's note, shown at the top of the run page)."""
-        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
-
-        self.set_tags({MLFLOW_RUN_NOTE: markdown})
+        self.set_tags({"mlflow.note.content": markdown})
 
     def rename(self, name: str) -> None:
-        with self._timed():
-            self.client.update_run(self.run_id, name=name)
+        self._note("rename", name=name)
+        self._call("rename", lambda: self.client.update_run(self.run_id, name=name))
 
     def run_link(self) -> str:
         """The run's page in the MLflow UI: on the tracking server itself, or on ``mlflow ui``'s
-        default address for a local store."""
+        default address for a local store; empty without a run."""
+        if self.run_id is None:
+            return ""
         base = self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) else LOCAL_UI
         return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
-    def log_dataset(self, name: str, path: Path, sha1: str, context: str, n_images: int) -> None:
+    def log_dataset(self, name: str, path: Path | str, sha1: str, context: str, n_images: int) -> None:
         """Log a data file as an MLflow dataset input; the full sha1 goes in a tag."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag
+        self._note("log_dataset", name=name, path=str(path), sha1=sha1, context=context, n_images=n_images)
 
-        dataset = Dataset(
-            name=name, digest=sha1[:DIGEST_CHARS], source_type="local",
-            source=json.dumps({"uri": str(path)}), profile=json.dumps({"n_images": n_images, "sha1": sha1}),
-        )
-        with self._timed():
+        def log() -> None:
+            from mlflow.entities import Dataset, DatasetInput, InputTag, RunTag
+
+            dataset = Dataset(
+                name=name, digest=sha1[:DIGEST_CHARS], source_type="local",
+                source=json.dumps({"uri": str(path)}), profile=json.dumps({"n_images": n_images, "sha1": sha1}),
+            )
             self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
-        self.set_tags({f"dataset.{context}_sha1": sha1})
+            self._log_batch(tags=[RunTag(f"dataset.{context}_sha1", sha1)])
 
-    def log_artifacts(self, path: Path, artifact_path: str) -> None:
+        self._call("log_dataset", log)
+
+    def log_artifacts(self, path: Path | str, artifact_path: str) -> None:
         """A file or a folder (recursively) under ``artifact_path``; missing paths are skipped."""
-        with self._timed():
+        path = Path(path)
+        self._note("log_artifacts", path=str(path), artifact_path=artifact_path)
+
+        def log() -> None:
             if path.is_dir():
                 self.client.log_artifacts(self.run_id, str(path), artifact_path)
             elif path.is_file():
                 self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def end(self, green: bool) -> None:
+        self._call("log_artifacts", log)
+
+    def end(self, green: bool, end_time_ms: int | None = None) -> None:
+        end_time_ms = end_time_ms or _now_ms()
+        self._note("end", green=green, end_time_ms=end_time_ms)
+        self._call("end", lambda: self.client.set_terminated(
+            self.run_id, "FINISHED" if green else "FAILED", end_time=end_time_ms))
+
+    def run_status(self, run_id: str) -> str | None:
+        """The status of run ``run_id`` (``RUNNING``, ``FINISHED``...), None when it does not exist
+        (or tracking failed)."""
+        def status() -> str | None:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                return self.client.get_run(run_id).info.status
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                raise
+
+        return self._call("run_status", status)
+
+    def close_if_running(self, run_id: str, green: bool, tags: Mapping[str, str] | None = None) -> None:
+        """End run ``run_id`` (not this tracker's own), with ``tags``, unless it has ended already."""
+        if self.run_status(run_id) != "RUNNING":
+            return
+
+        def close() -> None:
+            for key, value in (tags or {}).items():
+                self.client.set_tag(run_id, key, value)
+            self.client.set_terminated(run_id, "FINISHED" if green else "FAILED")
+
+        self._call("end", close)
+
+    def find_runs(self, tag: str, value: str) -> list[tuple[str, str]]:
+        """(run id, status) of the experiment's live runs whose tag ``tag`` is ``value``."""
+        found = self._call("find_runs", lambda: self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{tag}` = '{value}'"))
+        return [(run.info.run_id, run.info.status) for run in found or []]
+
+    def delete_run(self, run_id: str) -> None:
+        self._call("delete_run", lambda: self.client.delete_run(run_id))
+
+    def raise_if_failed(self, need: str) -> None:
+        """For a step that cannot do without MLflow (``need`` says why, e.g. C2's lookup of its runs)."""
+        if self.failure is not None:
+            raise TrackingUnavailable(f"{need}; MLflow at {self.uri} FAILED at {self.failure.operation}: "
+                                      f"{self.failure.error}")
+
+    def save_journal(self, path: Path, record: Mapping[str, object]) -> None:
+        """Write what this tracker was asked to log, with the job's evidence ``record``, for
+        ``runners.sync`` (atomic: temporary file and rename)."""
+        journal = {
+            "uri": self.uri, "experiment": self.experiment, "run_id": self.run_id,
+            "failure": asdict(self.failure) if self.failure else None, "record": dict(record), "calls": self.journal,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(journal, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _log_batch(self, *, params=(), metrics=(), tags=(), size: int = BATCH) -> None:
+        for items, name in ((params, "params"), (metrics, "metrics"), (tags, "tags")):
+            for start in range(0, len(items), size):
+                self.client.log_batch(self.run_id, **{name: list(items[start : start + size])})
+
+    def _note(self, operation: str, **args: object) -> None:
+        self.journal.append({"op": operation, "args": args})
+
+    def _call(self, operation: str, work: Callable[..., T], *args: object,
+              patience: threading.Event | None = None) -> T | None:
+        """``work(*args)`` in a worker thread, waited for ``timeout_s`` (and, while ``patience``
+        is set, for up to :data:`STORE_SETUP_TIMEOUT_S`); its value, or None once the tracker is
+        degraded (by this call's failure or an earlier one)."""
+        if self.failure is not None:
+            return None
+        outcome: dict[str, object] = {}
+
+        def attempt() -> None:
+            try:
+                outcome["value"] = work(*args)
+            except Exception as exc:  # kept for the caller's thread, which degrades the tracker
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=attempt, name=f"mlflow {operation}", daemon=True)
         with self._timed():
-            self.client.set_terminated(self.run_id, "FINISHED" if green else "FAILED")
+            t0 = time.monotonic()
+            worker.start()
+            _wait(worker, t0, self.timeout_s, patience)
+        if worker.is_alive():  # left to finish on its own: MLflow's HTTP timeout ends it
+            self._degrade(operation, f"TimeoutError: no answer from {self.uri} within "
+                                     f"{time.monotonic() - t0:.3g} s (tracking.timeout_s={self.timeout_s:g})")
+        elif "error" in outcome:
+            self._degrade(operation, _one_line(outcome["error"]))
+        return outcome.get("value")
+
+    def _degrade(self, operation: str, error: str) -> None:
+        self.failure = TrackingFailure(operation, error)
+        log.warning("MLflow tracking FAILED at %s: %s; no more MLflow calls are made here, the evidence "
+                    "stays in the hub (`python -m runners.sync` logs it later)", operation, error)
+        if self._on_failure is not None:
+            self._on_failure(self.failure)
 
     @contextmanager
     def _timed(self) -> Iterator[None]:
@@ -195,6 +393,49 @@ class Tracker:
             yield
         finally:
             self.seconds += time.perf_counter() - t0
+
+
+def _wait(worker: threading.Thread, t0: float, timeout_s: float, patience: threading.Event | None) -> None:
+    """Join ``worker`` until ``timeout_s`` after ``t0``, or after the last moment ``patience``
+    was seen set (at most :data:`STORE_SETUP_TIMEOUT_S` after ``t0``)."""
+    if patience is None:
+        worker.join(timeout_s)
+        return
+    deadline = t0 + timeout_s
+    while worker.is_alive() and time.monotonic() < deadline:
+        worker.join(min(PATIENCE_POLL_S, deadline - time.monotonic()))
+        if patience.is_set():
+            deadline = min(t0 + STORE_SETUP_TIMEOUT_S, max(deadline, time.monotonic() + timeout_s))
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores and ``:memory:``)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri == prefix + ":memory:":
+        return None
+    return Path(uri[len(prefix):].split("?", 1)[0])
+
+
+def limit_http_retries(timeout_s: float) -> None:
+    """MLflow's HTTP client settings for this job (read by MLflow at each request): two attempts
+    without back-off that fit in ``timeout_s`` (its defaults retry for minutes)."""
+    os.environ.update({
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout_s / 2))),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    })
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _one_line(error: BaseException) -> str:
+    """``Type: first line of the message``, its middle cut when long (the cause is at its end)."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 120] + " ... " + text[-115:]
 
 
 def ensure_experiment(client, name: str) -> str:
