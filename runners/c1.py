@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ptycho import determinism
-from runners import hub, outcome, tracking, xla
+from runners import hub, interrupt, outcome, tracking, xla
 from runners.callbacks import keras_base, make_callbacks
 from runners.envinfo import XLA_ENV_KEYS, git_commit, library_versions, project_root
 from runners.evidence import GREEN, OUTCOME_FILE, RUNNING, PhaseRecord, failed_tracking, tracking_text
@@ -36,6 +36,9 @@ from runners.timeline import Timeline
 
 log = logging.getLogger(__name__)
 TIMINGS_FILE = "timings.json"
+INTERRUPT_LOCK_TIMEOUT_S = 0.3  # the hub's lock, when an interrupt writes the evidence
+MLFLOW_KILL_TIMEOUT_S = 1.0  # how long an interrupted job waits for MLflow to end its run
+TEE_CLOSE_TIMEOUT_S = 0.2
 # stats.json sections already logged under their own names (quality.*, per-epoch history)
 BUNDLE_DUPLICATES = ("quality", "history_final")
 
@@ -238,7 +241,7 @@ class C1Run:
         self.record.save(self.outcome_path)
         banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
         failure = blocked = None
-        with FdTee(self.slot.cli_log, banner) as tee:
+        with FdTee(self.slot.cli_log, banner) as tee, interrupt.at_signal(lambda sig: self._interrupted(sig, tee)):
             self.terminal = tee.terminal()
             try:
                 self._run()
@@ -250,6 +253,35 @@ class C1Run:
         if blocked is not None:
             raise blocked from failure
         return self.record
+
+    def _interrupted(self, sig: interrupt.Signal, tee: FdTee) -> None:
+        """The evidence of a job ended by ``sig`` (in the interrupt's writer thread, the main thread
+        stopped or still in a kernel): guard log, blocker, section and summary entry, the MLflow run
+        KILLED (bounded), the closing block; then the CLI log is closed. A job that had ended
+        (blocked, or GREEN with its MLflow run closed) keeps its record."""
+        if self.record.blocker is not None or self.timeline.span("tracking end", "end") is not None:
+            tee.close(join_timeout_s=min(TEE_CLOSE_TIMEOUT_S, sig.remaining()))
+            return
+        self.lock_timeout_s = min(self.lock_timeout_s, INTERRUPT_LOCK_TIMEOUT_S)  # the guard's log writer reads it too
+        if self.guard is not None:
+            self.record.guard = self.guard.stop(interrupt.CHILD_WAIT_S).status
+        if self.result is not None:
+            self.record.stats_sha1 = self.result.stats_sha1
+        outcome.interrupted(self.record, self.slot, sig.name, interrupt.main_stack(), self.job.launch_dir,
+                            self.lock_timeout_s, bundle_is_this_runs=self.result is not None)
+        self.record.save(self.outcome_path)
+        run_id = self.tracker.run_id if self.tracker is not None else None
+        if run_id is not None:
+            timeout_s = min(MLFLOW_KILL_TIMEOUT_S, sig.remaining())
+            interrupt.say(f"interrupted at step {self.record.step!r}: blocker {self.record.blocker}; "
+                          f"ending the MLflow run as KILLED (up to {timeout_s:.1f} s)")
+            self.record.mlflow["end"] = outcome.kill_run(self.tracker.client, run_id, self.record, timeout_s)
+            if self.record.mlflow["end"] != "KILLED":
+                interrupt.say(f"MLflow run {run_id} {self.record.mlflow['end']}: it stays RUNNING there")
+            outcome.publish(self.record, self.slot, self.lock_timeout_s)
+            self.record.save(self.outcome_path)
+        interrupt.say(self._summary())
+        tee.close(join_timeout_s=min(TEE_CLOSE_TIMEOUT_S, sig.remaining()))
 
     def _summary(self) -> str:
         """The closing block: what ran, how well, where the evidence is; the status line last."""

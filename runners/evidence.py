@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 GREEN, BLOCKED, RUNNING = "GREEN", "BLOCKED", "RUNNING"
+INTERRUPTED = "INTERRUPTED"  # ended by SIGINT or SIGTERM (runners.interrupt); a blocker says where
 OUTCOME_FILE = "phase_outcome.json"
 
 
@@ -148,7 +149,7 @@ def blocker_markdown(record: PhaseRecord, stack_trace: str, stale_bundle: str | 
         f"- Earlier bundle left in place, NOT produced by this run: `{stale_bundle}`\n" if stale_bundle else ""
     )
     return (
-        f"# BLOCKED: {record.title}\n\n"
+        f"# {record.status}: {record.title}\n\n"
         f"- Slot: `{record.slot}`\n"
         f"- UTC time: {record.utc_time}\n"
         f"- Failed step: {record.step}\n"

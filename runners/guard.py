@@ -3,7 +3,8 @@
 :class:`GuardRun` starts pytest at once (so it runs while the job loads its data) and
 :meth:`GuardRun.finish` waits for it, writes the log with a header (UTC time, command,
 working folder, XLA environment, result) and returns a :class:`GuardResult`. ``finish`` is
-idempotent: the training gate and the job's cleanup may both call it.
+idempotent: the training gate and the job's cleanup may both call it. An interrupt terminates
+pytest (:mod:`runners.interrupt`), and :meth:`GuardRun.stop` then writes the log as INTERRUPTED.
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from runners import interrupt
 from runners.envinfo import XLA_ENV_KEYS
 
-GREEN, RED = "GREEN", "RED"
+GREEN, RED, INTERRUPTED = "GREEN", "RED", "INTERRUPTED"
 NO_AUTOLOAD = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
 
 
@@ -68,6 +70,7 @@ class GuardRun:
         self._process = subprocess.Popen(
             self.argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._output, stderr=subprocess.STDOUT
         )
+        interrupt.track(self._process)
         self._result: GuardResult | None = None
 
     def finish(self) -> GuardResult:
@@ -80,7 +83,21 @@ class GuardRun:
                 self._process.kill()
                 self._process.wait()
                 returncode, status = None, RED
+            interrupt.untrack(self._process)
             self._result = self._complete(returncode, status)
+        return self._result
+
+    def stop(self, timeout_s: float) -> GuardResult:
+        """On an interrupt: pytest terminated (killed after ``timeout_s``) and its log written as
+        INTERRUPTED; a guard that had finished keeps its result."""
+        if self._result is None:
+            self._process.terminate()
+            try:
+                returncode = self._process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                returncode = self._process.wait()
+            self._result = self._complete(returncode, INTERRUPTED)
         return self._result
 
     @property

@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from runners import outcome, sweep, tracking
-from runners.evidence import BLOCKED, GREEN, OUTCOME_FILE, PhaseRecord
+from runners.evidence import BLOCKED, GREEN, INTERRUPTED, OUTCOME_FILE, PhaseRecord
 from runners.job import JobContext
 from runners.outcome import PhaseBlocked, PhaseConfigError
 from runners.schema import to_spec
@@ -68,8 +68,8 @@ class HubPostHook(Callback):
         if record is None:
             env = {key: str(value) for key, value in config.hydra.job.env_set.items()}
             record = runner.new_record(spec, job, slot, env)
-        done = GREEN if error is None else BLOCKED
-        if record.status == done and (done == GREEN or record.blocker):
+        done = (GREEN,) if error is None else (BLOCKED, INTERRUPTED)  # an isolated job's process may be interrupted
+        if record.status in done and (record.status == GREEN or record.blocker):
             if not outcome.is_published(record, slot):
                 outcome.publish(record, slot, spec.hub.lock_timeout_s)
             return

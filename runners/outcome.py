@@ -1,4 +1,4 @@
-"""How a job ends: GREEN (inventory section + summary entry) or BLOCKED (blocker file too).
+"""How a job ends: GREEN (inventory section + summary entry), BLOCKED or INTERRUPTED (blocker file too).
 
 The job writes its outcome itself (primary path); the Hydra post-hook calls the same
 functions again after the job (second path), which change nothing when the job already
@@ -16,8 +16,10 @@ from pathlib import Path
 
 from hydra.errors import CompactHydraException
 
-from runners import hub
-from runners.evidence import BLOCKED, GREEN, PhaseRecord, blocker_markdown, inventory_section, summary_entry
+from runners import hub, interrupt
+from runners.evidence import (
+    BLOCKED, GREEN, INTERRUPTED, PhaseRecord, blocker_markdown, inventory_section, summary_entry,
+)
 
 
 GUARD_WAIT_STEP = "guard wait"  # the C1 step at which a red guard stops the run
@@ -95,11 +97,50 @@ def block(
     record.error = f"{type(error).__name__}: {error}".splitlines()[0]
     stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     stale = display_path(slot.bundle_dir, launch_dir) if slot.bundle_dir.exists() else None
-    path = hub.write_blocker(slot, blocker_markdown(record, stack, stale), lock_timeout_s, label=blocker_label(record, slot))
+    return _write_blocker(record, slot, stack, stale, launch_dir, lock_timeout_s)
+
+
+def interrupted(
+    record: PhaseRecord, slot: hub.HubSlot, signal_name: str, stack: str, launch_dir: Path, lock_timeout_s: float,
+    *, bundle_is_this_runs: bool = False,
+) -> Path:
+    """Mark ``record`` INTERRUPTED by ``signal_name`` at its step (``stack``: where the main thread
+    was), write the blocker file and publish; the blocker path."""
+    record.status = INTERRUPTED
+    record.error = f"signal {signal_name}"
+    stale = display_path(slot.bundle_dir, launch_dir) if slot.bundle_dir.exists() and not bundle_is_this_runs else None
+    return _write_blocker(record, slot, stack, stale, launch_dir, lock_timeout_s)
+
+
+def _write_blocker(record: PhaseRecord, slot: hub.HubSlot, stack: str, stale_bundle: str | None, launch_dir: Path,
+                   lock_timeout_s: float) -> Path:
+    path = hub.write_blocker(slot, blocker_markdown(record, stack, stale_bundle), lock_timeout_s,
+                             label=blocker_label(record, slot))
     record.blocker = display_path(path, launch_dir)
     _BLOCKERS_SEEN.append(record.blocker)
     publish(record, slot, lock_timeout_s)
     return path
+
+
+def kill_run(client, run_id: str, record: PhaseRecord, timeout_s: float) -> str:
+    """End the MLflow run of an interrupted ``record`` as KILLED, with tags ``status`` and ``blocker``
+    and `` [INTERRUPTED]`` after its name, giving up after ``timeout_s`` (a tracking store that does
+    not answer must not hold the exit): ``KILLED``, or why the run was left as it was."""
+    ended: list[str] = []
+
+    def end() -> None:
+        client.set_terminated(run_id, "KILLED")
+        ended.append("KILLED")
+        for key, value in (("status", record.status), ("blocker", record.blocker or "-")):
+            client.set_tag(run_id, key, value)
+        client.update_run(run_id, name=f"{record.slot} [{record.status}]")
+
+    finished, error = interrupt.call_bounded(end, timeout_s, "mlflow-kill")
+    if ended:
+        return "KILLED"
+    if not finished:
+        return f"not ended: no answer within {timeout_s:.1f} s"
+    return f"not ended: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 def blocker_label(record: PhaseRecord, slot: hub.HubSlot) -> str:

@@ -4,7 +4,9 @@ Thin on purpose: compose (Hydra) -> validate into a typed PhaseConfig -> run the
 TensorFlow, MLflow and the science core are imported inside the job only, so ``--help``
 is quick and the job's XLA environment (``hydra.job.env_set``) is in place before
 TensorFlow reads it. Exit status: 0 green; 1 blocked (last line: the blocker path; a
-sweep ends with its summary block instead) or a config error (the message names the key).
+sweep ends with its summary block instead) or a config error (the message names the key);
+130 after SIGINT (Ctrl-C), 143 after SIGTERM (SLURM preemption), within 2 s at any step, with
+an INTERRUPTED record in the hub (:mod:`runners.interrupt`).
 
 Run in another process (pytest, a notebook, ``runpy``), ``cli`` leaves that process's
 logging as it found it and closes none of its streams.
@@ -21,7 +23,7 @@ from omegaconf import DictConfig
 
 from runners.evidence import PhaseRecord
 from runners.job import JobContext
-from runners import sweep
+from runners import interrupt, sweep
 from runners.outcome import PhaseBlocked, PhaseConfigError, blockers_seen, forget_blockers
 from runners.schema import register_configs, to_spec
 
@@ -40,7 +42,8 @@ def main(cfg: DictConfig) -> PhaseRecord | PhaseBlocked:
     except ValueError as exc:
         raise PhaseConfigError(str(exc)) from exc
     try:
-        return run_phase(spec, job)
+        with interrupt.handling():  # a launcher's worker process runs the job without cli()
+            return run_phase(spec, job)
     except PhaseBlocked as blocked:
         return blocked
 
@@ -95,7 +98,8 @@ def cli() -> None:
     forget_blockers()
     sweep.note_launch(None)
     try:
-        with _root_logger_restored(), _absl_stream_parked():
+        with _root_logger_restored(), _absl_stream_parked(), interrupt.handling(), \
+                interrupt.at_signal(_sweep_interrupted):
             main()
     except SystemExit as exit_:
         if exit_.code:
@@ -103,6 +107,15 @@ def cli() -> None:
         raise
     if not _report_end():
         sys.exit(1)
+
+
+def _sweep_interrupted(sig: interrupt.Signal) -> None:
+    """A sweep launched here, interrupted: its summary block, and its parent run ended as KILLED."""
+    launched = sweep.launched()
+    if launched is None:
+        return
+    interrupt.say(sweep.summary(launched, lock_timeout_s=sig.remaining())[0])
+    interrupt.call_bounded(lambda: sweep.kill_parent(launched), sig.remaining(), "mlflow-kill-parent")
 
 
 def _report_end() -> bool:

@@ -5,11 +5,12 @@ A new phase (issue 4's C2) adds a PhaseKind member, a config group and an entry 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
-from runners import c1, c2, c3, hub, sweep
-from runners.evidence import PhaseRecord
+from runners import c1, c2, c3, hub, interrupt, sweep
+from runners.evidence import INTERRUPTED, OUTCOME_FILE, PhaseRecord
 from runners.job import JobContext
 from runners.outcome import PhaseBlocked
 from runners.schema import PhaseConfig, PhaseKind
@@ -37,7 +38,8 @@ def run_phase(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
     """Run the selected phase; in a sweep, report the job's end and maybe end the parent run."""
     end = {"green": False}
     try:
-        record = PHASE_RUNNERS[spec.phase].run(spec, job)
+        with _journal_on_interrupt(job):
+            record = PHASE_RUNNERS[spec.phase].run(spec, job)
         end.update(green=True, slot=record.slot, run_id=record.mlflow.get("run_id"))
         return record
     except PhaseBlocked as blocked:
@@ -46,6 +48,22 @@ def run_phase(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
     finally:
         if job.sweep is not None and job.parent is None:
             _report_to_sweep(spec, job, end)
+
+
+def _journal_on_interrupt(job: JobContext):
+    """In a sweep, an interrupt journals the job as INTERRUPTED, with the slot and blocker of the
+    record the job (or its isolated process) saved; a no-op context otherwise."""
+    if job.sweep is None or job.parent is not None:
+        return nullcontext()
+
+    def report(sig: interrupt.Signal) -> None:
+        record = PhaseRecord.load(job.output_dir / OUTCOME_FILE)
+        found = {} if record is None else {
+            "slot": record.slot, "run_id": record.mlflow.get("run_id"), "blocker": record.blocker}
+        sweep.record_job_end(job.sweep_dir, job.job_num, green=False, status=INTERRUPTED,
+                             lock_timeout_s=sig.remaining(), **found)
+
+    return interrupt.at_signal(report)
 
 
 def _report_to_sweep(spec: PhaseConfig, job: JobContext, end: dict) -> None:

@@ -18,8 +18,11 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from runners.evidence import INTERRUPTED
+
 CONTEXT_FILE = "phase_sweep.json"
 JOBS_FILE = "phase_sweep_jobs.jsonl"
+JOURNAL_LOCK_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -77,23 +80,29 @@ def read_context(sweep_dir: Path) -> SweepContext | None:
 
 
 def record_job_end(sweep_dir: Path, job_num: int, green: bool, slot: str | None = None,
-                   run_id: str | None = None, blocker: str | None = None) -> None:
-    """Append this job's end to the sweep's journal (its slot, MLflow run and blocker when known)."""
-    entry = {"job": job_num, "green": green, "slot": slot, "run_id": run_id, "blocker": blocker}
-    with _journal_lock(sweep_dir):
+                   run_id: str | None = None, blocker: str | None = None, status: str | None = None,
+                   lock_timeout_s: float = JOURNAL_LOCK_TIMEOUT_S) -> None:
+    """Append this job's end to the sweep's journal (its slot, MLflow run and blocker when known;
+    ``status``: INTERRUPTED, for a job ended by a signal, else left out: ``green`` says GREEN or
+    BLOCKED)."""
+    entry = {"job": job_num, "green": green, "slot": slot, "run_id": run_id, "blocker": blocker,
+             **({"status": status} if status else {})}
+    with _journal_lock(sweep_dir, lock_timeout_s):
         with open(sweep_dir / JOBS_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
 
 
-def summary(sweep_dir: Path) -> tuple[str, bool]:
+def summary(sweep_dir: Path, lock_timeout_s: float = JOURNAL_LOCK_TIMEOUT_S) -> tuple[str, bool]:
     """(the sweep's closing block, True when every job reported GREEN)."""
     context = read_context(sweep_dir)
-    with _journal_lock(sweep_dir):
+    with _journal_lock(sweep_dir, lock_timeout_s):
         entries = {entry["job"]: entry for entry in _entries(sweep_dir / JOBS_FILE)}
     n_jobs = context.n_jobs if context and context.n_jobs is not None else len(entries)
     n_green = sum(entry["green"] for entry in entries.values())
     missing = [job for job in range(n_jobs) if job not in entries]
-    head = f"== Sweep {sweep_dir}: {n_green} GREEN / {len(entries) - n_green} BLOCKED of {n_jobs} jobs"
+    n_interrupted = sum(entry.get("status") == INTERRUPTED for entry in entries.values())
+    head = f"== Sweep {sweep_dir}: {n_green} GREEN / {len(entries) - n_green - n_interrupted} BLOCKED"
+    head += (f" / {n_interrupted} {INTERRUPTED}" if n_interrupted else "") + f" of {n_jobs} jobs"
     head += f", {len(missing)} without a report ==" if missing else " =="
     lines = [head]
     if context and context.parent_run_id:
@@ -105,7 +114,8 @@ def summary(sweep_dir: Path) -> tuple[str, bool]:
         elif entry["green"]:
             lines.append(f"  job {job}  GREEN    {entry.get('slot') or '-'}  run {entry.get('run_id') or '-'}")
         else:
-            lines.append(f"  job {job}  BLOCKED  {entry.get('slot') or '-'}  blocker: {entry.get('blocker') or '-'}")
+            status = entry.get("status", "BLOCKED")
+            lines.append(f"  job {job}  {status}  {entry.get('slot') or '-'}  blocker: {entry.get('blocker') or '-'}")
     return "\n".join(lines), not missing and n_green == len(entries) and bool(entries)
 
 
@@ -130,8 +140,20 @@ def finish_parent(sweep_dir: Path, context: SweepContext, *, sweep_over: bool = 
         client.set_terminated(context.parent_run_id, "FINISHED" if green else "FAILED")
 
 
-def _journal_lock(sweep_dir: Path) -> FileLock:
-    return FileLock(str(sweep_dir / f"{JOBS_FILE}.lock"), timeout=60)
+def kill_parent(sweep_dir: Path) -> None:
+    """End the parent run of an interrupted sweep as KILLED (a parent no longer RUNNING is left alone)."""
+    context = read_context(sweep_dir)
+    if context is None or context.parent_run_id is None:
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=context.tracking_uri)
+    if client.get_run(context.parent_run_id).info.status == "RUNNING":
+        client.set_terminated(context.parent_run_id, "KILLED")
+
+
+def _journal_lock(sweep_dir: Path, timeout_s: float = JOURNAL_LOCK_TIMEOUT_S) -> FileLock:
+    return FileLock(str(sweep_dir / f"{JOBS_FILE}.lock"), timeout=timeout_s)
 
 
 def _entries(path: Path) -> list[dict]:

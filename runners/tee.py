@@ -58,12 +58,19 @@ class FdTee:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self, join_timeout_s: float = _JOIN_TIMEOUT_S) -> None:
+        """What leaving the context does, waiting up to ``join_timeout_s`` for each drain thread
+        (an interrupted run closes its tee from another thread, against a deadline); once only."""
+        if self._log is None or self._log.closed:
+            return
         _flush_python_streams()
         sys.stdout, sys.stderr = self._streams
         for fd, saved in self._saved.items():
             os.dup2(saved, fd)  # closes the pipe's last write end: the drain thread sees EOF
         for thread in self._threads:
-            thread.join(_JOIN_TIMEOUT_S)
+            thread.join(join_timeout_s)
         for saved in self._saved.values():
             os.close(saved)
         self._log.close()

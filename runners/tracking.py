@@ -163,7 +163,9 @@ class Tracker:
             with FileLock(f"{store}.lock", timeout=STORE_SETUP_TIMEOUT_S):
                 if store.is_file() and store.stat().st_size > 0:
                     patience.clear()  # an existing store: opening it is an ordinary operation
-                client = MlflowClient(tracking_uri=self.uri)  # a new store gets its schema here
+                else:
+                    create_sqlite_store(store)
+                client = MlflowClient(tracking_uri=self.uri)
             patience.clear()
         return client, ensure_experiment(client, self.experiment)
 
@@ -406,6 +408,20 @@ def _wait(worker: threading.Thread, t0: float, timeout_s: float, patience: threa
         worker.join(min(PATIENCE_POLL_S, deadline - time.monotonic()))
         if patience.is_set():
             deadline = min(t0 + STORE_SETUP_TIMEOUT_S, max(deadline, time.monotonic() + timeout_s))
+
+
+def create_sqlite_store(store: Path) -> None:
+    """A new SQLite store: its schema made under a temporary name, then renamed into place, so that
+    a job ended meanwhile (Ctrl-C, SIGTERM: ``runners.interrupt``) leaves no half-made store that
+    every later job would fail to open. Call under the store's lock (the left-overs of killed
+    creators are removed)."""
+    from mlflow.tracking import MlflowClient
+
+    for left_over in store.parent.glob(f".{store.name}.*.new*"):  # with its -journal
+        left_over.unlink(missing_ok=True)
+    fresh = store.with_name(f".{store.name}.{os.getpid()}.new")
+    MlflowClient(tracking_uri=f"sqlite:///{fresh}")  # MLflow creates the schema here
+    os.replace(fresh, store)
 
 
 def sqlite_file(uri: str) -> Path | None:

@@ -20,6 +20,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from runners import interrupt
 from runners.envinfo import XLA_ENV_KEYS
 
 PARENT_JOB_ENV = "RUNNERS_PHASE_PARENT_JOB"
@@ -99,11 +100,17 @@ def hydra_quote(value: str) -> str:
 
 
 def run_isolated(overrides: list[str], output_dir: Path, parent: ParentJob, cwd: Path) -> int:
-    """Re-run this job's overrides in a fresh process writing into ``output_dir``; its exit code."""
+    """Re-run this job's overrides in a fresh process writing into ``output_dir``; its exit code.
+
+    The process leads a session of its own, so a terminal's Ctrl-C reaches it once: this process
+    forwards SIGINT and SIGTERM to it (:mod:`runners.interrupt`), and it writes its own record.
+    """
     argv = [
         sys.executable, "-m", "runners.phase", *overrides,
         f"hydra.run.dir={hydra_quote(str(output_dir))}",
     ]
     env = {**os.environ, PARENT_JOB_ENV: json.dumps(asdict(parent))}
     log.info("TensorFlow is loaded in this process under another XLA mode: running the job in a fresh process")
-    return subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL).returncode
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    with interrupt.tracked(process, forward=True):
+        return process.wait()
