@@ -52,10 +52,18 @@ def configure_tensorflow(threads: int) -> dict[str, str]:
 
 
 def configure_torch(threads: int) -> dict[str, str]:
-    """``threads`` intra-op threads, one inter-op thread, deterministic algorithms on.
+    """``threads`` intra-op threads, one inter-op thread, deterministic algorithms on; OpenMP's
+    idle threads sleep (``OMP_WAIT_POLICY=PASSIVE`` unless set) when torch is not loaded yet.
 
-    Returns {'threads', 'inter_op_threads', 'op_determinism'} as in force afterwards.
+    Idle OpenMP threads spin by default: beside another busy process on a 2-core machine the
+    spinning threads take the cores the working one needs (``python -m runners.bench_phase
+    --load`` measures it). Returns {'threads', 'inter_op_threads', 'op_determinism',
+    'omp_wait_policy'} as in force afterwards.
     """
+    import sys
+
+    if "torch" not in sys.modules:  # OpenMP reads it once, when torch loads it
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     torch.set_num_threads(threads)
@@ -65,4 +73,4 @@ def configure_torch(threads: int) -> dict[str, str]:
         pass
     torch.use_deterministic_algorithms(True)
     return {"threads": str(torch.get_num_threads()), "inter_op_threads": str(torch.get_num_interop_threads()),
-            "op_determinism": "on"}
+            "op_determinism": "on", "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}

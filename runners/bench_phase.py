@@ -32,11 +32,13 @@ see: interpreter start, Hydra, and the exit), the peak resident memory of the jo
 
 Runner overhead = what the runner adds on the job's critical path: process_start_to_job_s
 + tracking_start_s + tracking_results_s + hub_s + tracking_end_s + guard_wait_s. It also times
-``python -m runners.phase --help`` and the guard selector run alone.
+``python -m runners.phase --help`` and the guard selector run alone. ``--load`` then repeats
+the runs beside one CPU-bound process and reports the speed kept (quiet time / loaded time).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -87,7 +89,7 @@ def run_watched(argv: list[str], cwd: Path) -> tuple[float, float, float, int]:
 
 def phase_run(workdir: Path, backend: str) -> dict[str, float]:
     argv = [
-        sys.executable, "-m", "runners.phase", "c1=scaled", "xla=off", f"backend={backend}",
+        sys.executable, "-m", "runners.phase", "c1=scaled", "xla=off", f"backend={backend}", "force=true",
         f"hub.root={workdir / 'hub'}", f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
         f"hydra.run.dir={workdir / 'outputs' / str(time.time_ns())}",
     ]
@@ -143,17 +145,47 @@ def main() -> None:
                         help="phase runs per backend (the first in a new folder); default 3")
     parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS), default=["tensorflow"],
                         help="default tensorflow")
+    parser.add_argument("--load", action="store_true",
+                        help="then as many runs again beside one CPU-bound process, and the speed ratio")
     args = parser.parse_args()
     runs = {backend: [] for backend in args.backends}
+    loaded = {backend: [] for backend in args.backends}
     with tempfile.TemporaryDirectory(prefix="bench_phase_") as folder:
         for _ in range(args.runs):
             for backend in args.backends:
                 workdir = Path(folder) / backend
                 workdir.mkdir(exist_ok=True)
                 runs[backend].append(phase_run(workdir, backend))
+        if args.load:
+            with cpu_burner():
+                for _ in range(args.runs):
+                    for backend in args.backends:
+                        loaded[backend].append(phase_run(Path(folder) / backend, backend))
     help_s = help_seconds()
     for backend, backend_runs in runs.items():
         report(backend_runs, help_s, guard_alone_seconds(backend), backend)
+        if loaded[backend]:
+            report_load(backend_runs[1:] or backend_runs, loaded[backend], backend)
+
+
+@contextlib.contextmanager
+def cpu_burner():
+    """One other CPU-bound process (a busy loop) for the duration."""
+    process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
+def report_load(quiet: list[dict[str, float]], loaded: list[dict[str, float]], backend: str) -> None:
+    """Median phase and training times quiet and beside the busy process; speed = quiet / loaded."""
+    print(f"backend={backend} beside one CPU-bound process ({len(loaded)} runs; quiet: the same folder's runs)")
+    for key in ("phase_s", "training_s", "inference_stitching_bundle_s"):
+        q = statistics.median(run[key] for run in quiet)
+        b = statistics.median(run[key] for run in loaded)
+        print(f"  {key:30s} quiet {q:8.2f}  loaded {b:8.2f}  speed kept {q / b:5.2f}x")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ptycho import determinism
-from runners import hub, interrupt, outcome, tracking, xla
+from runners import hub, interrupt, outcome, resume, tracking, xla
 from runners.callbacks import keras_base, make_callbacks
-from runners.envinfo import XLA_ENV_KEYS, git_commit, library_versions, project_root
+from runners.envinfo import XLA_ENV_KEYS, code_state, git_commit, library_versions, project_root
 from runners.evidence import GREEN, OUTCOME_FILE, RUNNING, PhaseRecord, failed_tracking, tracking_text
 from runners.guard import GuardFailed, GuardRun
 from runners.job import JobContext
@@ -143,9 +143,46 @@ def run_c1(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
         check_dataset_size(spec, job.launch_dir)
     except ValueError as exc:
         raise PhaseConfigError(str(exc)) from exc
+    key = c1_work_key(spec, job.launch_dir, slot)
+    done = None if spec.force else resume.finished_work(slot, key)
+    if done is not None:
+        return skip_finished(spec, job, slot, done)
     if job.parent is None and spec.backend.name is Backend.tensorflow and xla.needs_isolation():
         return run_in_fresh_process(job, slot)
-    return C1Run(spec, job, slot).execute()
+    run = C1Run(spec, job, slot)
+    run.record.work_key = key
+    return run.execute()
+
+
+def c1_work_key(spec: PhaseConfig, launch_dir: Path, slot: hub.HubSlot) -> str | None:
+    """The job's ``runners.resume`` work key; None when a data file cannot be read (the data
+    step reports it) or the code's state is unknown."""
+    config = OmegaConf.to_container(OmegaConf.structured(spec), enum_to_str=True)
+    files = [launch_dir / spec.dataset.train_data_file, launch_dir / spec.dataset.test_data_file] \
+        if spec.dataset.uses_files else []
+    try:
+        return resume.work_key(config, files, code_state(project_root(), slot.root))
+    except OSError:
+        return None
+
+
+def skip_finished(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, done: resume.FinishedWork) -> PhaseRecord:
+    """The GREEN record of work already done: nothing runs; in a sweep, a child run of the new
+    parent links the run that did the work (tag ``original_run_id``)."""
+    record = new_record(spec, job, slot, {})
+    record.status, record.step, record.utc_time = GREEN, resume.SKIPPED_STEP, done.utc_time
+    record.stats_sha1, record.mlflow = done.stats_sha1, {"run_id": done.run_id}
+    if job.parent_run_id:
+        tracker = tracking.Tracker(tracking.absolute_uri(spec.tracking.uri, job.launch_dir), spec.tracking.experiment,
+                                   spec.tracking.timeout_s)
+        tracker.start(f"{slot.name} [skipped]", {
+            "slot": slot.name, "phase": spec.phase.value, "backend": spec.backend.name.value, "status": GREEN,
+            "skipped": "true", "original_run_id": done.run_id, "stats_sha1": done.stats_sha1,
+        }, job.parent_run_id)
+        tracker.end(True)
+    print(f"skipped: GREEN at {done.utc_time}, run {done.run_id}: {slot.name} holds this work already "
+          "(force=true reruns it)", flush=True)
+    return record
 
 
 def check_backend(spec: PhaseConfig) -> None:

@@ -1,6 +1,7 @@
 """What the evidence records about the environment: project root, git commit, library versions."""
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from functools import lru_cache
@@ -47,6 +48,22 @@ def git_commit(root: Path, evidence: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha} (dirty)" if dirty else sha
+
+
+@lru_cache(maxsize=None)
+def code_state(root: Path, evidence: Path | None = None) -> str:
+    """The code a run ran: HEAD's sha, ``<sha>+<digest>`` with uncommitted changes to tracked
+    files (sha1 of their diff against HEAD, the hub root left out as in :func:`git_commit`), or
+    ``unknown``. Two runs with the same state ran the same tracked code."""
+    commit = git_commit(root, evidence)
+    if commit == "unknown" or not commit.endswith("(dirty)"):
+        return commit
+    try:
+        diff = subprocess.run(["git", "diff", "HEAD", "--", ".", *_excluded(root, evidence)], cwd=root,
+                              capture_output=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit.split()[0]}+{hashlib.sha1(diff).hexdigest()[:16]}"
 
 
 def _excluded(root: Path, evidence: Path | None) -> list[str]:

@@ -46,6 +46,7 @@ class PhaseRecord:
     error: str | None = None
     blocker: str | None = None
     output_file: str = "stats.json"  # the file whose sha1 is stats_sha1
+    work_key: str | None = None  # runners.resume: what a rerun compares
 
     def save(self, path: Path) -> None:
         """Atomic JSON write (temporary file + rename)."""
@@ -118,6 +119,7 @@ def inventory_section(record: PhaseRecord) -> str:
             f"Run dir: {record.paths.get('run_dir', '-')}",
             f"{record.output_file} sha1: {record.stats_sha1}",
             f"Parity key: {record.parity_key}",
+            *([f"Work key: {record.work_key}"] if record.work_key else []),
         ]
     else:
         lines.append(f"Blocker: {record.blocker}")

@@ -13,6 +13,7 @@ from runners import c1, c2, c3, hub, interrupt, sweep
 from runners.evidence import INTERRUPTED, OUTCOME_FILE, PhaseRecord
 from runners.job import JobContext
 from runners.outcome import PhaseBlocked
+from runners.resume import SKIPPED_STEP
 from runners.schema import PhaseConfig, PhaseKind
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ def run_phase(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
     try:
         with _journal_on_interrupt(job):
             record = PHASE_RUNNERS[spec.phase].run(spec, job)
-        end.update(green=True, slot=record.slot, run_id=record.mlflow.get("run_id"))
+        end.update(green=True, slot=record.slot, run_id=record.mlflow.get("run_id"),
+                   skipped=record.step == SKIPPED_STEP)
         return record
     except PhaseBlocked as blocked:
         end["blocker"] = blocked.blocker

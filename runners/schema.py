@@ -321,12 +321,14 @@ class HubConfig:
 class PhaseConfig:
     """Root of conf/phase.yaml. ``gridsize`` is the top-level shorthand that c1 follows;
     ``threads``: the job's fixed compute threads (``ptycho.determinism``; null: every CPU in
-    the process's affinity mask), so a rerun on the same machine repeats bit for bit."""
+    the process's affinity mask), so a rerun on the same machine repeats bit for bit;
+    ``force``: run even when the slot holds a GREEN record of the same work (``runners.resume``)."""
 
     initiative: str = INITIATIVE_ID
     phase: PhaseKind = PhaseKind.c1
     gridsize: int = 2
     threads: Optional[int] = None
+    force: bool = False
     dataset: DatasetConfig = MISSING
     guard: GuardConfig = MISSING
     backend: BackendConfig = MISSING

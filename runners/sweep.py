@@ -80,12 +80,12 @@ def read_context(sweep_dir: Path) -> SweepContext | None:
 
 
 def record_job_end(sweep_dir: Path, job_num: int, green: bool, slot: str | None = None,
-                   run_id: str | None = None, blocker: str | None = None, status: str | None = None,
-                   lock_timeout_s: float = JOURNAL_LOCK_TIMEOUT_S) -> None:
+                   run_id: str | None = None, blocker: str | None = None, skipped: bool = False,
+                   status: str | None = None, lock_timeout_s: float = JOURNAL_LOCK_TIMEOUT_S) -> None:
     """Append this job's end to the sweep's journal (its slot, MLflow run and blocker when known;
-    ``status``: INTERRUPTED, for a job ended by a signal, else left out: ``green`` says GREEN or
-    BLOCKED)."""
-    entry = {"job": job_num, "green": green, "slot": slot, "run_id": run_id, "blocker": blocker,
+    ``skipped``: its work was found done, ``runners.resume``; ``status``: INTERRUPTED, for a job
+    ended by a signal, else left out: ``green`` says GREEN or BLOCKED)."""
+    entry = {"job": job_num, "green": green, "slot": slot, "run_id": run_id, "blocker": blocker, "skipped": skipped,
              **({"status": status} if status else {})}
     with _journal_lock(sweep_dir, lock_timeout_s):
         with open(sweep_dir / JOBS_FILE, "a", encoding="utf-8") as handle:
@@ -100,9 +100,11 @@ def summary(sweep_dir: Path, lock_timeout_s: float = JOURNAL_LOCK_TIMEOUT_S) -> 
     n_jobs = context.n_jobs if context and context.n_jobs is not None else len(entries)
     n_green = sum(entry["green"] for entry in entries.values())
     missing = [job for job in range(n_jobs) if job not in entries]
+    n_skipped = sum(bool(entry.get("skipped")) for entry in entries.values())
     n_interrupted = sum(entry.get("status") == INTERRUPTED for entry in entries.values())
     head = f"== Sweep {sweep_dir}: {n_green} GREEN / {len(entries) - n_green - n_interrupted} BLOCKED"
     head += (f" / {n_interrupted} {INTERRUPTED}" if n_interrupted else "") + f" of {n_jobs} jobs"
+    head += f" ({n_skipped} skipped: done before)" if n_skipped else ""
     head += f", {len(missing)} without a report ==" if missing else " =="
     lines = [head]
     if context and context.parent_run_id:
@@ -112,7 +114,8 @@ def summary(sweep_dir: Path, lock_timeout_s: float = JOURNAL_LOCK_TIMEOUT_S) -> 
         if entry is None:
             lines.append(f"  job {job}  NO REPORT (killed before its end?)")
         elif entry["green"]:
-            lines.append(f"  job {job}  GREEN    {entry.get('slot') or '-'}  run {entry.get('run_id') or '-'}")
+            done = "  (skipped: done before)" if entry.get("skipped") else ""
+            lines.append(f"  job {job}  GREEN    {entry.get('slot') or '-'}  run {entry.get('run_id') or '-'}{done}")
         else:
             status = entry.get("status", "BLOCKED")
             lines.append(f"  job {job}  {status}  {entry.get('slot') or '-'}  blocker: {entry.get('blocker') or '-'}")

@@ -75,3 +75,22 @@ def test_torch_configuration_reports_what_is_in_force():
     finally:
         torch.set_num_threads(before[0])
         torch.use_deterministic_algorithms(before[1])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_torchs_idle_openmp_threads_sleep_unless_the_user_chose(preset, expected):
+    """Issue 9 (load): spinning OpenMP threads beside another busy process slowed the PyTorch
+    phase 18x on 2 cores; a fresh process that configures torch gets the passive policy."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    code = ("import json; from ptycho import determinism; s = determinism.configure_torch(1); "
+            "import os; print(json.dumps([s['omp_wait_policy'], os.environ['OMP_WAIT_POLICY']]))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f'["{expected}", "{expected}"]'
