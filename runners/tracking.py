@@ -50,6 +50,7 @@ from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 from filelock import FileLock
 
 MAX_PARAM_CHARS = 500
+MAX_RUN_NAME_CHARS = 250  # runs.name is VARCHAR(250): PostgreSQL refuses a longer name (SQLite keeps it)
 BATCH = 100
 MAX_SERIES_POINTS = 10_000
 EMPTY = "<empty>"
@@ -181,7 +182,7 @@ class Tracker:
 
             all_tags = {**tags, **({MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else {})}
             return self.client.create_run(self.experiment_id, start_time=start_time_ms, tags=all_tags,
-                                          run_name=run_name).info.run_id
+                                          run_name=_run_name_text(run_name)).info.run_id
 
         self.run_id = self._call("start", create)
         return self.run_id
@@ -247,7 +248,7 @@ class Tracker:
 
     def rename(self, name: str) -> None:
         self._note("rename", name=name)
-        self._call("rename", lambda: self.client.update_run(self.run_id, name=name))
+        self._call("rename", lambda: self.client.update_run(self.run_id, name=_run_name_text(name)))
 
     def run_link(self) -> str:
         """The run's page in the MLflow UI: on the tracking server itself, or on ``mlflow ui``'s
@@ -268,7 +269,7 @@ class Tracker:
                 name=name, digest=sha1[:DIGEST_CHARS], source_type="local",
                 source=json.dumps({"uri": str(path)}), profile=json.dumps({"n_images": n_images, "sha1": sha1}),
             )
-            self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+            log_inputs(self.client, self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
             self._log_batch(tags=[RunTag(f"dataset.{context}_sha1", sha1)])
 
         self._call("log_dataset", log)
@@ -470,9 +471,30 @@ def ensure_experiment(client, name: str) -> str:
         return found.experiment_id
 
 
+def log_inputs(client, run_id: str, inputs: list) -> None:
+    """``client.log_inputs``, tried once more after an error (safe when parallel jobs race).
+
+    MLflow looks a dataset up, then inserts it: two jobs logging the same new dataset at once
+    both insert, and on PostgreSQL the second fails on ``dataset_pk``. A failed try writes
+    nothing (one transaction), and the second finds the dataset the other job wrote.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.log_inputs(run_id, inputs)
+    except MlflowException:
+        client.log_inputs(run_id, inputs)
+
+
 def _param_text(value: object) -> str:
     text = "null" if value is None else str(value)
     return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def _run_name_text(name: str) -> str:
+    """A run name that fits every store: a longer one keeps its start and its last 20 characters
+    (a sweep's first overrides, a blocked run's `` [BLOCKED]``)."""
+    return name if len(name) <= MAX_RUN_NAME_CHARS else f"{name[: MAX_RUN_NAME_CHARS - 23]}...{name[-20:]}"
 
 
 def copy_log(tracker: "Tracker | None", path: Path, enabled: bool) -> None:
