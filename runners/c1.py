@@ -36,9 +36,6 @@ from runners.timeline import Timeline
 
 log = logging.getLogger(__name__)
 TIMINGS_FILE = "timings.json"
-INTERRUPT_LOCK_TIMEOUT_S = 0.3  # the hub's lock, when an interrupt writes the evidence
-MLFLOW_KILL_TIMEOUT_S = 1.0  # how long an interrupted job waits for MLflow to end its run
-TEE_CLOSE_TIMEOUT_S = 0.2
 # stats.json sections already logged under their own names (quality.*, per-epoch history)
 BUNDLE_DUPLICATES = ("quality", "history_final")
 
@@ -297,9 +294,9 @@ class C1Run:
         KILLED (bounded), the closing block; then the CLI log is closed. A job that had ended
         (blocked, or GREEN with its MLflow run closed) keeps its record."""
         if self.record.blocker is not None or self.timeline.span("tracking end", "end") is not None:
-            tee.close(join_timeout_s=min(TEE_CLOSE_TIMEOUT_S, sig.remaining()))
+            tee.close(join_timeout_s=min(outcome.TEE_CLOSE_TIMEOUT_S, sig.remaining()))
             return
-        self.lock_timeout_s = min(self.lock_timeout_s, INTERRUPT_LOCK_TIMEOUT_S)  # the guard's log writer reads it too
+        self.lock_timeout_s = min(self.lock_timeout_s, outcome.INTERRUPT_LOCK_TIMEOUT_S)  # the guard's log writer reads it too
         if self.guard is not None:
             self.record.guard = self.guard.stop(interrupt.CHILD_WAIT_S).status
         if self.result is not None:
@@ -309,7 +306,7 @@ class C1Run:
         self.record.save(self.outcome_path)
         run_id = self.tracker.run_id if self.tracker is not None else None
         if run_id is not None:
-            timeout_s = min(MLFLOW_KILL_TIMEOUT_S, sig.remaining())
+            timeout_s = min(outcome.MLFLOW_KILL_TIMEOUT_S, sig.remaining())
             interrupt.say(f"interrupted at step {self.record.step!r}: blocker {self.record.blocker}; "
                           f"ending the MLflow run as KILLED (up to {timeout_s:.1f} s)")
             self.record.mlflow["end"] = outcome.kill_run(self.tracker.client, run_id, self.record, timeout_s)
@@ -318,7 +315,7 @@ class C1Run:
             outcome.publish(self.record, self.slot, self.lock_timeout_s)
             self.record.save(self.outcome_path)
         interrupt.say(self._summary())
-        tee.close(join_timeout_s=min(TEE_CLOSE_TIMEOUT_S, sig.remaining()))
+        tee.close(join_timeout_s=min(outcome.TEE_CLOSE_TIMEOUT_S, sig.remaining()))
 
     def _summary(self) -> str:
         """The closing block: what ran, how well, where the evidence is; the status line last."""

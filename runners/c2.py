@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from runners import hub, outcome, tracking
+from runners import hub, interrupt, outcome, tracking
 from runners.c2_inputs import LABELS, BundlePaths, C2InputError, Inputs, LookupFailed, RunPair, select_pairs
 from runners.envinfo import git_commit, library_versions, project_root
 from runners.evidence import OUTCOME_FILE, PhaseRecord, failed_tracking
@@ -228,7 +228,9 @@ class C2Run:
         banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
         self.slot.cli_log.parent.mkdir(parents=True, exist_ok=True)
         failure = blocked = None
-        with FdTee(self.slot.cli_log, banner):
+        with FdTee(self.slot.cli_log, banner) as tee, interrupt.at_signal(lambda sig: outcome.interrupt_evidence(
+                self.record, self.slot, sig, self.job.launch_dir, self.spec.hub.lock_timeout_s, self.tracker,
+                self.outcome_path, tee)):
             try:
                 self._run()
             except Exception as exc:

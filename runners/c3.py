@@ -28,7 +28,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ptycho import determinism
-from runners import c1, hub, outcome, tracking
+from runners import c1, hub, interrupt, outcome, tracking
 from runners.envinfo import git_commit, library_versions, project_root
 from runners.evidence import OUTCOME_FILE, PhaseRecord
 from runners.job import JobContext
@@ -116,7 +116,9 @@ class C3Run:
         self.slot.make_dirs()
         self.record.save(self.outcome_path)
         banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
-        with FdTee(self.slot.cli_log, banner):
+        with FdTee(self.slot.cli_log, banner) as tee, interrupt.at_signal(lambda sig: outcome.interrupt_evidence(
+                self.record, self.slot, sig, self.job.launch_dir, self.spec.hub.lock_timeout_s, self.tracker,
+                self.outcome_path, tee)):
             try:
                 self._run()
             except Exception as exc:

@@ -23,6 +23,9 @@ from runners.evidence import (
 
 
 GUARD_WAIT_STEP = "guard wait"  # the C1 step at which a red guard stops the run
+INTERRUPT_LOCK_TIMEOUT_S = 0.3  # the hub's lock, when an interrupt writes the evidence
+MLFLOW_KILL_TIMEOUT_S = 1.0  # how long an interrupted job waits for MLflow to end its run
+TEE_CLOSE_TIMEOUT_S = 0.2  # how long an interrupted job waits for its CLI log's last lines
 
 
 class PhaseConfigError(CompactHydraException, ValueError):
@@ -110,6 +113,23 @@ def interrupted(
     record.error = f"signal {signal_name}"
     stale = display_path(slot.bundle_dir, launch_dir) if slot.bundle_dir.exists() and not bundle_is_this_runs else None
     return _write_blocker(record, slot, stack, stale, launch_dir, lock_timeout_s)
+
+
+def interrupt_evidence(record: PhaseRecord, slot: hub.HubSlot, sig: interrupt.Signal, launch_dir: Path,
+                       lock_timeout_s: float, tracker, outcome_path: Path, tee) -> None:
+    """What a C2 or C3 job ended by ``sig`` leaves (in the interrupt's writer thread): blocker,
+    section and summary entry, its MLflow run KILLED (bounded), the console's blocker line; then
+    its CLI log (``tee``) is closed. A job that had ended (GREEN or blocked) keeps its record."""
+    if record.blocker is None and record.status != GREEN:
+        lock_timeout_s = min(lock_timeout_s, INTERRUPT_LOCK_TIMEOUT_S)
+        interrupted(record, slot, sig.name, interrupt.main_stack(), launch_dir, lock_timeout_s)
+        run_id = tracker.run_id if tracker is not None else None
+        if run_id is not None:
+            record.mlflow["end"] = kill_run(tracker.client, run_id, record, min(MLFLOW_KILL_TIMEOUT_S, sig.remaining()))
+            publish(record, slot, lock_timeout_s)
+        record.save(outcome_path)
+        interrupt.say(f"INTERRUPTED: {record.title} at step {record.step!r}\nblocker: {record.blocker}")
+    tee.close(join_timeout_s=min(TEE_CLOSE_TIMEOUT_S, sig.remaining()))
 
 
 def _write_blocker(record: PhaseRecord, slot: hub.HubSlot, stack: str, stale_bundle: str | None, launch_dir: Path,

@@ -78,6 +78,21 @@ def _run_cli(args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProce
     )
 
 
+def run_in_process(argv: list[str], capfd, monkeypatch) -> tuple[int, str, str]:
+    """``python -m runners.phase <argv>`` in this process: (exit status, stdout, stderr)."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["phase", *argv])
+    capfd.readouterr()
+    try:
+        runpy.run_module("runners.phase", run_name="__main__")
+        status = 0
+    except SystemExit as exc:
+        status = exc.code
+    captured = capfd.readouterr()
+    return status, captured.out, captured.err
+
+
 @pytest.fixture(scope="session")
 def compose_phase():
     """compose_phase(overrides=(), hydra_node=False) -> DictConfig."""

@@ -4,7 +4,7 @@
 
 ``where``: ``step:<name>`` pauses right after the runner announces step <name> (``step: <name>``
 in its log); ``bundle`` pauses inside the debug-bundle writer, once the files are staged and
-before they move into place. The pause prints ``paused at <where>`` and sleeps, so a test can
+before they move into place; ``compare`` pauses Phase C2 in its comparison. The pause prints ``paused at <where>`` and sleeps, so a test can
 signal a run at a step that otherwise lasts milliseconds. ``isolated`` pauses nowhere: TensorFlow
 is imported first, under this process's XLA environment, so an ``xla=off`` job runs in a fresh
 process (``runners.xla.run_isolated``). ``--mlflow-hangs``: MLflow's ``set_terminated`` never
@@ -47,6 +47,19 @@ def pause_in_bundle_writer() -> None:
     bundle._write_figures = figures
 
 
+def pause_in_comparison() -> None:
+    """Phase C2 pauses in its comparison step (its MLflow run is open)."""
+    from ptycho import compare
+
+    compare_bundles = compare.compare_bundles
+
+    def paused(*args, **kwargs):
+        pause("compare")
+        return compare_bundles(*args, **kwargs)
+
+    compare.compare_bundles = paused
+
+
 def silence_mlflow_end() -> None:
     from mlflow.tracking import MlflowClient
 
@@ -62,9 +75,11 @@ if __name__ == "__main__":
         pause_after_step(where.removeprefix("step:"))
     elif where == "bundle":
         pause_in_bundle_writer()
+    elif where == "compare":
+        pause_in_comparison()
     elif where == "isolated":
         import tensorflow  # noqa: F401  (loaded here, under another XLA environment than the job's)
     else:
-        sys.exit(f"pausing_phase.py: unknown pause {where!r} (step:<name>, bundle or isolated)")
+        sys.exit(f"pausing_phase.py: unknown pause {where!r} (step:<name>, bundle, compare or isolated)")
     sys.argv = ["runners.phase", *arguments]
     runpy.run_module("runners.phase", run_name="__main__", alter_sys=True)

@@ -5,7 +5,6 @@ bind mount in a private mount namespace (``unshare -m``) where the machine allow
 and otherwise a hub whose write check is made to fail (``os.access`` monkeypatched).
 """
 import os
-import runpy
 import shutil
 import signal
 import subprocess
@@ -20,6 +19,9 @@ from hypothesis import strategies as st
 from runners import hub, outcome
 from runners.evidence import BLOCKED, GREEN, PhaseRecord, inventory_section, summary_entry
 from runners.outcome import block, is_published, mark_green
+
+from .conftest import run_in_process
+
 
 SLOT_A, SLOT_B = "tf_baseline/phase_c1_scaled", "torch_baseline/phase_c1_scaled"
 NO_BLOCKER = "no blocker can be written"
@@ -320,15 +322,9 @@ def phase_in_process(tmp_path, monkeypatch, capfd, isolated_overrides):
     monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
 
     def run(*overrides):
-        monkeypatch.setattr(sys, "argv", ["phase", "c1=scaled", "xla=off", *isolated_overrides(tmp_path), *overrides])
-        capfd.readouterr()
-        try:
-            runpy.run_module("runners.phase", run_name="__main__")
-            status = 0
-        except SystemExit as exc:
-            status = exc.code
-        captured = capfd.readouterr()
-        return status, captured.out + captured.err
+        status, out, err = run_in_process(["c1=scaled", "xla=off", *isolated_overrides(tmp_path), *overrides], capfd,
+                                          monkeypatch)
+        return status, out + err
 
     return run
 

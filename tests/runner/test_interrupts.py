@@ -349,3 +349,13 @@ def test_a_store_whose_creation_was_cut_short_leaves_nothing_half_made(tmp_path,
     assert tracking.Tracker(f"sqlite:///{store}", "E").failure is None
     assert store.is_file() and [p.name for p in tmp_path.glob(".mlflow.db.*")] == []
 
+
+
+def test_sigterm_during_a_c2_comparison_leaves_an_interrupted_record(launch, tmp_path):
+    """Phase C2 (and C3, through the same outcome.interrupt_evidence) records its interrupt as C1 does."""
+    from .test_runner_c2 import _bundle
+
+    tf, torch = _bundle(tmp_path / "tf"), _bundle(tmp_path / "torch")
+    run = launch("c2=tf_vs_torch", f"c2.tf_bundle={tf}", f"c2.torch_bundle={torch}", pause=["compare"])
+    run.wait_for(r"paused at compare")
+    _interrupted(run, run.signal(signal.SIGTERM), signal.SIGTERM, "comparison", slot="tf_vs_torch/phase_c2")

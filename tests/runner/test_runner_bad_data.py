@@ -7,7 +7,6 @@ in tests/data/test_preflight.py.
 """
 import io
 import os
-import runpy
 import subprocess
 import sys
 import threading
@@ -21,6 +20,9 @@ import pytest
 from runners import outcome, xla
 from runners.c1 import check_dataset_size
 from runners.schema import to_spec
+
+from .conftest import run_in_process
+
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["c1=scaled", "xla=off", "c1.n_images=32", "c1.n_groups=8", "c1.batch_size=4", "c1.model.n_filters_scale=1"]
@@ -131,16 +133,9 @@ def phase_run(tmp_path, monkeypatch, capfd, isolated_overrides, write_guard):
     guard = write_guard(tmp_path, passing=True)
 
     def run(*overrides):
-        argv = ["phase", *TINY, *isolated_overrides(tmp_path), f"guard.selector={guard}", *overrides]
-        monkeypatch.setattr(sys, "argv", argv)
-        capfd.readouterr()
-        try:
-            runpy.run_module("runners.phase", run_name="__main__")
-            status = 0
-        except SystemExit as exc:
-            status = exc.code
-        captured = capfd.readouterr()
-        return status, captured.out + captured.err, tmp_path / "hub"
+        status, out, err = run_in_process(
+            [*TINY, *isolated_overrides(tmp_path), f"guard.selector={guard}", *overrides], capfd, monkeypatch)
+        return status, out + err, tmp_path / "hub"
 
     return run
 

@@ -7,13 +7,14 @@ because TensorFlow was imported by other tests; the CLI tests cover isolation.
 """
 import dataclasses
 import hashlib
-import runpy
-import sys
 
 import numpy as np
 import pytest
 
 from runners import hub, outcome, xla
+
+from .conftest import run_in_process
+
 
 TINY = ["c1=scaled", "xla=off", "c1.n_images=32", "c1.n_groups=8", "c1.batch_size=4", "c1.model.n_filters_scale=1"]
 SMALL_SIMULATION = "dataset.simulation.n_images=96"
@@ -30,17 +31,10 @@ def phase_run(tmp_path, monkeypatch, capfd, isolated_overrides, write_guard):
 
     def run(*overrides):
         files = any(o.startswith("dataset=") for o in overrides)
-        argv = ["phase", *TINY, *([] if files else [SMALL_SIMULATION]), *isolated_overrides(tmp_path),
+        argv = [*TINY, *([] if files else [SMALL_SIMULATION]), *isolated_overrides(tmp_path),
                 f"guard.selector={guard}", *overrides]
-        monkeypatch.setattr(sys, "argv", argv)
-        capfd.readouterr()
-        try:
-            runpy.run_module("runners.phase", run_name="__main__")
-            status = 0
-        except SystemExit as exc:
-            status = exc.code
-        captured = capfd.readouterr()
-        return status, (captured.out, captured.err), tmp_path / "hub"
+        status, out, err = run_in_process(argv, capfd, monkeypatch)
+        return status, (out, err), tmp_path / "hub"
 
     return run
 

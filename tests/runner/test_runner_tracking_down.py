@@ -7,9 +7,7 @@ that never answers.
 """
 import hashlib
 import json
-import runpy
 import socket
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +16,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runners import hub, outcome, sync, xla
+
+from .conftest import run_in_process
+
 
 TINY = ["c1=scaled", "xla=off", "backend=pytorch", "c1.n_images=32", "c1.n_groups=8", "c1.batch_size=4",
         "c1.model.n_filters_scale=1"]
@@ -58,18 +59,11 @@ def phase_run(tmp_path, monkeypatch, capfd, isolated_overrides, write_guard):
 
     def run(*overrides):
         files = any(o.startswith("dataset=") for o in overrides)
-        monkeypatch.setattr(sys, "argv", ["phase", *TINY, *([] if files else [SMALL_SIMULATION]),
-                                          *isolated_overrides(tmp_path), f"guard.selector={guard}", *overrides])
-        capfd.readouterr()
         t0 = time.monotonic()
-        try:
-            runpy.run_module("runners.phase", run_name="__main__")
-            status = 0
-        except SystemExit as exc:
-            status = exc.code
-        seconds = time.monotonic() - t0
-        captured = capfd.readouterr()
-        return status, captured.out + captured.err, tmp_path / "hub", seconds
+        status, out, err = run_in_process([*TINY, *([] if files else [SMALL_SIMULATION]),
+                                           *isolated_overrides(tmp_path), f"guard.selector={guard}", *overrides],
+                                          capfd, monkeypatch)
+        return status, out + err, tmp_path / "hub", time.monotonic() - t0
 
     return run
 
