@@ -127,4 +127,4 @@ def test_job_without_stitching_bundles_the_models_own_canvas(default_data, tmp_p
     with np.load(tmp_path / "run" / RECONSTRUCTION_FILE) as saved:
         assert saved["canvas"].shape == (result.model_spec.canvas_size,) * 2
     canvas_doc = bundle.read_bundle_stats(tmp_path / "bundle")
-    assert canvas_doc["training"]["canvas_size"] == result.model_spec.canvas_size
+    assert canvas_doc["training"]["model_canvas_size"] == result.model_spec.canvas_size

@@ -80,13 +80,13 @@ def test_a_hanging_guard_is_killed_and_red(tmp_path):
 
 
 def test_callbacks_work_duck_typed_without_keras():
-    events, epochs = [], []
+    events, epochs, said = [], [], []
 
     def wait():
         events.append("guard")
 
     gate, logger = make_callbacks(object, wait_for_guard=wait, log_epoch=lambda e, m: epochs.append((e, m)),
-                                  mark=events.append)
+                                  mark=events.append, say=said.append)
     assert isinstance(gate, GuardGate) and isinstance(logger, EpochLogger)
     for callback in (gate, logger):  # what a PyTorch loop calls
         callback.on_train_begin({})
@@ -97,6 +97,7 @@ def test_callbacks_work_duck_typed_without_keras():
         callback.on_train_end({})
     assert events == ["guard", "train_begin", "first_epoch_end", "train_end"]
     assert epochs == [(0, {"loss": 1.0}), (1, {"loss": 0.5})]
+    assert said == ["epoch 1/?: loss 1", "epoch 2/?: loss 0.5"]
 
 
 def test_callbacks_are_keras_callbacks_and_a_red_gate_stops_fit():
@@ -106,8 +107,10 @@ def test_callbacks_are_keras_callbacks_and_a_red_gate_stops_fit():
     def red():
         raise RuntimeError("guard red")
 
-    callbacks = make_callbacks(keras_base(), wait_for_guard=red, log_epoch=lambda e, m: None, mark=lambda e: None)
+    callbacks = make_callbacks(keras_base(), wait_for_guard=red, log_epoch=lambda e, m: None, mark=lambda e: None,
+                               say=lambda text: None)
     assert all(isinstance(c, keras.callbacks.Callback) for c in callbacks)
+    keras.utils.set_random_seed(0)  # the suite runs TF with deterministic ops: random ops need a seed
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(RuntimeError, match="guard red"):
