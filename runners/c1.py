@@ -268,7 +268,8 @@ class C1Run:
         self.core_timings: dict[str, float] = {}
         self.terminal = None  # progress-bar writer while a terminal is attached
         self.result = None
-        self.last_epoch: dict[str, float] = {}
+        self.last_epoch: dict[str, float] = {}  # the last epoch's metrics, for the closing block
+        self.epochs_done = 0
 
     def execute(self) -> PhaseRecord:
         self.slot.make_dirs()
@@ -326,27 +327,21 @@ class C1Run:
         if self.result is not None and self.result.quality:
             lines.append(f"  quality   {quality_line(self.result.quality)}")
         if self.last_epoch:
-            lines.append(f"  training  {epochs_line(self.last_epoch, len(self.result.history['loss']) if self.result else 0)}")
+            lines.append(f"  training  {epochs_line(self.last_epoch, self.epochs_done)}")
         if record.mlflow.get("run_id"):
             lines.append(f"  MLflow    run {record.mlflow['run_id']}: {record.mlflow.get('ui', '-')}")
             if not self.tracker.uri.startswith(("http://", "https://")):
                 lines.append(f"            (start the UI with: mlflow ui --backend-store-uri {self.tracker.uri})")
         if record.tracking:
             lines.append(f"  tracking  {tracking_text(record.tracking)}")
+        inventory = display_path(self.slot.inventory, launch)
         if record.status == GREEN:
-            lines += [
-                f"  bundle    {record.paths['bundle']}",
-                f"  section   \"{record.title}\" in {display_path(self.slot.inventory, launch)}",
-                f"  CLI log   {record.paths['cli_log']}",
-                f"GREEN: {record.title}; stats.json sha1 {record.stats_sha1}; "
-                f"inventory {display_path(self.slot.inventory, launch)}",
-            ]
+            lines.append(f"  bundle    {record.paths['bundle']}")
+        lines += [f"  section   \"{record.title}\" in {inventory}", f"  CLI log   {record.paths['cli_log']}"]
+        if record.status == GREEN:
+            lines.append(f"GREEN: {record.title}; stats.json sha1 {record.stats_sha1}; inventory {inventory}")
         else:
-            lines += [
-                f"  section   \"{record.title}\" in {display_path(self.slot.inventory, launch)}",
-                f"  CLI log   {record.paths['cli_log']}",
-                f"blocker: {record.blocker}",
-            ]
+            lines.append(f"blocker: {record.blocker}")
         return "\n".join(lines)
 
     def _step(self, name: str) -> None:
@@ -491,7 +486,7 @@ class C1Run:
             )
 
     def _log_epoch(self, epoch: int, metrics: dict) -> None:
-        self.last_epoch = metrics
+        self.last_epoch, self.epochs_done = metrics, epoch + 1
         self.tracker.log_metrics(metrics, step=epoch)
 
     def _mark_training(self, event: str) -> None:
