@@ -7,7 +7,6 @@ that never answers.
 """
 import hashlib
 import json
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from runners import hub, outcome, sync, xla
 
 from .conftest import run_in_process
+from .test_tracking_faults import http_env_restored, refused_uri, silent_uri  # noqa: F401 (fixtures)
 
 
 TINY = ["c1=scaled", "xla=off", "backend=pytorch", "c1.n_images=32", "c1.n_groups=8", "c1.batch_size=4",
@@ -25,28 +25,6 @@ TINY = ["c1=scaled", "xla=off", "backend=pytorch", "c1.n_images=32", "c1.n_group
 SMALL_SIMULATION = "dataset.simulation.n_images=96"
 SLOT = "torch_baseline/phase_c1_scaled"
 EXPERIMENT = "FIX-PYTORCH-FORWARD-PARITY-001"
-
-
-@pytest.fixture(autouse=True)
-def http_env_restored(monkeypatch):
-    for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def refused_uri() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
-
-
-@pytest.fixture
-def silent_uri():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    server.close()
 
 
 @pytest.fixture
