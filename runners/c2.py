@@ -228,9 +228,8 @@ class C2Run:
         banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
         self.slot.cli_log.parent.mkdir(parents=True, exist_ok=True)
         failure = blocked = None
-        with FdTee(self.slot.cli_log, banner) as tee, interrupt.at_signal(lambda sig: outcome.interrupt_evidence(
-                self.record, self.slot, sig, self.job.launch_dir, self.spec.hub.lock_timeout_s, self.tracker,
-                self.outcome_path, tee)):
+        with FdTee(self.slot.cli_log, banner) as tee, interrupt.at_signal(
+                lambda sig: outcome.interrupt_evidence(self, sig, tee)):
             try:
                 self._run()
             except Exception as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -116,16 +117,20 @@ class C3Run:
         self.slot.make_dirs()
         self.record.save(self.outcome_path)
         banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
-        with FdTee(self.slot.cli_log, banner) as tee, interrupt.at_signal(lambda sig: outcome.interrupt_evidence(
-                self.record, self.slot, sig, self.job.launch_dir, self.spec.hub.lock_timeout_s, self.tracker,
-                self.outcome_path, tee)):
+        failure = blocked = None
+        with FdTee(self.slot.cli_log, banner) as tee, interrupt.at_signal(
+                lambda sig: outcome.interrupt_evidence(self, sig, tee)):
             try:
                 self._run()
             except Exception as exc:
-                self._fail(exc)
-            print(*self.outcome_lines, sep="\n", flush=True)
-            print(f"GREEN: {self.record.title}; stats.json sha1 {self.record.stats_sha1}; "
-                  f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}", flush=True)
+                failure, blocked = exc, self._fail(exc)
+            else:
+                print(*self.outcome_lines, sep="\n", flush=True)
+                print(f"GREEN: {self.record.title}; stats.json sha1 {self.record.stats_sha1}; "
+                      f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}", flush=True)
+        tracking.copy_log(self.tracker, self.slot.cli_log, self.spec.tracking.log_artifacts)  # complete now
+        if blocked is not None:
+            raise blocked from failure
         return self.record
 
     def _step(self, name: str) -> None:
@@ -250,12 +255,10 @@ class C3Run:
         self.tracker.set_tags({"status": self.record.status, **blocker})
         if not green:
             self.tracker.rename(f"{self.slot.name} [{self.record.status}]")
-        if self.spec.tracking.log_artifacts:
-            self.tracker.log_artifacts(self.slot.cli_log, "logs")
-        self.tracker.end(green)
+        self.tracker.end(green)  # the CLI log follows when it is complete (execute)
 
-    def _fail(self, error: Exception) -> None:
-        """Complete the evidence of a failed job and raise PhaseBlocked."""
+    def _fail(self, error: Exception) -> PhaseBlocked:
+        """Complete the evidence of a failed job; the PhaseBlocked to raise once the CLI log is closed."""
         log.error("%s failed at step %r: %s", self.record.title, self.record.step, error)
         outcome.block(self.record, self.slot, error, self.job.launch_dir, self.lock_timeout_s)
         self.record.save(self.outcome_path)
@@ -264,5 +267,6 @@ class C3Run:
                 self._end_tracking(green=False)
             except Exception:  # the blocker is written; MLflow trouble must not hide the first error
                 log.exception("could not close the MLflow run %s as FAILED", self.tracker.run_id)
-        print(f"BLOCKED: {self.record.title}; {self.record.error}; blocker {self.record.blocker}", flush=True)
-        raise PhaseBlocked(self.record.error, self.record.blocker) from error
+        print(f"BLOCKED: {self.record.title}; {self.record.error}\nblocker: {self.record.blocker}",
+              file=sys.stderr, flush=True)
+        return PhaseBlocked(self.record.error, self.record.blocker, announced=True)

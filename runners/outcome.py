@@ -115,19 +115,20 @@ def interrupted(
     return _write_blocker(record, slot, stack, stale, launch_dir, lock_timeout_s)
 
 
-def interrupt_evidence(record: PhaseRecord, slot: hub.HubSlot, sig: interrupt.Signal, launch_dir: Path,
-                       lock_timeout_s: float, tracker, outcome_path: Path, tee) -> None:
-    """What a C2 or C3 job ended by ``sig`` leaves (in the interrupt's writer thread): blocker,
-    section and summary entry, its MLflow run KILLED (bounded), the console's blocker line; then
-    its CLI log (``tee``) is closed. A job that had ended (GREEN or blocked) keeps its record."""
+def interrupt_evidence(run, sig: interrupt.Signal, tee) -> None:
+    """What a C2 or C3 job ``run`` (its record, slot, spec, job, tracker, outcome_path) ended by
+    ``sig`` leaves (in the interrupt's writer thread): blocker, section and summary entry, its
+    MLflow run KILLED (bounded), the console's blocker line; then its CLI log (``tee``) is closed.
+    A job that had ended (GREEN or blocked) keeps its record."""
+    record, slot, tracker = run.record, run.slot, run.tracker
     if record.blocker is None and record.status != GREEN:
-        lock_timeout_s = min(lock_timeout_s, INTERRUPT_LOCK_TIMEOUT_S)
-        interrupted(record, slot, sig.name, interrupt.main_stack(), launch_dir, lock_timeout_s)
+        lock_timeout_s = min(run.spec.hub.lock_timeout_s, INTERRUPT_LOCK_TIMEOUT_S)
+        interrupted(record, slot, sig.name, interrupt.main_stack(), run.job.launch_dir, lock_timeout_s)
         run_id = tracker.run_id if tracker is not None else None
         if run_id is not None:
             record.mlflow["end"] = kill_run(tracker.client, run_id, record, min(MLFLOW_KILL_TIMEOUT_S, sig.remaining()))
             publish(record, slot, lock_timeout_s)
-        record.save(outcome_path)
+        record.save(run.outcome_path)
         interrupt.say(f"INTERRUPTED: {record.title} at step {record.step!r}\nblocker: {record.blocker}")
     tee.close(join_timeout_s=min(TEE_CLOSE_TIMEOUT_S, sig.remaining()))
 
