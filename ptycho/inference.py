@@ -24,6 +24,7 @@ def predict_patches(model, inputs: dict[str, np.ndarray], batch_size: int = INFE
     return np.asarray(outputs["object"], np.complex64)
 
 
-def stitch_patches(patches: np.ndarray, groups: Groups, crop: int | None = None) -> stitching.Stitched:
+def stitch_patches(patches: np.ndarray, groups: Groups, crop: int | None = None,
+                   synchronise: bool = True) -> stitching.Stitched:
     """``stitching.stitch_patches`` of patches (B, N, N, C) complex, summed in TensorFlow."""
-    return stitching.stitch_patches(patches, groups, tf_reassembly.reassemble_by_offsets, crop)
+    return stitching.stitch_patches(patches, groups, tf_reassembly.reassemble_by_offsets, crop, synchronise)

@@ -12,7 +12,10 @@ steps and write the same files. Steps:
 3. inference: object patches of every test group.
 4. stitching (when ``do_stitching``): the global reconstruction and, with ground truth,
    its quality (``stitching.stitched_quality``, beside the constant-object floor's:
-   :func:`floor_comparison`) and the truth window under the canvas, drawn
+   :func:`floor_comparison`; with ``phase_sync``, the patches' own phase offsets are removed
+   first (``stitching.synchronise_phases``) and ``amp_mae_unsynchronised`` /
+   ``phase_mae_unsynchronised`` give the same patches stitched without it) and the truth
+   window under the canvas, drawn
    against the reconstruction in the bundle's truth_vs_reconstruction.png. Without stitching
    the canvas is the model's own reassembled canvas of the first test group (no truth figure).
    ``reconstruction.npz`` goes to ``run_dir``.
@@ -82,7 +85,7 @@ class JobBackend:
 def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, *,
             grouping: GroupingSpec, model_spec: ModelSpec, train_spec: TrainSpec,
             run_dir: str | os.PathLike, bundle_dir: str | os.PathLike, do_stitching: bool = True,
-            callbacks: Sequence = (), nphotons: float | None = None) -> JobResult:
+            phase_sync: bool = True, callbacks: Sequence = (), nphotons: float | None = None) -> JobResult:
     """Run one phase job on ``backend`` (module docstring); raises before writing a bundle on any failure."""
     timings = {}
     clock = time.perf_counter()
@@ -106,16 +109,23 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
     timings["inference"], clock = _lap(clock)
 
     if do_stitching:
-        stitched = backend.stitch_patches(patches, test_groups)
+        stitched = backend.stitch_patches(patches, test_groups, synchronise=phase_sync)
         quality, truth = {}, (None, None)
         if test_data.has_ground_truth:
             quality = stitching.stitched_quality(stitched, test_data.object_guess)
             constant = np.full(patches.shape, spec.initial_amplitude, np.complex64)
-            floor = stitching.stitched_quality(backend.stitch_patches(constant, test_groups), test_data.object_guess)
+            floor = stitching.stitched_quality(backend.stitch_patches(constant, test_groups, synchronise=False),
+                                               test_data.object_guess)
             quality.update(floor_comparison(quality, floor))
+            if phase_sync:  # what the synchronisation changed, measured on the same patches
+                plain = backend.stitch_patches(patches, test_groups, synchronise=False)
+                unsynchronised = stitching.stitched_quality(plain, test_data.object_guess)
+                quality.update({f"{name}_unsynchronised": unsynchronised[name] for name in ("amp_mae", "phase_mae")})
             truth = stitching.ground_truth_window(test_data.object_guess, stitched)
         canvas, canvas_mask = stitched.canvas, stitched.covered
         extra = {"offsets_xy": stitched.offsets_xy, "centre_xy": stitched.centre_xy, "crop": stitched.crop}
+        if stitched.phase_corrections is not None:
+            extra["phase_corrections"] = stitched.phase_corrections
     else:
         canvas = backend.model_canvas(model, patches[:1], test_grouped.coords_relative[:1])
         canvas_mask, quality, extra, truth = None, {}, {}, (None, None)

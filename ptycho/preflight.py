@@ -40,7 +40,8 @@ Memory estimate (bytes; an estimate of the job's peak from its shapes, not a mea
                      placed patches (real, imaginary), the canvas repeated C times for the
                      extraction, their gradients, the sum and the overlap count
     stitched canvas  (do_stitching) M_s*M_s*STITCH_BYTES_PER_PX: the shift-and-sum totals,
-                     the complex canvas and its temporaries, the coverage mask, the figure
+                     the complex canvas and its temporaries, the coverage mask, the figure;
+                     plus n_test*C*(N/2+1)**2*16 for the phase synchronisation's moved copies
 
     peak = loaded + grouped + max(network + model canvas, stitched canvas)
 
@@ -220,8 +221,9 @@ def estimate_job_memory(train: DatasetFile, test: DatasetFile, *, grouping: Grou
     if do_stitching:
         offsets, _ = stitching.global_offsets(test_groups)
         stitch_px = stitching.required_canvas_size(N // 2, offsets)
-        stitched = Term(f"stitched canvas {stitch_px} x {stitch_px} px", stitch_px**2 * STITCH_BYTES_PER_PX,
-                        _axis_key(test), test)
+        synchronised = len(offsets) * (N // 2 + 1) ** 2 * 16
+        stitched = Term(f"stitched canvas {stitch_px} x {stitch_px} px",
+                        stitch_px**2 * STITCH_BYTES_PER_PX + synchronised, _axis_key(test), test)
     return MemoryEstimate(
         loaded=_loaded_term(train, test),
         grouped=_grouped_term(train, test, grouping, model_spec, train_groups.n_groups),

@@ -14,6 +14,17 @@ to whole pixels. The canvas side is :func:`required_canvas_size` of the crop and
 Canvas pixel (row r, col c) shows the object at (y, x) = centre_xy[::-1] + (r, c) - M/2, so
 the matching ground truth is an integer window of ``objectGuess``.
 
+Phase synchronisation (:func:`synchronise_phases`, on by default): the data fix each patch's
+phase only up to a constant (at gridsize g > 1, each group's), because |FFT2(P * O e^{ia})| does
+not depend on a. A network therefore returns patches whose phases agree within a patch but
+carry their own offsets, and averaging them would both scramble the phase at large scales and
+cancel amplitude where offsets differ (true patches with each group's mean phase removed:
+phase_mae 0.19-0.24 rad on the default data, against 0.009 stitched as they are). Before
+summing, every patch is multiplied by the unit factor that makes it agree with the patches it
+overlaps: the classical phase-synchronisation problem, solved by the leading eigenvector of the
+overlap matrix H[k, l] = sum over the overlap of z_k conj(z_l), refined by projected power
+iterations. Patches that already agree come back unchanged.
+
 Normalisation by the overlap count divides by ``max(count, COUNT_FLOOR)``: exact wherever at
 least a thousandth of a patch covers a pixel, a smooth fade to 0 at the bilinear rim, and
 exactly 0 (never NaN) where no patch lands.
@@ -25,6 +36,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy import linalg, sparse
+from scipy.sparse import csgraph
+from scipy.sparse import linalg as sparse_linalg
+from scipy.spatial import cKDTree
 
 from ptycho import grouping, quality
 from ptycho.data import PtychoData
@@ -33,6 +48,9 @@ from ptycho.grouping import Groups
 COUNT_FLOOR = 1e-3
 STITCH_CHUNK = 128  # patches per streamed stitching chunk: bounded memory, same result
 STITCH_CHUNK_PIXELS = 2**22  # window pixels per chunk when no chunk size is given
+SYNC_DENSE_MAX = 2048  # components up to this many patches: dense (LAPACK, top eigenvector only); larger: ARPACK
+SYNC_POWER_STEPS = 20  # projected power iterations after the eigenvector
+SYNC_MIN_WEIGHT = 1e-12  # relative |(H v)_k| below which a patch keeps its phase (no usable overlap)
 
 # sum_windows(stacked (k, N, N, 3) float32 [real, imag, 1], shifts (k, 2) float32 [dx, dy]
 # sub-pixel, window W, linear (k*W*W,) int64 canvas indices, n_pixels) -> (n_pixels, 3) float32:
@@ -55,6 +73,7 @@ class Stitched:
     offsets_xy: np.ndarray
     centre_xy: np.ndarray
     crop: int
+    phase_corrections: np.ndarray | None = None  # (n,) rad applied to each patch, flat order; None: not synchronised
 
 
 def check_offsets(offsets_xy) -> np.ndarray:
@@ -183,11 +202,13 @@ def global_offsets(groups: Groups, centre_xy: np.ndarray | None = None) -> tuple
     return positions - centre_xy, centre_xy
 
 
-def stitch_patches(patches: np.ndarray, groups: Groups, reassemble, crop: int | None = None) -> Stitched:
+def stitch_patches(patches: np.ndarray, groups: Groups, reassemble, crop: int | None = None,
+                   synchronise: bool = True) -> Stitched:
     """Stitch predicted patches (B, N, N, C) complex of ``groups`` into one canvas (module doc).
 
     reassemble: the backend's ``reassemble_by_offsets(patches, offsets_xy, canvas_size=,
-    chunk_size=)``.
+    chunk_size=)``. synchronise: remove each patch's own phase offset first
+    (:func:`synchronise_phases`).
     """
     patches = np.asarray(patches)
     if patches.ndim != 4 or patches.shape[1] != patches.shape[2]:
@@ -206,9 +227,103 @@ def stitch_patches(patches: np.ndarray, groups: Groups, reassemble, crop: int | 
     start = (N - crop) // 2
     centres = patches[:, start:start + crop, start:start + crop, :]
     flat = np.transpose(centres, (0, 3, 1, 2)).reshape(B * C, crop, crop)
+    corrections = None
+    if synchronise:
+        factors = synchronise_phases(flat, offsets)
+        flat, corrections = (flat * factors[:, None, None]).astype(np.complex64), np.angle(factors)
     size = required_canvas_size(crop, offsets)
     canvas = reassemble(flat, offsets, canvas_size=size, chunk_size=STITCH_CHUNK)
-    return Stitched(canvas, covered_mask(size, crop, offsets), offsets, centre, crop)
+    return Stitched(canvas, covered_mask(size, crop, offsets), offsets, centre, crop, corrections)
+
+
+def synchronise_phases(patches: np.ndarray, offsets_xy) -> np.ndarray:
+    """(n,) complex128 unit factors u such that ``patches * u[:, None, None]`` agree in phase where
+    they overlap (module doc).
+
+    patches: (n, W, W) complex, placed with their centres at ``offsets_xy`` (n, 2) [dx, dy] px
+    (each is first moved bilinearly by its sub-pixel remainder, so overlaps compare the same
+    object pixels). Each connected group of overlapping patches is solved on its own; the factors of a
+    group have an amplitude-weighted mean phase of zero, so patches that already agree get 1.
+    """
+    patches = np.asarray(patches)
+    offsets = check_offsets(offsets_xy)
+    if patches.ndim != 3 or patches.shape[1] != patches.shape[2] or patches.shape[1] < 2 \
+            or len(patches) != len(offsets):
+        raise ValueError(f"synchronise_phases: patches must be (n, W, W), W >= 2, with one offset each; got "
+                         f"{patches.shape} and {offsets.shape[0]} offsets")
+    n, side = patches.shape[0], patches.shape[1]
+    factors = np.ones(n, np.complex128)
+    placed = offsets[:, ::-1]  # [row, col]
+    corners = np.floor(placed).astype(np.int64)
+    # the moved patch's first and last rows and columns hold only part of a pixel: left out
+    aligned = _shift_bilinear(patches.astype(np.complex64), placed - corners)[:, 1:side, 1:side]
+    overlap = _overlap_matrix(aligned, corners, side - 1)
+    count, labels = csgraph.connected_components(overlap.astype(bool), directed=False)
+    energy = np.sum(np.abs(aligned) ** 2, axis=(1, 2), dtype=np.float64)
+    for component in range(count):
+        members = np.flatnonzero(labels == component)
+        if len(members) > 1:
+            factors[members] = _leading_phases(overlap[members][:, members], energy[members])
+    return factors
+
+
+def _shift_bilinear(patches: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """(n, W+1, W+1): each (W, W) patch moved down/right by its (row, col) fraction in [0, 1)."""
+    fr, fc = fractions[:, 0, None, None], fractions[:, 1, None, None]
+    n, side = patches.shape[0], patches.shape[1]
+    out = np.zeros((n, side + 1, side + 1), patches.dtype)
+    out[:, :side, :side] += (1 - fr) * (1 - fc) * patches
+    out[:, 1:, :side] += fr * (1 - fc) * patches
+    out[:, :side, 1:] += (1 - fr) * fc * patches
+    out[:, 1:, 1:] += fr * fc * patches
+    return out
+
+
+def _overlap_matrix(patches: np.ndarray, corners: np.ndarray, side: int) -> sparse.csr_matrix:
+    """Sparse Hermitian (n, n): H[k, l] = sum over the overlap of patches k and l of z_k conj(z_l),
+    zero diagonal. corners: (n, 2) integer [row, col] of each patch's placement."""
+    n = len(patches)
+    pairs = cKDTree(corners).query_pairs(side - 1, p=np.inf, output_type="ndarray") if n > 1 else np.empty((0, 2), int)
+    if len(pairs) == 0:
+        return sparse.csr_matrix((n, n), dtype=np.complex128)
+    k, l = pairs[:, 0], pairs[:, 1]
+    shifts = corners[l] - corners[k]  # where l sits in k's frame
+    unique, inverse = np.unique(shifts, axis=0, return_inverse=True)
+    values = np.empty(len(pairs), np.complex128)
+    for index, (dr, dc) in enumerate(unique):
+        chosen = np.flatnonzero(inverse.reshape(-1) == index)
+        rows_k, cols_k = slice(max(dr, 0), side + min(dr, 0)), slice(max(dc, 0), side + min(dc, 0))
+        rows_l, cols_l = slice(max(-dr, 0), side + min(-dr, 0)), slice(max(-dc, 0), side + min(-dc, 0))
+        values[chosen] = np.sum(patches[k[chosen], rows_k, cols_k] * np.conj(patches[l[chosen], rows_l, cols_l]),
+                                axis=(1, 2), dtype=np.complex128)
+    upper = sparse.coo_matrix((values, (k, l)), shape=(n, n))
+    return (upper + upper.conj().T).tocsr()
+
+
+def _leading_phases(overlap: sparse.csr_matrix, energy: np.ndarray) -> np.ndarray:
+    """Unit factors u of one connected component: conj of the leading eigenvector's phases of the
+    overlap matrix, refined by projected power steps, with zero energy-weighted mean phase."""
+    if overlap.shape[0] <= SYNC_DENSE_MAX:
+        size = overlap.shape[0]
+        vector = linalg.eigh(overlap.toarray(), subset_by_index=[size - 1, size - 1], driver="evr")[1][:, 0]
+    else:
+        start = np.ones(overlap.shape[0], np.complex128)  # fixed start: the same answer every run
+        vector = sparse_linalg.eigsh(overlap, k=1, which="LA", v0=start)[1][:, 0]
+    for _ in range(SYNC_POWER_STEPS):
+        pushed = overlap @ _unit(vector)
+        if np.all(np.abs(pushed) <= SYNC_MIN_WEIGHT * np.max(np.abs(pushed))):
+            break
+        vector = pushed
+    unit = _unit(vector)
+    mean = np.sum(energy * unit)
+    return np.conj(unit) * (_unit(np.array([mean]))[0])
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    """values / |values|, and 1 where |values| is negligible."""
+    magnitude = np.abs(values)
+    small = magnitude <= SYNC_MIN_WEIGHT * max(float(np.max(magnitude)), np.finfo(float).tiny)
+    return np.where(small, 1.0, values / np.where(small, 1.0, magnitude))
 
 
 def covered_mask(size: int, crop: int, offsets_xy: np.ndarray) -> np.ndarray:

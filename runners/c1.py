@@ -114,7 +114,8 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
             "n_images": "all" if settings.n_images is None else settings.n_images,
             "n_groups": settings.n_groups, "batch_size": settings.batch_size, "gridsize": settings.gridsize,
             "neighbor_count": settings.neighbor_count, "max_epochs": settings.max_epochs,
-            "stitching": str(settings.do_stitching).lower(), "seed": settings.seed,
+            "stitching": str(settings.do_stitching).lower(), "phase_sync": str(settings.phase_sync).lower(),
+            "seed": settings.seed,
         },
         paths={key: display_path(path, job.launch_dir) for key, path in shown.items()},
         xla={"mode": spec.xla.mode.value, "isolated": "yes" if job.parent is not None else "no"},
@@ -466,6 +467,7 @@ class C1Run:
             "run_dir": self.slot.run_dir,
             "bundle_dir": self.slot.bundle_dir,
             "do_stitching": settings.do_stitching,
+            "phase_sync": settings.phase_sync,
             "callbacks": make_callbacks(
                 base, wait_for_guard=self._wait_for_guard, log_epoch=self._log_epoch, mark=self._mark_training,
                 say=log.info, progress=self.terminal,

@@ -28,6 +28,7 @@ def predict_patches(model: PtychoPINN, inputs: dict, batch_size: int = 32) -> np
     return np.concatenate(chunks).astype(np.complex64)
 
 
-def stitch_patches(patches: np.ndarray, groups, crop: int | None = None) -> stitching.Stitched:
+def stitch_patches(patches: np.ndarray, groups, crop: int | None = None,
+                   synchronise: bool = True) -> stitching.Stitched:
     """``stitching.stitch_patches`` of patches (B, N, N, C) complex, summed in torch."""
-    return stitching.stitch_patches(patches, groups, reassemble_by_offsets, crop)
+    return stitching.stitch_patches(patches, groups, reassemble_by_offsets, crop, synchronise)
