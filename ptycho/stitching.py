@@ -243,7 +243,7 @@ def synchronise_phases(patches: np.ndarray, offsets_xy) -> np.ndarray:
     patches: (n, W, W) complex, placed with their centres at ``offsets_xy`` (n, 2) [dx, dy] px
     (each is first moved bilinearly by its sub-pixel remainder, so overlaps compare the same
     object pixels). Each connected group of overlapping patches is solved on its own; the factors of a
-    group have an amplitude-weighted mean phase of zero, so patches that already agree get 1.
+    group have an energy-weighted mean phase of zero, so patches that already agree get 1.
     """
     patches = np.asarray(patches)
     offsets = check_offsets(offsets_xy)
@@ -311,7 +311,7 @@ def _leading_phases(overlap: sparse.csr_matrix, energy: np.ndarray) -> np.ndarra
         vector = sparse_linalg.eigsh(overlap, k=1, which="LA", v0=start)[1][:, 0]
     for _ in range(SYNC_POWER_STEPS):
         pushed = overlap @ _unit(vector)
-        if np.all(np.abs(pushed) <= SYNC_MIN_WEIGHT * np.max(np.abs(pushed))):
+        if not np.any(pushed):
             break
         vector = pushed
     unit = _unit(vector)

@@ -131,3 +131,12 @@ def test_stitch_patches_records_the_corrections_and_can_leave_them_out():
     assert synced.phase_corrections.shape == (16,)
     spread = np.angle(np.exp(1j * (synced.phase_corrections + np.linspace(-2, 2, 16))))
     assert np.ptp(spread) < 0.01  # every patch brought back to one common phase
+
+
+def test_a_large_group_is_solved_by_arpack_with_the_same_answer(monkeypatch):
+    offsets = _scan()
+    scrambled = (_patches(_object(seed=8), offsets) * np.exp(1j * np.arange(60) * 2.1)[:, None, None]).astype(np.complex64)
+    dense = stitching.synchronise_phases(scrambled, offsets)
+    monkeypatch.setattr(stitching, "SYNC_DENSE_MAX", 8)
+    sparse = stitching.synchronise_phases(scrambled, offsets)
+    np.testing.assert_allclose(np.angle(sparse * np.conj(dense)), 0.0, atol=1e-6)
