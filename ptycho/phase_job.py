@@ -25,6 +25,7 @@ steps and write the same files. Steps:
 History metric names (per epoch, lists of floats, the same on both backends):
 
     loss, poisson_nll          training loss (weighted total) and its Poisson NLL term
+    diffraction_mae            only when its weight is > 0 (no ground truth needed)
     amplitude_mae, realspace_mse   only when their weight is > 0 (ground truth needed)
     val_loss, val_poisson_nll, ... the same on the validation groups (when a split exists)
     intensity_scale            exp(log_scale) at the end of the epoch

@@ -16,7 +16,9 @@ import numpy as np
 from ptycho.architecture import AMPLITUDE_START_RANGE
 from ptycho.data import SUPPORTED_N
 
-LOSS_TERMS = ("loss", "poisson_nll", "amplitude_mae", "realspace_mse")
+LOSS_TERMS = ("loss", "poisson_nll", "diffraction_mae", "amplitude_mae", "realspace_mse")
+UNSUPERVISED_TERMS = ("poisson_nll", "diffraction_mae")  # need no ground-truth object
+LOSS_WEIGHTS = ("nll_weight", "diffraction_mae_weight", "mae_weight", "realspace_weight")  # ModelSpec fields
 # Fixed rules of every fit, on both backends: Poisson NLL on I + epsilon; ReduceLROnPlateau on
 # val_loss; EarlyStopping on loss. Patiences 5 and 10, not the reference's 2 and 3: the network
 # starts at the constant object and its first epochs are a plateau whose loss may rise while it
@@ -34,12 +36,14 @@ class LossTerms:
     """Which loss terms a fit computes, and their weights; shared by both backends' ``PinnLoss``.
 
     A backend's subclass supplies one static method per term name (``poisson_nll``,
-    ``amplitude_mae``, ``realspace_mse``: ``(targets, outputs) -> scalar``) and ``__call__``
+    ``diffraction_mae``, ``amplitude_mae``, ``realspace_mse``: ``(targets, outputs) -> scalar``) and ``__call__``
     summing ``terms_of`` with its framework's arithmetic. Terms with weight 0 are not computed.
     """
 
-    def __init__(self, nll_weight: float = 1.0, mae_weight: float = 0.0, realspace_weight: float = 0.0):
-        self.weights = {"poisson_nll": nll_weight, "amplitude_mae": mae_weight, "realspace_mse": realspace_weight}
+    def __init__(self, nll_weight: float = 1.0, mae_weight: float = 0.0, realspace_weight: float = 0.0,
+                 diffraction_mae_weight: float = 0.0):
+        self.weights = {"poisson_nll": nll_weight, "diffraction_mae": diffraction_mae_weight,
+                        "amplitude_mae": mae_weight, "realspace_mse": realspace_weight}
         self.terms = [name for name, weight in self.weights.items() if weight > 0]
         if not self.terms:
             raise ValueError("PinnLoss: at least one loss weight must be > 0")
@@ -50,7 +54,12 @@ class LossTerms:
 
     @property
     def needs_ground_truth(self) -> bool:
-        return any(name != "poisson_nll" for name in self.terms)
+        return any(name not in UNSUPERVISED_TERMS for name in self.terms)
+
+    @classmethod
+    def of(cls, spec: "ModelSpec") -> "LossTerms":
+        """The loss of a :class:`ModelSpec`'s weights."""
+        return cls(spec.nll_weight, spec.mae_weight, spec.realspace_weight, spec.diffraction_mae_weight)
 
     def terms_of(self, targets, outputs) -> dict:
         """{term: scalar} of every active term (without the weighted total)."""
@@ -74,7 +83,9 @@ class ModelSpec:
     ``prepare_job_data`` sets it from the data by Parseval). intensity_scale_trainable:
     whether log_scale trains. use_xla_translate: translation path (None: tf_helper decides;
     the USE_XLA_TRANSLATE environment variable overrides). nll_weight, mae_weight,
-    realspace_weight: loss weights (MAE and real-space need ground truth). learning_rate:
+    realspace_weight, diffraction_mae_weight: loss weights (``amplitude_mae`` and real-space
+    compare with the true object and need ground truth; ``diffraction_mae``, mean |A_pred -
+    sqrt(I_obs)| over the diffraction amplitudes, the reference's "MAE loss", does not). learning_rate:
     Adam's (1e-4: at 1e-3 the first Adam steps killed 40-60% of the bottleneck ReLUs). seed: of
     the initial weights (``architecture.initial_weights``, the same numbers for both backends).
     """
@@ -92,6 +103,7 @@ class ModelSpec:
     nll_weight: float = 1.0
     mae_weight: float = 0.0
     realspace_weight: float = 0.0
+    diffraction_mae_weight: float = 0.0
     learning_rate: float = 1e-4
     canvas_size: int | None = None
     seed: int = 0
@@ -105,11 +117,11 @@ class ModelSpec:
         for name in ("intensity_scale", "encoder_input_rms", "learning_rate"):
             value = getattr(self, name)
             _require(_is_number(value) and value > 0, name, "a finite number > 0", value)
-        for name in ("nll_weight", "mae_weight", "realspace_weight"):
+        for name in LOSS_WEIGHTS:
             value = getattr(self, name)
             _require(_is_number(value) and value >= 0, name, "a finite number >= 0", value)
-        _require(self.nll_weight + self.mae_weight + self.realspace_weight > 0, "nll_weight",
-                 "at least one loss weight > 0", self.nll_weight)
+        _require(sum(getattr(self, name) for name in LOSS_WEIGHTS) > 0, "nll_weight",
+                 f"at least one of {', '.join(LOSS_WEIGHTS)} > 0", self.nll_weight)
         for name in ("object_big", "probe_mask", "intensity_scale_trainable"):
             _require(isinstance(getattr(self, name), bool), name, "a bool", getattr(self, name))
         low, high = AMPLITUDE_START_RANGE

@@ -6,10 +6,13 @@ Grouped inputs and labels, the validation split and the batch order are
 Loss terms (:class:`PinnLoss`, each tracked per epoch under its name):
 
     poisson_nll    mean(I_g - I_obs * log(I_g)), I_g = I_pred + INTENSITY_EPSILON > 0
+    diffraction_mae  mean | A_pred - sqrt(I_obs) |  over the diffraction amplitudes (the
+                   reference's "MAE loss"; no ground truth needed)
     amplitude_mae  mean | |O_pred| - |O_true| |   over the object patches (needs ground truth)
     realspace_mse  mean |O_pred - O_true|**2      over the object patches (needs ground truth)
-    loss           nll_weight * poisson_nll + mae_weight * amplitude_mae
-                   + realspace_weight * realspace_mse   (terms with weight 0 are not computed)
+    loss           nll_weight * poisson_nll + diffraction_mae_weight * diffraction_mae
+                   + mae_weight * amplitude_mae + realspace_weight * realspace_mse
+                   (terms with weight 0 are not computed)
 
 Optimiser and schedule (ptycho.spec, both backends): Adam; ReduceLROnPlateau on val_loss (x0.5,
 patience 5, min 1e-5) when a validation split exists; EarlyStopping on loss (patience 10).
@@ -66,6 +69,10 @@ class PinnLoss(LossTerms):
     @staticmethod
     def poisson_nll(targets, outputs):
         return poisson_nll(targets["intensity"], outputs["intensity"])
+
+    @staticmethod
+    def diffraction_mae(targets, outputs):
+        return tf.reduce_mean(tf.abs(outputs["amplitude"] - tf.sqrt(targets["intensity"])))
 
     @staticmethod
     def amplitude_mae(targets, outputs):
@@ -197,7 +204,7 @@ def train(model: PtychoPINN, data: GroupedData, spec: TrainSpec,
     exactly on CPU. ``callbacks`` run after the built-in ones; an exception raised by any
     of them (e.g. in on_train_begin) propagates before or during training.
     """
-    loss = PinnLoss(model.spec.nll_weight, model.spec.mae_weight, model.spec.realspace_weight)
+    loss = PinnLoss.of(model.spec)
     if loss.needs_ground_truth and data.object is None:
         raise ValueError(
             "train: mae_weight/realspace_weight > 0 need ground-truth object patches, but the "

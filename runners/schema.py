@@ -156,12 +156,13 @@ class ModelConfig:
     nll_weight: float = 1.0
     mae_weight: float = 0.0
     realspace_weight: float = 0.0
+    diffraction_mae_weight: float = 0.0
     learning_rate: float = 1e-4
 
     def __post_init__(self) -> None:
         _require(self.n_filters_scale >= 1, "c1.model.n_filters_scale", ">= 1", self.n_filters_scale)
         _require(self.learning_rate > 0, "c1.model.learning_rate", "> 0", self.learning_rate)
-        for key in ("nll_weight", "mae_weight", "realspace_weight"):
+        for key in ("nll_weight", "diffraction_mae_weight", "mae_weight", "realspace_weight"):
             _require(getattr(self, key) >= 0, f"c1.model.{key}", ">= 0", getattr(self, key))
 
 

@@ -5,6 +5,7 @@
   (B, N, N, C), labels ``X**2``); :func:`batch_tensors` turns a batch into torch tensors.
 * Loss (:class:`PinnLoss`), each term tracked per epoch under its TF name:
   ``poisson_nll`` = mean(I_g - I_obs * log(I_g)), I_g = I_pred + INTENSITY_EPSILON;
+  ``diffraction_mae`` = mean |A_pred - sqrt(I_obs)| (no ground truth needed);
   ``amplitude_mae``, ``realspace_mse`` (need ground truth); ``loss`` = weighted sum.
 * Optimiser: :class:`ptycho.torch.optim.KerasAdam` (Keras' Adam arithmetic, epsilon 1e-7).
   Schedule: ReduceLROnPlateau on val_loss (x0.5, patience 5, min 1e-5) when a validation
@@ -66,6 +67,10 @@ class PinnLoss(LossTerms):
         return poisson_nll(targets["intensity"], outputs["intensity"])
 
     @staticmethod
+    def diffraction_mae(targets, outputs):
+        return torch.mean(torch.abs(outputs["amplitude"] - torch.sqrt(targets["intensity"])))
+
+    @staticmethod
     def amplitude_mae(targets, outputs):
         z = outputs["object"]
         safe_abs = torch.sqrt(z.real**2 + z.imag**2 + INTENSITY_EPSILON)
@@ -78,8 +83,7 @@ class PinnLoss(LossTerms):
 
 
 def loss_for(model: PtychoPINN) -> PinnLoss:
-    spec = model.spec
-    return PinnLoss(spec.nll_weight, spec.mae_weight, spec.realspace_weight)
+    return PinnLoss.of(model.spec)
 
 
 def make_optimizer(model: PtychoPINN) -> optim.KerasAdam:

@@ -82,6 +82,7 @@ def test_decoder_output_is_the_padded_centre_plus_the_masked_ring(full_models):
 @pytest.mark.parametrize("field, value, match", [
     ("N", 96, "ModelSpec.N"), ("gridsize", 0, "ModelSpec.gridsize"),
     ("intensity_scale", -1.0, "ModelSpec.intensity_scale"), ("mae_weight", -0.5, "ModelSpec.mae_weight"),
+    ("diffraction_mae_weight", float("nan"), "ModelSpec.diffraction_mae_weight"),
     ("canvas_size", 32, "ModelSpec.canvas_size"), ("use_xla_translate", "yes", "ModelSpec.use_xla_translate"),
     ("learning_rate", float("nan"), "ModelSpec.learning_rate"),
 ])

@@ -63,6 +63,17 @@ def test_loss_terms_and_weights():
         PinnLoss(nll_weight=0.0)
 
 
+def test_diffraction_mae_compares_amplitudes_and_needs_no_ground_truth():
+    ones = tf.ones((1, 4, 4, 1))
+    targets = {"intensity": ones * 9.0}  # observed amplitude 3; no object
+    outputs = {"amplitude": ones * 1.5, "intensity": ones * 2.25, "object": tf.complex(ones, ones * 0)}
+    loss = PinnLoss(nll_weight=0.0, diffraction_mae_weight=2.0)
+    terms = loss(targets, outputs)
+    assert loss.term_names == ["loss", "diffraction_mae"] and not loss.needs_ground_truth
+    assert float(terms["diffraction_mae"]) == pytest.approx(1.5, rel=1e-6)
+    assert float(terms["loss"]) == pytest.approx(3.0, rel=1e-6)
+
+
 def test_history_has_the_documented_metrics(tiny_history):
     expected = {"loss", "poisson_nll", "val_loss", "val_poisson_nll", "intensity_scale", "learning_rate",
                 "epoch_time_s"}

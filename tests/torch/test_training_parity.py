@@ -3,6 +3,7 @@
 From the same initial weights (transferred Keras -> torch) and the same batches in the same
 order, the per-step losses of Keras' train_step and of the torch port agree within 1%.
 """
+import dataclasses
 import math
 
 import keras
@@ -33,7 +34,7 @@ def grouped(small_dataset, groups_by_gridsize, intensity_scale):
 
 
 def tf_loss_curve(model, data):
-    model.compile(keras.optimizers.Adam(model.spec.learning_rate), tf_training.PinnLoss())
+    model.compile(keras.optimizers.Adam(model.spec.learning_rate), tf_training.PinnLoss.of(model.spec))
     curve = []
     for step in range(N_STEPS):
         batch = data.take(batch_slice(step, data.n_groups))
@@ -80,6 +81,16 @@ def test_loss_curves_agree_from_the_same_weights(grouped, probe):
     # The intensity scale trains on both sides, and by the same amount.
     assert torch_model.intensity_scale != spec.intensity_scale
     assert torch_model.intensity_scale == pytest.approx(keras_model.intensity_scale, rel=1e-3)
+
+
+def test_the_diffraction_mae_loss_trains_alike_on_both_backends(grouped, probe):
+    spec, data = grouped
+    spec = dataclasses.replace(spec, nll_weight=0.0, diffraction_mae_weight=1.0)
+    keras_model = tf_model.build_model(spec, probe)
+    torch_model = weights.tf_to_torch(keras_model, pt_model.build_model(spec, probe))
+    tf_curve, torch_curve = tf_loss_curve(keras_model, data), torch_loss_curve(torch_model, data)
+    np.testing.assert_allclose(torch_curve, tf_curve, rtol=CURVE_RTOL)
+    assert tf_curve[-1] < tf_curve[0]  # it learns: the mean amplitude error falls
 
 
 def test_keras_adam_arithmetic_matches_keras():
