@@ -13,9 +13,8 @@ steps and write the same files. Steps:
 4. stitching (when ``do_stitching``): the global reconstruction and, with ground truth,
    its quality (``stitching.stitched_quality``, beside the constant-object floor's:
    :func:`floor_comparison`; with ``phase_sync``, the patches' own phase offsets are removed
-   first (``stitching.synchronise_phases``) and ``amp_mae_unsynchronised`` /
-   ``phase_mae_unsynchronised`` give the same patches stitched without it) and the truth
-   window under the canvas, drawn
+   first (``stitching.synchronise_phases``); ``{amp,phase}_mae_{synchronised,unsynchronised}``
+   give the same patches stitched both ways) and the truth window under the canvas, drawn
    against the reconstruction in the bundle's truth_vs_reconstruction.png. Without stitching
    the canvas is the model's own reassembled canvas of the first test group (no truth figure).
    ``reconstruction.npz`` goes to ``run_dir``.
@@ -118,10 +117,12 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
             floor = stitching.stitched_quality(backend.stitch_patches(constant, test_groups, synchronise=False),
                                                test_data.object_guess)
             quality.update(floor_comparison(quality, floor))
-            if phase_sync:  # what the synchronisation changed, measured on the same patches
-                plain = backend.stitch_patches(patches, test_groups, synchronise=False)
-                unsynchronised = stitching.stitched_quality(plain, test_data.object_guess)
-                quality.update({f"{name}_unsynchronised": unsynchronised[name] for name in ("amp_mae", "phase_mae")})
+            # the same patches stitched the other way: what the synchronisation does to them
+            other = stitching.stitched_quality(backend.stitch_patches(patches, test_groups, synchronise=not phase_sync),
+                                               test_data.object_guess)
+            for synchronised, values in ((phase_sync, quality), (not phase_sync, other)):
+                label = "synchronised" if synchronised else "unsynchronised"
+                quality.update({f"{name}_{label}": values[name] for name in ("amp_mae", "phase_mae")})
             truth = stitching.ground_truth_window(test_data.object_guess, stitched)
         canvas, canvas_mask = stitched.canvas, stitched.covered
         extra = {"offsets_xy": stitched.offsets_xy, "centre_xy": stitched.centre_xy, "crop": stitched.crop}

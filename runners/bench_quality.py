@@ -5,9 +5,9 @@ amplitude-only lines object), each gridsize and each seed it trains the PINN wit
 chosen backend's ``run_phase_job`` (PyTorch by default; ``--backend tensorflow`` imports
 TensorFlow instead, never both) and reads the stitched test reconstruction's quality
 (``ptycho.stitching.stitched_quality``: amplitude and phase MAE and SSIM, FRC50, after the
-global amplitude scale and phase offset fit of ``ptycho.quality``). The stitching removes each
-patch's own phase offset first (``stitching.synchronise_phases``); the table also gives the
-same patches stitched without it.
+global amplitude scale and phase offset fit of ``ptycho.quality``), stitched as the runner
+stitches by default; the table also gives the amplitude and phase MAE of the same patches
+stitched with and without the phase synchronisation (``stitching.synchronise_phases``).
 
 Every (dataset, gridsize) also gets references, measured on the same test positions and
 the same inference groups and stitching (the first seed's groups):
@@ -166,7 +166,7 @@ def run_one(run_phase_job, train, test, dataset: str, gridsize: int, seed: int, 
                              validation_split=VALIDATION_SPLIT),
         run_dir=run_root / "run", bundle_dir=run_root / "bundle",
     )
-    quality = {key: result.quality[key] for key in (*METRICS, *UNSYNCHRONISED) if key in result.quality}
+    quality = {key: result.quality[key] for key in (*METRICS, *BOTH_WAYS)}
     return {
         "dataset": dataset, "gridsize": gridsize, "seed": seed, **quality,
         "amp_mae_to_floor": ratio(quality["amp_mae"], floor["amp_mae"]),
@@ -204,17 +204,19 @@ def _cell(value, digits: int) -> str:
 
 
 TABLE_COLUMNS = (("amp_mae", 4), ("phase_mae", 4), ("amp_ssim", 3), ("phase_ssim", 3), ("frc50", 3),
-                 ("train_s", 1), ("amp_mae_to_floor", 2), ("phase_mae_to_floor", 2),
-                 ("amp_mae_unsynchronised", 4), ("phase_mae_unsynchronised", 4))
+                 ("train_s", 1), ("amp_mae_to_floor", 2), ("phase_mae_to_floor", 2))
+SYNC_COLUMNS = ("synchronised", "unsynchronised")  # amp / phase MAE of the same patches stitched both ways
 TABLE_HEADER = ("dataset", "gridsize", "row", "seed", "amp_mae", "phase_mae (rad)", "amp_ssim", "phase_ssim",
                 "frc50 (cyc/px)", "train s", "amp_mae / floor", "phase_mae / floor",
-                "amp_mae without phase sync", "phase_mae without phase sync", "iterative ref.", "note")
-UNSYNCHRONISED = ("amp_mae_unsynchronised", "phase_mae_unsynchronised")  # the same patches stitched as they are
+                "with phase sync: amp / phase", "without: amp / phase", "iterative ref.", "note")
+BOTH_WAYS = tuple(f"{name}_{label}" for label in SYNC_COLUMNS for name in ("amp_mae", "phase_mae"))
 
 
 def table_row(dataset: str, gridsize: int, label: str, seed, values: dict, iterative: str = "") -> str:
     cells = [dataset, str(gridsize), label, str(seed)]
     cells += [_cell(values.get(key), digits) if key in values else "-" for key, digits in TABLE_COLUMNS]
+    cells += [f"{values[f'amp_mae_{label}']:.4f} / {values[f'phase_mae_{label}']:.4f}"
+              if f"amp_mae_{label}" in values else "-" for label in SYNC_COLUMNS]
     cells += [iterative, AMPLITUDE_ONLY.get(dataset, "")]
     return "| " + " | ".join(cells) + " |"
 
