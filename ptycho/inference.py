@@ -25,6 +25,6 @@ def predict_patches(model, inputs: dict[str, np.ndarray], batch_size: int = INFE
 
 
 def stitch_patches(patches: np.ndarray, groups: Groups, crop: int | None = None,
-                   synchronise: bool = True) -> stitching.Stitched:
+                   synchronise: bool = False) -> stitching.Stitched:
     """``stitching.stitch_patches`` of patches (B, N, N, C) complex, summed in TensorFlow."""
     return stitching.stitch_patches(patches, groups, tf_reassembly.reassemble_by_offsets, crop, synchronise)

@@ -85,7 +85,7 @@ class JobBackend:
 def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, *,
             grouping: GroupingSpec, model_spec: ModelSpec, train_spec: TrainSpec,
             run_dir: str | os.PathLike, bundle_dir: str | os.PathLike, do_stitching: bool = True,
-            phase_sync: bool = True, callbacks: Sequence = (), nphotons: float | None = None) -> JobResult:
+            phase_sync: bool = False, callbacks: Sequence = (), nphotons: float | None = None) -> JobResult:
     """Run one phase job on ``backend`` (module docstring); raises before writing a bundle on any failure."""
     timings = {}
     clock = time.perf_counter()

@@ -14,7 +14,7 @@ to whole pixels. The canvas side is :func:`required_canvas_size` of the crop and
 Canvas pixel (row r, col c) shows the object at (y, x) = centre_xy[::-1] + (r, c) - M/2, so
 the matching ground truth is an integer window of ``objectGuess``.
 
-Phase synchronisation (:func:`synchronise_phases`, on by default): the data fix each patch's
+Phase synchronisation (:func:`synchronise_phases`, ``synchronise=True``): the data fix each patch's
 phase only up to a constant (at gridsize g > 1, each group's), because |FFT2(P * O e^{ia})| does
 not depend on a. A network therefore returns patches whose phases agree within a patch but
 carry their own offsets, and averaging them would both scramble the phase at large scales and
@@ -23,7 +23,11 @@ phase_mae 0.19-0.24 rad on the default data, against 0.009 stitched as they are)
 summing, every patch is multiplied by the unit factor that makes it agree with the patches it
 overlaps: the classical phase-synchronisation problem, solved by the leading eigenvector of the
 overlap matrix H[k, l] = sum over the overlap of z_k conj(z_l), refined by projected power
-iterations. Patches that already agree come back unchanged.
+iterations. Patches that already agree come back unchanged. It is off by default
+(``c1.phase_sync``): it is right only for patches that are right up to their offsets. On
+today's network it made the phase worse on 3 of 4 gridsize-1 seeds (0.335 -> 0.600 rad on
+one) and on the one gridsize-2 run tried (0.349 -> 0.374); on the true patches it restores
+the ceiling from any offsets.
 
 Normalisation by the overlap count divides by ``max(count, COUNT_FLOOR)``: exact wherever at
 least a thousandth of a patch covers a pixel, a smooth fade to 0 at the bilinear rim, and
@@ -203,7 +207,7 @@ def global_offsets(groups: Groups, centre_xy: np.ndarray | None = None) -> tuple
 
 
 def stitch_patches(patches: np.ndarray, groups: Groups, reassemble, crop: int | None = None,
-                   synchronise: bool = True) -> Stitched:
+                   synchronise: bool = False) -> Stitched:
     """Stitch predicted patches (B, N, N, C) complex of ``groups`` into one canvas (module doc).
 
     reassemble: the backend's ``reassemble_by_offsets(patches, offsets_xy, canvas_size=,

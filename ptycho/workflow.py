@@ -28,6 +28,6 @@ BACKEND = phase_job.JobBackend(
 
 def run_phase_job(train_data: PtychoData, test_data: PtychoData, **options) -> JobResult:
     """``phase_job.run_job`` on TensorFlow. Options: grouping (GroupingSpec), model_spec
-    (ModelSpec), train_spec (TrainSpec), run_dir, bundle_dir, do_stitching=True, phase_sync=True, callbacks=()
+    (ModelSpec), train_spec (TrainSpec), run_dir, bundle_dir, do_stitching=True, phase_sync=False, callbacks=()
     (Keras callbacks), nphotons=None. Raises before writing a bundle on any failure."""
     return phase_job.run_job(BACKEND, train_data, test_data, **options)

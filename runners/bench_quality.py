@@ -6,7 +6,7 @@ chosen backend's ``run_phase_job`` (PyTorch by default; ``--backend tensorflow``
 TensorFlow instead, never both) and reads the stitched test reconstruction's quality
 (``ptycho.stitching.stitched_quality``: amplitude and phase MAE and SSIM, FRC50, after the
 global amplitude scale and phase offset fit of ``ptycho.quality``), stitched as the runner
-stitches by default; the table also gives the amplitude and phase MAE of the same patches
+stitches by default (patches as they are); the table also gives the amplitude and phase MAE of the same patches
 stitched with and without the phase synchronisation (``stitching.synchronise_phases``).
 
 Every (dataset, gridsize) also gets references, measured on the same test positions and

@@ -184,7 +184,7 @@ class C1Config:
     neighbor_count: int = MISSING
     max_epochs: int = MISSING
     do_stitching: bool = True
-    phase_sync: bool = True   # remove each stitched patch's own phase offset (ptycho.stitching.synchronise_phases)
+    phase_sync: bool = False  # remove each stitched patch's own phase offset (ptycho.stitching.synchronise_phases)
     quiet: bool = True
     seed: int = 0
     validation_split: float = 0.05

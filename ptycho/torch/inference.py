@@ -29,6 +29,6 @@ def predict_patches(model: PtychoPINN, inputs: dict, batch_size: int = 32) -> np
 
 
 def stitch_patches(patches: np.ndarray, groups, crop: int | None = None,
-                   synchronise: bool = True) -> stitching.Stitched:
+                   synchronise: bool = False) -> stitching.Stitched:
     """``stitching.stitch_patches`` of patches (B, N, N, C) complex, summed in torch."""
     return stitching.stitch_patches(patches, groups, reassemble_by_offsets, crop, synchronise)

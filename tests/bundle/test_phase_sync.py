@@ -114,7 +114,7 @@ def test_bad_input_is_named(patches, offsets, match):
         stitching.synchronise_phases(patches, offsets)
 
 
-def test_stitch_patches_records_the_corrections_and_can_leave_them_out():
+def test_stitch_patches_records_the_corrections_when_asked():
     offsets = _scan(n=16)
     truth = _patches(_object(seed=6), offsets, side=N)
     scrambled = (truth * np.exp(1j * np.linspace(-2, 2, 16))[:, None, None]).astype(np.complex64)
@@ -125,8 +125,8 @@ def test_stitch_patches_records_the_corrections_and_can_leave_them_out():
     def reassemble(flat, offsets_xy, canvas_size=None, chunk_size=None):
         return stitching.reassemble_by_offsets(flat, offsets_xy, _numpy_sum_windows, canvas_size, chunk_size)
 
-    synced = stitching.stitch_patches(scrambled[..., None], Groups, reassemble)
-    plain = stitching.stitch_patches(scrambled[..., None], Groups, reassemble, synchronise=False)
+    synced = stitching.stitch_patches(scrambled[..., None], Groups, reassemble, synchronise=True)
+    plain = stitching.stitch_patches(scrambled[..., None], Groups, reassemble)  # the default: as they are
     assert plain.phase_corrections is None
     assert synced.phase_corrections.shape == (16,)
     spread = np.angle(np.exp(1j * (synced.phase_corrections + np.linspace(-2, 2, 16))))

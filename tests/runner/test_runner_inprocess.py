@@ -7,6 +7,7 @@ because TensorFlow was imported by other tests; the CLI tests cover isolation.
 """
 import dataclasses
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -201,3 +202,17 @@ def test_a_config_error_names_the_key_and_writes_nothing(phase_run, tmp_path):
     status, output, root = phase_run("backend.workflow=no_such_backend.workflow")
     assert status == 1 and "backend.workflow: module 'no_such_backend.workflow'" in output[1]
     assert not root.exists()
+
+
+def test_phase_sync_from_the_runner_records_both_stitchings(phase_run):
+    status, output, root = phase_run("c1.phase_sync=true")
+    assert status == 0, output
+    slot = _slot_dir(root)
+    quality = json.loads((slot / "analysis" / "forward_parity_debug_tf" / "stats.json").read_text())["quality"]
+    assert (quality["amp_mae"], quality["phase_mae"]) == (quality["amp_mae_synchronised"],
+                                                          quality["phase_mae_synchronised"])
+    assert quality["phase_mae_unsynchronised"] > 0
+    saved = np.load(slot / "run_scaled" / "reconstruction.npz")
+    assert saved["phase_corrections"].shape == (len(saved["offsets_xy"]),)
+    section = hub.read_section((root / "analysis" / "artifact_inventory.txt").read_text(), SLOT)
+    assert "phase_sync=true" in section
