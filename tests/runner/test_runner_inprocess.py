@@ -216,3 +216,11 @@ def test_phase_sync_from_the_runner_records_both_stitchings(phase_run):
     assert saved["phase_corrections"].shape == (len(saved["offsets_xy"]),)
     section = hub.read_section((root / "analysis" / "artifact_inventory.txt").read_text(), SLOT)
     assert "phase_sync=true" in section
+
+
+def test_the_diffraction_mae_loss_alone_trains_from_the_runner(phase_run):
+    status, output, root = phase_run("c1.model.nll_weight=0", "c1.model.diffraction_mae_weight=1")
+    assert status == 0, output
+    history = json.loads((_slot_dir(root) / "run_scaled" / "history.json").read_text())
+    assert "poisson_nll" not in history and history["loss"] == history["diffraction_mae"]
+    assert "loss " in output[0] and "NLL" not in output[0].split("epoch 1/1:")[1].splitlines()[0]
