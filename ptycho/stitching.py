@@ -24,10 +24,9 @@ summing, every patch is multiplied by the unit factor that makes it agree with t
 overlaps: the classical phase-synchronisation problem, solved by the leading eigenvector of the
 overlap matrix H[k, l] = sum over the overlap of z_k conj(z_l), refined by projected power
 iterations. Patches that already agree come back unchanged. It is off by default
-(``c1.phase_sync``): it is right only for patches that are right up to their offsets. On
-today's network it made the phase worse on 3 of 4 gridsize-1 seeds (0.335 -> 0.600 rad on
-one) and on the one gridsize-2 run tried (0.349 -> 0.374); on the true patches it restores
-the ceiling from any offsets.
+(``c1.phase_sync``): it is right only for patches that are right up to their offsets. In the
+20-run quality study of today's network it made the phase worse in 14 runs (up to 0.335 ->
+0.600 rad); on the true patches it restores the ceiling from any offsets.
 
 Normalisation by the overlap count divides by ``max(count, COUNT_FLOOR)``: exact wherever at
 least a thousandth of a patch covers a pixel, a smooth fade to 0 at the bilinear rim, and
