@@ -318,8 +318,7 @@ def _leading_phases(overlap: sparse.csr_matrix, energy: np.ndarray) -> np.ndarra
             break
         vector = pushed
     unit = _unit(vector)
-    mean = np.sum(energy * unit)
-    return np.conj(unit) * (_unit(np.array([mean]))[0])
+    return np.conj(unit) * _unit(np.sum(energy * unit))  # zero energy-weighted mean phase
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
