@@ -51,26 +51,36 @@ def configure_tensorflow(threads: int) -> dict[str, str]:
             "op_determinism": "on"}
 
 
-def configure_torch(threads: int) -> dict[str, str]:
+def configure_torch(threads: int, device: str | None = None) -> dict[str, str]:
     """``threads`` intra-op threads, one inter-op thread, deterministic algorithms on; OpenMP's
     idle threads sleep (``OMP_WAIT_POLICY=PASSIVE`` unless set) when torch is not loaded yet.
 
     Idle OpenMP threads spin by default: beside another busy process on a 2-core machine the
     spinning threads take the cores the working one needs (``python -m runners.bench_phase
-    --load`` measures it). Returns {'threads', 'inter_op_threads', 'op_determinism',
-    'omp_wait_policy'} as in force afterwards.
+    --load`` measures it). ``device`` (``ptycho.torch.device``; None: the CPU) is checked here,
+    before any work. On a CUDA device cuBLAS gets its fixed workspace
+    (``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set) and determinism is ``warn_only``: the
+    gathers' backward (a multi-dimensional scatter-add) has no deterministic CUDA kernel, and a
+    GPU run must not stop on it. Returns {'threads', 'inter_op_threads', 'op_determinism',
+    'omp_wait_policy', 'device'} as in force afterwards.
     """
     import sys
-
     if "torch" not in sys.modules:  # OpenMP reads it once, when torch loads it
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when CUDA starts; unused on CPU
     import torch
+    from ptycho.torch.device import resolve_device
 
+    resolved = resolve_device(device)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # set once per process, before any inter-op work
         pass
-    torch.use_deterministic_algorithms(True)
+    on_gpu = resolved.type == "cuda"
+    torch.use_deterministic_algorithms(True, warn_only=on_gpu)
+    if on_gpu:
+        torch.backends.cudnn.benchmark = False
     return {"threads": str(torch.get_num_threads()), "inter_op_threads": str(torch.get_num_interop_threads()),
-            "op_determinism": "on", "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+            "op_determinism": "warn_only" if on_gpu else "on",
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "device": str(resolved)}

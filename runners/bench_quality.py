@@ -21,6 +21,11 @@ the same inference groups and stitching (the first seed's groups):
               one per dataset (it uses no groups), shown in every gridsize's block. Without the
               extra ``iterative`` its row says so, and the study still runs
 
+``--device`` (PyTorch: ``cpu``, ``cuda``, ``cuda:<index>``, ``auto``) is where the PINN trains and
+predicts; the references and the stitching run on the CPU. On a GPU, determinism is
+``warn_only`` (``determinism.configure_torch``). ``--loss diffraction_mae`` trains on the
+diffraction-amplitude MAE instead of the Poisson NLL. Both are recorded in the settings.
+
 The lines object's true phase is 0 everywhere: its phase metrics are reported but its rows
 say "amplitude only", and the floor's phase MAE is exactly 0 there, so no phase ratio exists.
 
@@ -36,6 +41,7 @@ gridsize run, after the metrics' global fit, then truth | iterative | error;
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from pathlib import Path
@@ -47,10 +53,12 @@ from ptycho.batches import group_data
 from ptycho.phase_job import RECONSTRUCTION_FILE
 from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
+from ptycho.torch.device import check_device_name
 
 DATASETS = {"simulated": "mixed", "lines": "lines"}  # dataset -> SimulationSpec.object_kind
 AMPLITUDE_ONLY = {"lines": "amplitude only (true phase is 0): judge amp_* metrics"}
 BACKENDS = ("pytorch", "tensorflow")
+LOSSES = {"poisson_nll": {}, "diffraction_mae": {"nll_weight": 0.0, "diffraction_mae_weight": 1.0}}  # -> ModelSpec
 NEIGHBOR_COUNT = 7
 VALIDATION_SPLIT = 0.05
 FIGURE_GRIDSIZE = 2
@@ -83,11 +91,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=BACKENDS, default="pytorch", help="default pytorch")
     parser.add_argument("--iterative-epochs", type=_positive_int, default=10,
                         help="L-BFGS epochs of the iterative reference (cdtools); default 10")
+    parser.add_argument("--device", default="cpu",
+                        help="where the PyTorch backend trains: cpu (default), cuda, cuda:<index>, or auto "
+                             "(a GPU where there is one); the stitching and the references run on the CPU")
+    parser.add_argument("--loss", choices=LOSSES, default="poisson_nll",
+                        help="the unsupervised training loss: poisson_nll (default, the runner's) or "
+                             "diffraction_mae (mean |A_pred - sqrt(I_obs)|)")
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="compute threads (default: every CPU of this process's affinity mask)")
     parser.add_argument("--out", type=Path, default=Path("bench_quality_out"), help="default bench_quality_out/")
     args = parser.parse_args(argv)
     args.datasets, args.gridsizes = list(dict.fromkeys(args.datasets)), sorted(set(args.gridsizes))
+    try:
+        check_device_name(args.device)
+    except ValueError as exc:
+        parser.error(f"--device: {exc}")
+    if args.backend == "tensorflow" and args.device != "cpu":
+        parser.error(f"--device {args.device} applies to --backend pytorch; TensorFlow places its ops itself")
     if args.n_images < 8:
         parser.error(f"--n-images must be at least 8 (a quarter of them are test positions); got {args.n_images}")
     n_train = args.n_images - SimulationSpec(n_images=args.n_images).n_test
@@ -97,16 +117,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def load_backend(name: str, threads: int):
-    """(run_phase_job, stitch_patches, compute settings in force) of one backend; imports only it."""
+def load_backend(name: str, threads: int, device: str = "cpu"):
+    """(run_phase_job, stitch_patches, compute settings in force) of one backend; imports only it.
+    PyTorch's ``run_phase_job`` comes bound to ``device``."""
     if name == "tensorflow":
         compute = determinism.configure_tensorflow(threads)
         from ptycho.inference import stitch_patches
         from ptycho.workflow import run_phase_job
     else:
-        compute = determinism.configure_torch(threads)
+        compute = determinism.configure_torch(threads, device)
         from ptycho.torch.inference import stitch_patches
         from ptycho.torch.workflow import run_phase_job
+        run_phase_job = functools.partial(run_phase_job, device=device)
     return run_phase_job, stitch_patches, compute
 
 
@@ -120,10 +142,11 @@ def reference_quality(train, test, gridsize: int, seed: int, stitch_patches) -> 
             for name, patches in (("floor", constant), ("ceiling", true_patches))}
 
 
-def iterative_reference(test, epochs: int, threads: int) -> tuple[dict | str, object]:
+def iterative_reference(test, epochs: int, threads: int, device: str = "cpu") -> tuple[dict | str, object]:
     """(record for quality.json, stitched canvas or None) of cdtools' reconstruction of ``test``;
     without the extra ``iterative`` the record is ITERATIVE_MISSING (printed, never a number).
-    cdtools runs on PyTorch whichever backend trains the PINN, on ``threads`` threads."""
+    cdtools runs on PyTorch's CPU whichever backend trains the PINN, on ``threads`` threads; ``device``
+    is the PINN's, whose determinism settings (``determinism.configure_torch``) stay in force."""
     from ptycho import iterative
 
     try:
@@ -131,7 +154,7 @@ def iterative_reference(test, epochs: int, threads: int) -> tuple[dict | str, ob
     except iterative.IterativeUnavailable as exc:
         print(f"iterative reference: {exc}", flush=True)
         return ITERATIVE_MISSING, None
-    determinism.configure_torch(threads)
+    determinism.configure_torch(threads, device)
     result = iterative.reconstruct(test, iterative.IterativeSpec(epochs=epochs))
     canvas = iterative.stitched(result, test)
     quality = stitching.stitched_quality(canvas, test.object_guess)
@@ -161,7 +184,7 @@ def run_one(run_phase_job, train, test, dataset: str, gridsize: int, seed: int, 
         train, test,
         grouping=GroupingSpec(gridsize=gridsize, neighbor_count=NEIGHBOR_COUNT, n_groups=args.n_groups,
                               n_images=None, seed=seed),
-        model_spec=ModelSpec(gridsize=gridsize, seed=seed),
+        model_spec=ModelSpec(gridsize=gridsize, seed=seed, **LOSSES[args.loss]),
         train_spec=TrainSpec(max_epochs=args.epochs, batch_size=args.batch_size, seed=seed,
                              validation_split=VALIDATION_SPLIT),
         run_dir=run_root / "run", bundle_dir=run_root / "bundle",
@@ -315,11 +338,11 @@ def _print_run(run: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     threads = determinism.resolve_threads(args.threads)
-    run_phase_job, stitch_patches, compute = load_backend(args.backend, threads)
+    run_phase_job, stitch_patches, compute = load_backend(args.backend, threads, args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {key: getattr(args, key) for key in
                 ("datasets", "gridsizes", "seeds", "epochs", "n_groups", "batch_size", "n_images", "backend",
-                 "iterative_epochs")}
+                 "device", "loss", "iterative_epochs")}
     document = {"settings": {**settings, "compute": compute, "neighbor_count": NEIGHBOR_COUNT,
                              "validation_split": VALIDATION_SPLIT, "reference_groups_seed": 0},
                 "references": [], "runs": [], "summaries": []}
@@ -327,7 +350,8 @@ def main(argv=None) -> int:
     for dataset in args.datasets:
         train, test = simulate_dataset(SimulationSpec(object_kind=DATASETS[dataset], seed=0, n_images=args.n_images))
         test_sets[dataset] = test
-        iterative, iterative_canvases[dataset] = iterative_reference(test, args.iterative_epochs, threads)
+        iterative, iterative_canvases[dataset] = iterative_reference(test, args.iterative_epochs, threads,
+                                                                     args.device)
         if isinstance(iterative, dict):
             print(f"{dataset:9s} iterative: amp_mae={iterative['amp_mae']:.4f} phase_mae={iterative['phase_mae']:.4f} "
                   f"in {iterative['seconds']:.1f} s", flush=True)

@@ -392,7 +392,7 @@ class C1Run:
             self.record.xla.update(xla.import_tensorflow())
             self.record.compute = determinism.configure_tensorflow(threads)
         else:
-            self.record.compute = determinism.configure_torch(threads)
+            self.record.compute = determinism.configure_torch(threads, self.spec.backend.device)
         return importlib.import_module(self.spec.backend.workflow)
 
     def _start_tracking(self) -> None:
@@ -473,6 +473,7 @@ class C1Run:
                 say=log.info, progress=self.terminal,
             ),
             "nphotons": self.spec.dataset.nphotons,
+            **({"device": self.spec.backend.device} if self.spec.backend.name is Backend.pytorch else {}),
         }
 
     def _wait_for_guard(self) -> None:

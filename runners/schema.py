@@ -16,6 +16,8 @@ from typing import ClassVar, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ptycho.torch.device import DEVICE_NAMES, check_device_name
+
 INITIATIVE_ID = "FIX-PYTORCH-FORWARD-PARITY-001"
 
 
@@ -129,15 +131,32 @@ class DatasetConfig:
 
 @dataclass
 class BackendConfig:
-    """The core a phase runs on: ``workflow`` is the module holding ``run_phase_job``."""
+    """The core a phase runs on: ``workflow`` is the module holding ``run_phase_job``.
+
+    ``device``: where the PyTorch backend trains and predicts (``ptycho.torch.device``: cpu,
+    cuda, cuda:<index>, auto); a GPU that is named but missing blocks the run at its imports.
+    TensorFlow places its ops itself, so it takes only ``cpu``.
+    """
 
     name: Backend = MISSING
     label: str = MISSING
     tag: str = MISSING
     workflow: str = MISSING
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         _require(self.tag.isidentifier(), "backend.tag", "a short identifier (used in file names)", self.tag)
+        _require(_is_device_name(self.device), "backend.device", "one of " + ", ".join(DEVICE_NAMES), self.device)
+        _require(self.name != Backend.tensorflow or self.device == "cpu", "backend.device",
+                 "cpu for backend=tensorflow (TensorFlow places its ops itself)", self.device)
+
+
+def _is_device_name(name) -> bool:
+    try:
+        check_device_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass

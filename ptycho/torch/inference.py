@@ -22,9 +22,9 @@ def predict_patches(model: PtychoPINN, inputs: dict, batch_size: int = 32) -> np
     with torch.no_grad():
         for begin in range(0, len(inputs["diffraction"]), batch_size):
             window = slice(begin, begin + batch_size)
-            outputs = model(torch.from_numpy(inputs["diffraction"][window]),
-                            torch.from_numpy(inputs["coords_relative"][window]))
-            chunks.append(outputs["object"].numpy())
+            outputs = model(torch.from_numpy(inputs["diffraction"][window]).to(model.device),
+                            torch.from_numpy(inputs["coords_relative"][window]).to(model.device))
+            chunks.append(outputs["object"].cpu().numpy())
     return np.concatenate(chunks).astype(np.complex64)
 
 

@@ -1,7 +1,7 @@
 """The PINN in PyTorch: the same layers, in the same order, as ``ptycho.model``/``ptycho.layers``.
 
-``build_model(spec, probe)`` takes a ``ptycho.spec.ModelSpec`` (shared with the TensorFlow
-side) and the probe.
+``build_model(spec, probe, device)`` takes a ``ptycho.spec.ModelSpec`` (shared with the TensorFlow
+side), the probe and where to compute (``ptycho.torch.device``; the CPU by default).
 Forward pass, inputs ``diffraction`` (B, N, N, C) float32 = s * A_file and
 ``coords_relative`` (B, 1, 2, C) float32 pixels, channels last as in TensorFlow:
 
@@ -37,6 +37,7 @@ from ptycho import architecture
 from ptycho.architecture import OUTER_CHANNELS, border_mask, prepare_probe
 from ptycho.spec import ModelSpec
 from ptycho.torch import ops, reassembly
+from ptycho.torch.device import resolve_device
 
 OUTPUT_KEYS = ("object", "amplitude", "intensity")
 
@@ -204,34 +205,42 @@ class PtychoPINN(nn.Module):
         return reassembly.reassemble_patches(obj, coords_relative, size)
 
     @property
+    def device(self) -> torch.device:
+        """Where the model's parameters and buffers are (``build_model``'s ``device``)."""
+        return self.probe.device
+
+    @property
     def intensity_scale(self) -> float:
         """Current exp(log_scale)."""
         return float(torch.exp(self.log_scale.detach()))
 
 
-def build_model(spec: ModelSpec, probe) -> PtychoPINN:
-    """A :class:`PtychoPINN` for ``spec`` and ``probe`` (N, N)."""
+def build_model(spec: ModelSpec, probe, device: str | None = None) -> PtychoPINN:
+    """A :class:`PtychoPINN` for ``spec`` and ``probe`` (N, N) on ``device``
+    (``ptycho.torch.device.resolve_device``; None: the CPU)."""
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"build_model: spec must be a ptycho.spec.ModelSpec; got {type(spec).__name__}")
-    return PtychoPINN(spec, probe)
+    return PtychoPINN(spec, probe).to(resolve_device(device))
 
 
 WEIGHTS_FILE = "model.pt"
 
 
 def save_weights(model: PtychoPINN, run_dir: str | os.PathLike) -> Path:
-    """Write the state dict (weights and log_scale) to ``run_dir/model.pt``; returns the path."""
+    """Write the state dict (weights and log_scale, as CPU tensors whatever the model's device, so
+    the file loads anywhere) to ``run_dir/model.pt``; returns the path."""
     path = Path(run_dir) / WEIGHTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    torch.save({name: value.cpu() for name, value in model.state_dict().items()}, path)
     return path
 
 
-def load_model(spec, probe, weights_path: str | os.PathLike) -> PtychoPINN:
-    """Rebuild the model from ``spec`` and ``probe`` and load weights saved by :func:`save_weights`."""
+def load_model(spec, probe, weights_path: str | os.PathLike, device: str | None = None) -> PtychoPINN:
+    """Rebuild the model from ``spec`` and ``probe`` on ``device`` and load weights saved by
+    :func:`save_weights`."""
     path = Path(weights_path)
     if not path.is_file():
         raise FileNotFoundError(f"load_model: no weights file at {path}")
-    model = build_model(spec, probe)
-    model.load_state_dict(torch.load(path, weights_only=True))
+    model = build_model(spec, probe, device)
+    model.load_state_dict(torch.load(path, map_location=model.device, weights_only=True))
     return model

@@ -48,7 +48,7 @@ def warp(images, translations, out_shape, origin):
 def _resample_axis(images, start, size, axis):
     """Sample ``images`` along ``axis`` (1 = rows, 2 = columns) at ``start_b + arange(size)``."""
     length = images.shape[axis]
-    coords = torch.arange(size, dtype=torch.float32)[None, :] + start[:, None]  # (b, size)
+    coords = torch.arange(size, dtype=torch.float32, device=start.device)[None, :] + start[:, None]  # (b, size)
     lower = torch.floor(coords)
     frac = coords - lower
     batch, _, _, channels = images.shape

@@ -2,7 +2,8 @@
 ``ptycho.training``.
 
 * Data: ``ptycho.batches.GroupedData``, the TF side's (input ``X = s * A_file`` as
-  (B, N, N, C), labels ``X**2``); :func:`batch_tensors` turns a batch into torch tensors.
+  (B, N, N, C), labels ``X**2``); :func:`batch_tensors` turns a batch into torch tensors on
+  the model's device (``model.device``, the CPU unless ``build_model`` was given another).
 * Loss (:class:`PinnLoss`), each term tracked per epoch under its TF name:
   ``poisson_nll`` = mean(I_g - I_obs * log(I_g)), I_g = I_pred + INTENSITY_EPSILON;
   ``diffraction_mae`` = mean |A_pred - sqrt(I_obs)| (no ground truth needed);
@@ -37,15 +38,16 @@ from ptycho.stitching import check_offsets_fit
 from ptycho.torch import optim
 from ptycho.torch.model import PtychoPINN
 
-def batch_tensors(data: GroupedData, index) -> tuple[dict, dict]:
-    """(inputs, targets) dicts of torch tensors for the groups of ``data`` at ``index``."""
+def batch_tensors(data: GroupedData, index, device: torch.device | None = None) -> tuple[dict, dict]:
+    """(inputs, targets) dicts of torch tensors on ``device`` (None: the CPU) for the groups of
+    ``data`` at ``index``."""
     diffraction = data.diffraction[index]
-    inputs = {"diffraction": torch.from_numpy(diffraction),
-              "coords_relative": torch.from_numpy(data.coords_relative[index])}
-    targets = {"intensity": torch.from_numpy(normalization.intensity_labels(diffraction))}
+    inputs = {"diffraction": diffraction, "coords_relative": data.coords_relative[index]}
+    targets = {"intensity": normalization.intensity_labels(diffraction)}
     if data.object is not None:
-        targets["object"] = torch.from_numpy(data.object[index])
-    return inputs, targets
+        targets["object"] = data.object[index]
+    return ({name: torch.from_numpy(value).to(device) for name, value in inputs.items()},
+            {name: torch.from_numpy(value).to(device) for name, value in targets.items()})
 
 
 def poisson_nll(observed, predicted):
@@ -109,7 +111,7 @@ def evaluate(model, loss, data: GroupedData, batch_size: int) -> dict[str, float
     n_batches = 0
     with torch.no_grad():
         for begin in range(0, data.n_groups, batch_size):
-            inputs, targets = batch_tensors(data, slice(begin, begin + batch_size))
+            inputs, targets = batch_tensors(data, slice(begin, begin + batch_size), model.device)
             terms = loss(targets, model(inputs["diffraction"], inputs["coords_relative"]))
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
@@ -163,7 +165,7 @@ def _train_epoch(model, optimizer, loss, data, order, batch_size, epoch, step_lo
     sums: dict[str, float] = {}
     n_batches = 0
     for begin in range(0, len(order), batch_size):
-        inputs, targets = batch_tensors(data, order[begin:begin + batch_size])
+        inputs, targets = batch_tensors(data, order[begin:begin + batch_size], model.device)
         terms = train_step(model, optimizer, loss, inputs, targets)
         step_loss.append(terms["loss"])
         for name, value in terms.items():

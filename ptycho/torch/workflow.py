@@ -7,6 +7,9 @@ duck-typed (``ptycho.torch.training``). Nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 import torch
 
@@ -19,8 +22,9 @@ from ptycho.torch.model import build_model, save_weights
 
 def _model_canvas(model, patches: np.ndarray, coords_relative: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        canvas = model.object_canvas(torch.from_numpy(patches), torch.from_numpy(coords_relative))
-    return canvas.numpy()[0, :, :, 0]
+        canvas = model.object_canvas(torch.from_numpy(patches).to(model.device),
+                                     torch.from_numpy(coords_relative).to(model.device))
+    return canvas.cpu().numpy()[0, :, :, 0]
 
 
 BACKEND = phase_job.JobBackend(
@@ -30,6 +34,12 @@ BACKEND = phase_job.JobBackend(
 )
 
 
-def run_phase_job(train_data: PtychoData, test_data: PtychoData, **options) -> JobResult:
-    """``phase_job.run_job`` on PyTorch; the options of ``ptycho.workflow.run_phase_job``."""
-    return phase_job.run_job(BACKEND, train_data, test_data, **options)
+def run_phase_job(train_data: PtychoData, test_data: PtychoData, device: str | None = None,
+                  **options) -> JobResult:
+    """``phase_job.run_job`` on PyTorch; the options of ``ptycho.workflow.run_phase_job``, and
+    ``device`` (``ptycho.torch.device``: 'cpu' when None, 'cuda', 'cuda:<index>', 'auto') where
+    the model trains and predicts. Stitching and the bundle run on the CPU either way."""
+    backend = BACKEND
+    if device is not None:
+        backend = dataclasses.replace(BACKEND, build_model=functools.partial(build_model, device=device))
+    return phase_job.run_job(backend, train_data, test_data, **options)

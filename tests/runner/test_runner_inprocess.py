@@ -88,6 +88,7 @@ def test_a_pytorch_run_in_process_fills_its_own_slot(phase_run):
     assert (slot / "cli" / "train_torch_phase_c1_scaled.log").read_text().strip()
     assert (slot / "green" / "pytest_torch_translation_guard.log").is_file()
     assert (slot / "run_scaled" / "model.pt").is_file()
+    assert "device=cpu" in dict(line.split(": ", 1) for line in section.splitlines()[1:])["Compute"]
     assert not (root / SLOT).exists()  # the TF slot is untouched
 
 
@@ -202,6 +203,22 @@ def test_a_config_error_names_the_key_and_writes_nothing(phase_run, tmp_path):
     status, output, root = phase_run("backend.workflow=no_such_backend.workflow")
     assert status == 1 and "backend.workflow: module 'no_such_backend.workflow'" in output[1]
     assert not root.exists()
+    status, output, root = phase_run("backend.device=cuda")
+    assert status == 1 and "backend.device: must be cpu for backend=tensorflow" in output[1]
+    status, output, root = phase_run("backend=pytorch", "backend.device=gpu")
+    assert status == 1 and "backend.device: must be one of cpu, cuda, cuda:<index>, auto; got 'gpu'" in output[1]
+    assert not root.exists()
+
+
+def test_a_named_gpu_that_is_missing_blocks_the_pytorch_run_and_says_so(phase_run, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status, output, root = phase_run("backend=pytorch", "backend.device=cuda")
+    assert status == 1, output
+    blockers = list((root / "torch_baseline" / "phase_c1_scaled" / "red").glob("blocked_*.md"))
+    assert len(blockers) == 1 and "device 'cuda': this torch build" in blockers[0].read_text()
+    assert not (root / "torch_baseline" / "phase_c1_scaled" / "run_scaled" / "model.pt").exists()
 
 
 def test_phase_sync_from_the_runner_records_both_stitchings(phase_run):
