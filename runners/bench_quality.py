@@ -30,7 +30,8 @@ The lines object's true phase is 0 everywhere: its phase metrics are reported bu
 say "amplitude only", and the floor's phase MAE is exactly 0 there, so no phase ratio exists.
 
 Writes into ``--out`` (default ``bench_quality_out/``): ``quality.json`` (settings, every run
-of every seed, the references, the summaries), ``quality.md`` (one row per run, the floor and
+of every seed, the references, the summaries; rewritten after every run with ``complete``
+false until the study ends, so a study cut short keeps its finished runs), ``quality.md`` (one row per run, the floor and
 ceiling rows and a summary row per dataset and gridsize: median / worst over seeds and the
 ratio to the floor; its "iterative ref." cell: the PINN's median MAE over the iterative's and
 both times, inference + stitching against the reconstruction), ``quality.png`` (per dataset:
@@ -43,6 +44,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -328,6 +330,16 @@ def write_figure(out: Path, runs: list[dict], test_sets: dict, iterative_canvase
     return path
 
 
+def write_document(out: Path, document: dict, complete: bool) -> None:
+    """quality.json, atomically (a temporary file, then a rename), with ``complete`` false until
+    the last run: a study that is stopped (a time limit, Ctrl-C) keeps every finished run."""
+    path = out / "quality.json"
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps({**document, "complete": complete}, indent=2, default=str) + "\n",
+                         encoding="utf-8")
+    os.replace(temporary, path)
+
+
 def _print_run(run: dict) -> None:
     print(f"{run['dataset']:9s} gridsize={run['gridsize']} seed={run['seed']}: amp_mae={run['amp_mae']:.4f} "
           f"phase_mae={run['phase_mae']:.4f} amp/floor={_cell(run['amp_mae_to_floor'], 2)} "
@@ -362,11 +374,12 @@ def main(argv=None) -> int:
             runs = []
             for seed in range(args.seeds):
                 runs.append(run_one(run_phase_job, train, test, dataset, gridsize, seed, args, references["floor"]))
+                document["runs"].append(runs[-1])
+                write_document(args.out, document, complete=False)  # a study cut short keeps its runs
                 _print_run(runs[-1])
-            document["runs"] += runs
             document["summaries"].append({"dataset": dataset, "gridsize": gridsize,
                                           **summarise(runs, references["floor"])})
-    (args.out / "quality.json").write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+    write_document(args.out, document, complete=True)
     write_table(args.out / "quality.md", document)
     figure = write_figure(args.out, document["runs"], test_sets, iterative_canvases)
     print(f"table: {args.out / 'quality.md'}  (data: quality.json, figure: {figure.name})")

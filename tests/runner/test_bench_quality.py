@@ -18,6 +18,7 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
 
     document = json.loads((out / "quality.json").read_text())
+    assert document["complete"] is True and document["settings"]["device"] == "cpu"
     (reference,) = document["references"]
     assert reference["ceiling"]["amp_mae"] < reference["floor"]["amp_mae"]
     iterative = reference["iterative"]  # cdtools (extra `iterative`, in the install line): numbers, not n/a
@@ -37,6 +38,28 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
     assert f"{run['amp_mae_synchronised']:.4f} / {run['phase_mae_synchronised']:.4f}" in pinn
     assert "PINN / iterative: amp_mae " in (out / "quality.md").read_text()
     assert "simulated gridsize=1 seed=0: amp_mae=" in capsys.readouterr().out
+
+
+def test_a_study_cut_short_keeps_its_finished_runs(tmp_path, monkeypatch):
+    """Stopped (Ctrl-C, a job's time limit) during its second run, the study has written its first."""
+    real_run_one, calls = bench_quality.run_one, []
+
+    def second_run_interrupted(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_one(*args)
+
+    monkeypatch.setattr(bench_quality, "run_one", second_run_interrupted)
+    out = tmp_path / "quality"
+    with pytest.raises(KeyboardInterrupt):
+        bench_quality.main(["--datasets", "simulated", "--gridsizes", "1", "--seeds", "2", "--epochs", "1",
+                            "--n-groups", "8", "--n-images", "64", "--threads", "1", "--iterative-epochs", "1",
+                            "--out", str(out)])
+    document = json.loads((out / "quality.json").read_text())
+    assert document["complete"] is False and [run["seed"] for run in document["runs"]] == [0]
+    assert document["runs"][0]["amp_mae"] > 0 and not (out / "quality.md").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["quality.json", "runs"]  # no temporary file left
 
 
 def test_rejects_more_groups_than_training_positions(capsys):
