@@ -46,6 +46,7 @@ import functools
 import json
 import os
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -350,7 +351,11 @@ def _print_run(run: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     threads = determinism.resolve_threads(args.threads)
-    run_phase_job, stitch_patches, compute = load_backend(args.backend, threads, args.device)
+    try:
+        run_phase_job, stitch_patches, compute = load_backend(args.backend, threads, args.device)
+    except ValueError as exc:  # a GPU that is named but missing: say so before any work
+        print(f"bench_quality: {exc}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {key: getattr(args, key) for key in
                 ("datasets", "gridsizes", "seeds", "epochs", "n_groups", "batch_size", "n_images", "backend",

@@ -112,3 +112,10 @@ def test_the_quality_study_trains_on_the_loss_asked_for():
     assert bench_quality.parse_args([]).loss == "poisson_nll" and bench_quality.parse_args([]).device == "cpu"
     spec = ModelSpec(gridsize=1, **bench_quality.LOSSES[bench_quality.parse_args(["--loss", "diffraction_mae"]).loss])
     assert (spec.nll_weight, spec.diffraction_mae_weight) == (0.0, 1.0)
+
+
+def test_the_quality_study_stops_before_any_work_when_the_gpu_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench_quality.main(["--device", "cuda", "--out", str(tmp_path / "out")]) == 2
+    assert "bench_quality: device 'cuda': this torch build" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
