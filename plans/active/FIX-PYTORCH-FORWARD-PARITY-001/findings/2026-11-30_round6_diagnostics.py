@@ -4,6 +4,7 @@ as runners.bench_quality or the round-6 probe write them). Not a project tool.
     PYTHONPATH=. python <this file> split <run> [mixed|lines]   # quality on the train positions vs the test positions
     PYTHONPATH=. python <this file> scales <run>                # test phase error below / above a Gaussian scale
     PYTHONPATH=. python <this file> patches <run> [mixed|lines] # per-patch errors, centre vs illuminated ring
+    PYTHONPATH=. python <this file> dpc [mixed|lines]           # the phase from the patterns' centres of mass (no network)
 
 Every comparison is against the constant patch a0 (the floor) treated the same way.
 """
@@ -90,5 +91,43 @@ def patches(run, kind="mixed"):
         print(" | ".join(parts))
 
 
+def dpc(kind="mixed"):
+    """Centre of mass of each pattern (less the probe's own) as the probe-weighted phase gradient,
+    2 pi shift / N rad per px, integrated by least squares over each position's 6 nearest
+    neighbours; compared, up to a constant, with the true probe-weighted phase at each position."""
+    from scipy import sparse
+    from scipy.sparse.linalg import lsqr
+    from scipy.spatial import cKDTree
+    from ptycho.simulate import extract_patches
+
+    for name, data in zip(("train", "test"), simulate_dataset(SimulationSpec(object_kind=kind, seed=0))):
+        intensity = np.asarray(data.diffraction, np.float64) ** 2
+        n, N, _ = intensity.shape
+        k = np.arange(N) - N // 2
+        total = intensity.sum(axis=(1, 2))
+        probe_far = np.abs(np.fft.fftshift(np.fft.fft2(data.probe))) ** 2
+        gx = 2 * np.pi / N * ((intensity * k).sum(axis=(1, 2)) / total - (probe_far * k).sum() / probe_far.sum())
+        gy = 2 * np.pi / N * ((intensity * k[:, None]).sum(axis=(1, 2)) / total
+                              - (probe_far * k[:, None]).sum() / probe_far.sum())
+        x, y = np.asarray(data.xcoords, float), np.asarray(data.ycoords, float)
+        weight = np.abs(data.probe) ** 2
+        true_phase = np.angle((extract_patches(data.object_guess, x, y, N) * weight).sum(axis=(1, 2)))
+        _, neighbours = cKDTree(np.c_[x, y]).query(np.c_[x, y], 7)
+        pairs = sorted({(min(i, j), max(i, j)) for i in range(n) for j in neighbours[i, 1:]})
+        rows = np.repeat(np.arange(len(pairs)), 2)
+        cols = np.array(pairs).ravel()
+        A = sparse.csr_matrix((np.tile([-1.0, 1.0], len(pairs)), (rows, cols)), shape=(len(pairs), n))
+        i, j = np.array(pairs).T
+        rhs = 0.5 * (gx[i] + gx[j]) * (x[j] - x[i]) + 0.5 * (gy[i] + gy[j]) * (y[j] - y[i])
+        phase = lsqr(A, rhs)[0]
+        offset = np.angle(np.mean(np.exp(1j * (true_phase - phase))))
+        error = np.abs(np.angle(np.exp(1j * (phase + offset - true_phase)))).mean()
+        spread = np.abs(np.angle(np.exp(1j * (true_phase - np.angle(np.mean(np.exp(1j * true_phase))))))).mean()
+        slope, intercept = np.polyfit(phase, true_phase, 1)
+        print(f"{name}: true phase spread {spread:.3f} rad; centre-of-mass phase error {error:.3f}, "
+              f"correlation {np.corrcoef(phase, true_phase)[0, 1]:.3f}; at its best scale {slope:.3f}: "
+              f"{np.abs(slope * phase + intercept - true_phase).mean():.3f}")
+
+
 if __name__ == "__main__":
-    {"split": split, "scales": scales, "patches": patches}[sys.argv[1]](*sys.argv[2:])
+    {"split": split, "scales": scales, "patches": patches, "dpc": dpc}[sys.argv[1]](*sys.argv[2:])
