@@ -22,38 +22,65 @@ if a.leaky:
     F.relu = lambda x, inplace=False, _s=a.leaky: F.leaky_relu(x, _s)
 from ptycho.torch.workflow import run_phase_job
 
-if a.offsets:
-    import torch, math
-    from torch import nn
-    from ptycho.torch import model as tm, ops as tops
-    orig_init2 = tm.PtychoPINN.__init__
-    def init2(self, spec, probe):
-        orig_init2(self, spec, probe)
-        C = self.channels
-        old = self.encoder.block0.conv0
-        new = nn.Conv2d(3 * C, old.out_channels, 3, padding=1)
-        g = torch.Generator().manual_seed(1000 + spec.seed)
-        with torch.no_grad():
-            new.weight.zero_(); new.bias.copy_(old.bias)
-            new.weight[:, :C] = old.weight
-            new.weight[:, C:] = torch.randn(new.weight[:, C:].shape, generator=g) * math.sqrt(2 / (9 * 3 * C))
-        self.encoder.block0.conv0 = new
-    def fwd(self, diffraction, coords_relative):
+import math
+import torch
+from torch import nn
+from ptycho.torch import model as tm, ops as tops
+
+
+def widen_encoder_input(model, extra_per_pattern, seed):
+    """Give the first convolution ``extra_per_pattern`` more input channels per pattern: its kernels
+    for the diffraction as they were, He-normal ones for the new channels."""
+    C = model.channels
+    old = model.encoder.block0.conv0
+    wide = nn.Conv2d((1 + extra_per_pattern) * C, old.out_channels, 3, padding=1)
+    generator = torch.Generator().manual_seed(1000 + seed)
+    with torch.no_grad():
+        wide.weight.zero_()
+        wide.bias.copy_(old.bias)
+        wide.weight[:, :C] = old.weight
+        wide.weight[:, C:] = torch.randn(wide.weight[:, C:].shape, generator=generator) * math.sqrt(
+            2 / (9 * wide.in_channels))
+    model.encoder.block0.conv0 = wide
+
+
+def decode(model, encoder_input):
+    """(B, N, N, C') encoder input -> (B, N, N, C) complex object patches."""
+    features = model.encoder(encoder_input.permute(0, 3, 1, 2))
+    amplitude = model.amplitude_decoder(features).permute(0, 2, 3, 1)
+    phase = model.phase_decoder(features).permute(0, 2, 3, 1)
+    return torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
+
+
+original_init = tm.PtychoPINN.__init__
+if a.offsets:  # the group's relative offsets (px / a.offsets) as two constant planes per pattern
+    def init_with_offsets(self, spec, probe):
+        original_init(self, spec, probe)
+        widen_encoder_input(self, 2, spec.seed)
+
+    def forward_with_offsets(self, diffraction, coords_relative):
         scale = torch.exp(self.log_scale)
         x = diffraction / (scale * self.spec.encoder_input_rms)
         B, N, _, C = x.shape
-        off = coords_relative[:, 0] / a.offsets  # (B, 2, C)
-        planes = off[:, :, None, None, :].expand(B, 2, N, N, C)  # (B,2,N,N,C)
-        xa = torch.cat([x, planes[:, 0], planes[:, 1]], dim=-1)
-        features = self.encoder(xa.permute(0, 3, 1, 2))
-        amplitude = self.amplitude_decoder(features).permute(0, 2, 3, 1)
-        phase = self.phase_decoder(features).permute(0, 2, 3, 1)
-        obj = torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
-        illuminated = self.illuminated_patches(obj, coords_relative) * self.probe
-        predicted = tops.pad_and_diffract(illuminated) * scale
+        planes = (coords_relative[:, 0] / a.offsets)[:, :, None, None, :].expand(B, 2, N, N, C)
+        obj = decode(self, torch.cat([x, planes[:, 0], planes[:, 1]], dim=-1))
+        predicted = tops.pad_and_diffract(self.illuminated_patches(obj, coords_relative) * self.probe) * scale
         return {"object": obj, "amplitude": predicted, "intensity": torch.square(predicted)}
-    tm.PtychoPINN.__init__ = init2
-    tm.PtychoPINN.forward = fwd
+
+    tm.PtychoPINN.__init__, tm.PtychoPINN.forward = init_with_offsets, forward_with_offsets
+
+if a.coord:  # the pattern's first moments: A * kx and A * ky (k in [-1, 1]) times a.coord
+    def init_with_moments(self, spec, probe):
+        original_init(self, spec, probe)
+        widen_encoder_input(self, 2, spec.seed)
+        k = (torch.arange(spec.N, dtype=torch.float32) - spec.N // 2) / (spec.N / 2)
+        self.register_buffer("kx", k[None, None, :, None].expand(1, spec.N, spec.N, 1).clone(), persistent=False)
+        self.register_buffer("ky", k[None, :, None, None].expand(1, spec.N, spec.N, 1).clone(), persistent=False)
+
+    def patches_with_moments(self, x):
+        return decode(self, torch.cat([x, x * self.kx * a.coord, x * self.ky * a.coord], dim=-1))
+
+    tm.PtychoPINN.__init__, tm.PtychoPINN.object_patches = init_with_moments, patches_with_moments
 
 callbacks = []
 if a.warm:
@@ -69,34 +96,6 @@ if a.warm:
                 _opt["o"].learning_rate = a.warm
     callbacks.append(Warm())
 
-if a.coord:
-    import torch, math
-    from torch import nn
-    from ptycho.torch import model as tm
-    orig_init = tm.PtychoPINN.__init__
-    def init(self, spec, probe):
-        orig_init(self, spec, probe)
-        C = self.channels
-        old = self.encoder.block0.conv0
-        new = nn.Conv2d(3 * C, old.out_channels, 3, padding=1)
-        g = torch.Generator().manual_seed(1000 + spec.seed)
-        with torch.no_grad():
-            new.weight.zero_(); new.bias.copy_(old.bias)
-            new.weight[:, :C] = old.weight
-            new.weight[:, C:] = torch.randn(new.weight[:, C:].shape, generator=g) * math.sqrt(2 / (9 * 3 * C))
-        self.encoder.block0.conv0 = new
-        N = spec.N
-        k = (torch.arange(N, dtype=torch.float32) - N // 2) / (N / 2)
-        self.register_buffer("kx", k[None, None, :, None].expand(1, N, N, 1).clone(), persistent=False)
-        self.register_buffer("ky", k[None, :, None, None].expand(1, N, N, 1).clone(), persistent=False)
-    def op(self, x):
-        xa = torch.cat([x, x * self.kx * a.coord, x * self.ky * a.coord], dim=-1)
-        features = self.encoder(xa.permute(0, 3, 1, 2))
-        amplitude = self.amplitude_decoder(features).permute(0, 2, 3, 1)
-        phase = self.phase_decoder(features).permute(0, 2, 3, 1)
-        return torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
-    tm.PtychoPINN.__init__ = init
-    tm.PtychoPINN.object_patches = op
 train, test = simulate_dataset(SimulationSpec(object_kind=a.kind, seed=0, n_images=a.n_images))
 out = Path(f"/tmp/exp2/runs/{a.tag}_{a.kind}_gs{a.gs}_s{a.seed}")
 t = time.time()
