@@ -31,10 +31,11 @@ say "amplitude only", and the floor's phase MAE is exactly 0 there, so no phase 
 
 Writes into ``--out`` (default ``bench_quality_out/``): ``quality.json`` (settings, every run
 of every seed, the references, the summaries; rewritten after every run with ``complete``
-false until the study ends, so a study cut short keeps its finished runs), ``quality.md`` (one row per run, the floor and
-ceiling rows and a summary row per dataset and gridsize: median / worst over seeds and the
-ratio to the floor; its "iterative ref." cell: the PINN's median MAE over the iterative's and
-both times, inference + stitching against the reconstruction), ``quality.png`` (per dataset:
+false until the study ends, so a study cut short keeps its finished runs), ``quality.md``
+(one row per run, the floor and ceiling rows and a summary row per dataset and gridsize:
+median / worst over seeds and the ratio to the floor; its "iterative ref." cell: the PINN's
+median MAE over the iterative's and both times, inference + stitching against the
+reconstruction), ``quality.png`` (per dataset:
 truth | PINN | error of the median seed's stitched reconstruction at gridsize 2, or the largest
 gridsize run, after the metrics' global fit, then truth | iterative | error;
 ``quality_<dataset>[_iterative].png`` are its parts) and ``runs/`` (each run's run_dir and bundle).
@@ -252,7 +253,8 @@ def write_table(path: Path, document: dict) -> None:
     settings = document["settings"]
     lines = [
         "# Reconstruction quality: PINN against the constant-object floor and the true-patch ceiling", "",
-        f"Backend {settings['backend']}, epochs {settings['epochs']}, {settings['n_groups']} groups, batch "
+        f"Backend {settings['backend']} on {settings['compute'].get('device', 'cpu')}, loss {settings['loss']}, "
+        f"epochs {settings['epochs']}, {settings['n_groups']} groups, batch "
         f"{settings['batch_size']}, {settings['n_images']} simulated positions (a quarter test), threads "
         f"{settings['compute']['threads']}. Metrics on the stitched test reconstruction after the global "
         "amplitude scale and phase offset fit (ptycho.quality). Summary cells: median / worst over seeds. "

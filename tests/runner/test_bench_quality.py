@@ -37,6 +37,7 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
     pinn = next(line for line in (out / "quality.md").read_text().splitlines() if "| PINN |" in line)
     assert f"{run['amp_mae_synchronised']:.4f} / {run['phase_mae_synchronised']:.4f}" in pinn
     assert "PINN / iterative: amp_mae " in (out / "quality.md").read_text()
+    assert "Backend pytorch on cpu, loss poisson_nll, epochs 1," in (out / "quality.md").read_text()
     assert "simulated gridsize=1 seed=0: amp_mae=" in capsys.readouterr().out
 
 
