@@ -65,9 +65,10 @@ def configure_torch(threads: int, device: str | None = None) -> dict[str, str]:
     'omp_wait_policy', 'device'} as in force afterwards.
     """
     import sys
+
     if "torch" not in sys.modules:  # OpenMP reads it once, when torch loads it
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when CUDA starts; unused on CPU
+
     import torch
     from ptycho.torch.device import resolve_device
 
@@ -79,7 +80,8 @@ def configure_torch(threads: int, device: str | None = None) -> dict[str, str]:
         pass
     on_gpu = resolved.type == "cuda"
     torch.use_deterministic_algorithms(True, warn_only=on_gpu)
-    if on_gpu:
+    if on_gpu:  # cuBLAS reads it when its first handle is made, after this and before any work
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
     return {"threads": str(torch.get_num_threads()), "inter_op_threads": str(torch.get_num_interop_threads()),
             "op_determinism": "warn_only" if on_gpu else "on",
