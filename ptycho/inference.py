@@ -6,6 +6,7 @@ the PyTorch port; this module adds what needs the Keras model or TensorFlow.
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 
 from ptycho import stitching, tf_reassembly
 from ptycho.grouping import Groups
@@ -22,6 +23,21 @@ def predict_patches(model, inputs: dict[str, np.ndarray], batch_size: int = INFE
         raise ValueError(f"predict_patches: batch_size must be >= 1; got {batch_size}")
     outputs = model.predict({"diffraction": inputs["diffraction"]}, batch_size=batch_size, verbose=0)
     return np.asarray(outputs["object"], np.complex64)
+
+
+def diffracted_patches(model, patches: np.ndarray, coords_relative: np.ndarray,
+                       batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+    """The object patches the forward model diffracts, (B, N, N, C) complex64: with object_big at
+    gridsize > 1 each group's patches overlap-averaged onto its canvas and cut out again at their
+    offsets (``PtychoPINN.illuminated_patches``); otherwise ``patches`` themselves."""
+    if batch_size < 1:
+        raise ValueError(f"diffracted_patches: batch_size must be >= 1; got {batch_size}")
+    if not model.spec.reassembles:
+        return patches
+    chunks = [model.illuminated_patches(tf.constant(patches[begin:begin + batch_size]),
+                                        tf.constant(coords_relative[begin:begin + batch_size])).numpy()
+              for begin in range(0, len(patches), batch_size)]
+    return np.concatenate(chunks).astype(np.complex64)
 
 
 def stitch_patches(patches: np.ndarray, groups: Groups, crop: int | None = None,

@@ -9,7 +9,11 @@ steps and write the same files. Steps:
 2. training: the backend's ``train``; weights, ``history.json`` and the resolved
    ``model_spec.json`` go to ``run_dir``. Callbacks with an ``on_fit_data(info)`` method
    get the fit's size and Poisson NLL floors first (:func:`_notify_fit_data`).
-3. inference: object patches of every test group.
+3. inference: object patches of every test group. With ``stitch_from='canvas'`` (the default)
+   they are the patches the forward model diffracts: with object_big at gridsize > 1 each group's
+   patches overlap-averaged onto its canvas and cut out again at their offsets, the object the
+   loss constrained (the decoder's own patches are constrained only through that average);
+   ``'patches'``: the decoder's output as it is. The two are the same at gridsize 1.
 4. stitching (when ``do_stitching``): the global reconstruction and, with ground truth,
    its quality (``stitching.stitched_quality``, beside the constant-object floor's:
    :func:`floor_comparison`; with ``phase_sync``, the patches' own phase offsets are removed
@@ -58,6 +62,7 @@ HISTORY_FILE = "history.json"
 MODEL_SPEC_FILE = "model_spec.json"
 RECONSTRUCTION_FILE = "reconstruction.npz"
 NON_LOSS_CURVES = ("intensity_scale", "learning_rate", "epoch_time_s")
+STITCH_SOURCES = ("canvas", "patches")  # run_job's stitch_from (module docstring, step 3)
 STEP_LOSS = "step_loss"
 TIMING_KEYS = ("data_prep", "first_epoch", "training", "inference", "stitching", "bundle")
 
@@ -68,8 +73,9 @@ class JobBackend:
 
     build_model(spec, probe) -> model; train(model, GroupedData, TrainSpec, callbacks) ->
     history; save_weights(model, run_dir) -> path; predict_patches(model, inputs, batch_size)
-    -> (B, N, N, C) complex64; stitch_patches(patches, groups) -> stitching.Stitched;
-    model_canvas(model, patches (1, N, N, C), coords_relative (1, 1, 2, C)) -> (M, M) complex;
+    -> (B, N, N, C) complex64; diffracted_patches(model, patches, coords_relative, batch_size) ->
+    the patches the forward model diffracts, (B, N, N, C) complex64 (the patches themselves unless
+    the model reassembles); stitch_patches(patches, groups) -> stitching.Stitched; model_canvas(model, patches (1, N, N, C), coords_relative (1, 1, 2, C)) -> (M, M) complex;
     release(model): frees what training held before stitching (optional).
     """
 
@@ -77,6 +83,7 @@ class JobBackend:
     train: Callable[..., dict]
     save_weights: Callable[[Any, Path], Path]
     predict_patches: Callable[[Any, dict, int], np.ndarray]
+    diffracted_patches: Callable[[Any, np.ndarray, np.ndarray, int], np.ndarray]
     stitch_patches: Callable[[np.ndarray, Any], stitching.Stitched]
     model_canvas: Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
     release: Callable[[Any], None] = lambda model: None
@@ -85,8 +92,11 @@ class JobBackend:
 def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, *,
             grouping: GroupingSpec, model_spec: ModelSpec, train_spec: TrainSpec,
             run_dir: str | os.PathLike, bundle_dir: str | os.PathLike, do_stitching: bool = True,
-            phase_sync: bool = False, callbacks: Sequence = (), nphotons: float | None = None) -> JobResult:
+            phase_sync: bool = False, stitch_from: str = "canvas", callbacks: Sequence = (),
+            nphotons: float | None = None) -> JobResult:
     """Run one phase job on ``backend`` (module docstring); raises before writing a bundle on any failure."""
+    if stitch_from not in STITCH_SOURCES:
+        raise ValueError(f"run_job: stitch_from must be one of {', '.join(STITCH_SOURCES)}; got {stitch_from!r}")
     timings = {}
     clock = time.perf_counter()
     run_dir = Path(run_dir)
@@ -105,6 +115,8 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
 
     # The training batch size: the kernels built for training are reused (fast, small memory).
     patches = backend.predict_patches(model, test_grouped.inputs(), train_spec.batch_size)
+    if stitch_from == "canvas":
+        patches = backend.diffracted_patches(model, patches, test_grouped.coords_relative, train_spec.batch_size)
     backend.release(model)  # memory for stitching and the bundle
     timings["inference"], clock = _lap(clock)
 

@@ -21,13 +21,15 @@ def _model_canvas(model, patches: np.ndarray, coords_relative: np.ndarray) -> np
 
 BACKEND = phase_job.JobBackend(
     build_model=build_model, train=train, save_weights=save_weights,
-    predict_patches=inference.predict_patches, stitch_patches=inference.stitch_patches,
+    predict_patches=inference.predict_patches, diffracted_patches=inference.diffracted_patches,
+    stitch_patches=inference.stitch_patches,
     model_canvas=_model_canvas, release=lambda model: model.release_traced_functions(),
 )
 
 
 def run_phase_job(train_data: PtychoData, test_data: PtychoData, **options) -> JobResult:
     """``phase_job.run_job`` on TensorFlow. Options: grouping (GroupingSpec), model_spec
-    (ModelSpec), train_spec (TrainSpec), run_dir, bundle_dir, do_stitching=True, phase_sync=False, callbacks=()
+    (ModelSpec), train_spec (TrainSpec), run_dir, bundle_dir, do_stitching=True, phase_sync=False, stitch_from='canvas'
+    ('canvas' or 'patches', ``ptycho.phase_job``), callbacks=()
     (Keras callbacks), nphotons=None. Raises before writing a bundle on any failure."""
     return phase_job.run_job(BACKEND, train_data, test_data, **options)

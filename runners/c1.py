@@ -115,7 +115,7 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
             "n_groups": settings.n_groups, "batch_size": settings.batch_size, "gridsize": settings.gridsize,
             "neighbor_count": settings.neighbor_count, "max_epochs": settings.max_epochs,
             "stitching": str(settings.do_stitching).lower(), "phase_sync": str(settings.phase_sync).lower(),
-            "seed": settings.seed,
+            "stitch_from": settings.stitch_from, "seed": settings.seed,
         },
         paths={key: display_path(path, job.launch_dir) for key, path in shown.items()},
         xla={"mode": spec.xla.mode.value, "isolated": "yes" if job.parent is not None else "no"},
@@ -468,6 +468,7 @@ class C1Run:
             "bundle_dir": self.slot.bundle_dir,
             "do_stitching": settings.do_stitching,
             "phase_sync": settings.phase_sync,
+            "stitch_from": settings.stitch_from,
             "callbacks": make_callbacks(
                 base, wait_for_guard=self._wait_for_guard, log_epoch=self._log_epoch, mark=self._mark_training,
                 say=log.info, progress=self.terminal,

@@ -16,6 +16,7 @@ from typing import ClassVar, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ptycho.phase_job import STITCH_SOURCES
 from ptycho.torch.device import DEVICE_NAMES, check_device_name
 
 INITIATIVE_ID = "FIX-PYTORCH-FORWARD-PARITY-001"
@@ -204,6 +205,7 @@ class C1Config:
     max_epochs: int = MISSING
     do_stitching: bool = True
     phase_sync: bool = False  # remove each stitched patch's own phase offset (ptycho.stitching.synchronise_phases)
+    stitch_from: str = "canvas"  # canvas: the patches the forward model diffracts; patches: the decoder's (ptycho.phase_job)
     quiet: bool = True
     seed: int = 0
     validation_split: float = 0.05
@@ -213,6 +215,8 @@ class C1Config:
     def __post_init__(self) -> None:
         _require(self.variant.isidentifier(), "c1.variant", "an identifier (used in the slot name)", self.variant)
         _require(self.gridsize >= 1, "c1.gridsize (shorthand: gridsize)", ">= 1", self.gridsize)
+        _require(self.stitch_from in STITCH_SOURCES, "c1.stitch_from", f"one of {', '.join(STITCH_SOURCES)}",
+                 self.stitch_from)
         channels = self.gridsize**2
         _require(
             self.neighbor_count >= channels, "c1.neighbor_count",

@@ -28,6 +28,24 @@ def predict_patches(model: PtychoPINN, inputs: dict, batch_size: int = 32) -> np
     return np.concatenate(chunks).astype(np.complex64)
 
 
+def diffracted_patches(model: PtychoPINN, patches: np.ndarray, coords_relative: np.ndarray,
+                       batch_size: int = 32) -> np.ndarray:
+    """The object patches the forward model diffracts, (B, N, N, C) complex64: with object_big at
+    gridsize > 1 each group's patches overlap-averaged onto its canvas and cut out again at their
+    offsets (``PtychoPINN.illuminated_patches``); otherwise ``patches`` themselves."""
+    if batch_size < 1:
+        raise ValueError(f"diffracted_patches: batch_size must be >= 1; got {batch_size}")
+    if not model.reassembles:
+        return patches
+    chunks = []
+    with torch.no_grad():
+        for begin in range(0, len(patches), batch_size):
+            window = slice(begin, begin + batch_size)
+            chunks.append(model.illuminated_patches(torch.from_numpy(patches[window]).to(model.device),
+                                                    torch.from_numpy(coords_relative[window]).to(model.device)).cpu().numpy())
+    return np.concatenate(chunks).astype(np.complex64)
+
+
 def stitch_patches(patches: np.ndarray, groups, crop: int | None = None,
                    synchronise: bool = False) -> stitching.Stitched:
     """``stitching.stitch_patches`` of patches (B, N, N, C) complex, summed in torch."""

@@ -29,7 +29,8 @@ def _model_canvas(model, patches: np.ndarray, coords_relative: np.ndarray) -> np
 
 BACKEND = phase_job.JobBackend(
     build_model=build_model, train=training.train, save_weights=save_weights,
-    predict_patches=inference.predict_patches, stitch_patches=inference.stitch_patches,
+    predict_patches=inference.predict_patches, diffracted_patches=inference.diffracted_patches,
+    stitch_patches=inference.stitch_patches,
     model_canvas=_model_canvas,
 )
 

@@ -232,7 +232,7 @@ def test_phase_sync_from_the_runner_records_both_stitchings(phase_run):
     saved = np.load(slot / "run_scaled" / "reconstruction.npz")
     assert saved["phase_corrections"].shape == (len(saved["offsets_xy"]),)
     section = hub.read_section((root / "analysis" / "artifact_inventory.txt").read_text(), SLOT)
-    assert "phase_sync=true" in section
+    assert "phase_sync=true" in section and "stitch_from=canvas" in section
 
 
 def test_the_diffraction_mae_loss_alone_trains_from_the_runner(phase_run):

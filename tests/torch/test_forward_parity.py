@@ -143,3 +143,23 @@ def test_both_backends_start_from_the_same_initial_weights(pair, probe):
         np.testing.assert_array_equal(conv.bias.detach().numpy(), keras_layers[name]["bias"].numpy())
     assert own_torch.log_scale.item() == float(own_keras.log_scale.numpy())
     assert sum(p.numel() for p in own_torch.parameters()) == own_keras.count_params()
+
+
+def test_diffracted_patches_agree_and_batching_changes_nothing(pair):
+    """The inference helpers behind stitch_from='canvas': the same patches on both backends, in
+    batches of 3 as in one call; at gridsize 1 the patches themselves."""
+    from ptycho import inference as tf_inference
+    from ptycho.torch import inference as pt_inference
+
+    obj = np.asarray(pair.keras(pair.inputs)["object"])
+    coords = pair.inputs["coords_relative"]
+    tf_patches = tf_inference.diffracted_patches(pair.keras, obj, coords, batch_size=3)
+    pt_patches = pt_inference.diffracted_patches(pair.torch, obj, coords, batch_size=3)
+    assert tf_patches.dtype == pt_patches.dtype == np.complex64 and tf_patches.shape == obj.shape
+    assert max_relative_error(tf_patches, pt_patches) <= PHYSICS_RTOL
+    np.testing.assert_allclose(tf_patches, np.asarray(pair.keras.illuminated_patches(obj, coords)), rtol=0, atol=1e-6)
+    if pair.spec.gridsize == 1:
+        assert pt_patches is obj and tf_patches is obj
+    for helper, model in ((tf_inference.diffracted_patches, pair.keras), (pt_inference.diffracted_patches, pair.torch)):
+        with pytest.raises(ValueError, match="diffracted_patches: batch_size must be >= 1; got 0"):
+            helper(model, obj, coords, batch_size=0)

@@ -108,3 +108,35 @@ print(result.stats_sha1, sorted({{'tensorflow', 'keras'}} & set(sys.modules)))
     assert done.returncode == 0, done.stderr[-3000:]
     sha1, imported = done.stdout.split(" ", 1)
     assert len(sha1) == 40 and imported.strip() == "[]"
+
+
+def test_the_stitched_canvas_is_the_object_the_forward_model_diffracted(small_dataset, tmp_path):
+    """stitch_from='canvas' (the default) stitches each group's patches overlap-averaged on its
+    canvas and cut out again (what the loss constrains at gridsize 2 with object_big);
+    'patches' the decoder's own. Both reconstructions are the stitch of those patches."""
+    from ptycho import stitching
+    from ptycho.batches import prepare_job_data
+    from ptycho.torch import inference
+    from ptycho.torch.model import load_model
+
+    train, test = small_dataset
+    job = dict(JOB, train_spec=TrainSpec(max_epochs=1, batch_size=4, validation_split=0.0))
+    canvases = {}
+    for source in ("canvas", "patches"):
+        result = pt_workflow.run_phase_job(train, test, run_dir=tmp_path / source / "run",
+                                           bundle_dir=tmp_path / source / "bundle", stitch_from=source, **job)
+        canvases[source] = np.load(tmp_path / source / "run" / "reconstruction.npz")["canvas"]
+    spec, _, test_grouped, test_groups = prepare_job_data(train, test, job["grouping"], job["model_spec"], 1e9)
+    model = load_model(result.model_spec, train.probe, result.weights_path)
+    raw = inference.predict_patches(model, test_grouped.inputs(), 4)
+    diffracted = inference.diffracted_patches(model, raw, test_grouped.coords_relative, 4)
+    assert np.abs(diffracted - raw).max() > 1e-3  # the group average is not the decoder's output
+    np.testing.assert_allclose(canvases["patches"], inference.stitch_patches(raw, test_groups).canvas, atol=1e-5)
+    np.testing.assert_allclose(canvases["canvas"], inference.stitch_patches(diffracted, test_groups).canvas, atol=1e-5)
+
+
+def test_unknown_stitch_source_is_refused_before_anything_is_written(small_dataset, tmp_path):
+    with pytest.raises(ValueError, match="stitch_from must be one of canvas, patches; got 'group'"):
+        pt_workflow.run_phase_job(*small_dataset, run_dir=tmp_path / "run", bundle_dir=tmp_path / "bundle",
+                                  stitch_from="group", **JOB)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "bundle").exists()
