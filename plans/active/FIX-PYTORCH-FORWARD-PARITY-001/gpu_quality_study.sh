@@ -9,9 +9,10 @@
 # one GPU, each under a time limit; each rewrites its quality.json after every run, so the runs
 # that finished come back under $OUT even when the limit cuts a study short ("complete": false).
 # Settings by environment: EPOCHS (200), SEEDS (5), LOSS (poisson_nll or diffraction_mae),
-# LIMIT (seconds per study, 480), DEVICE (cuda).
+# LIMIT (seconds per study, 480), DEVICE (cuda), N_IMAGES (2048: the network learns the amplitude
+# from how much of the object the training positions cover; findings round 7).
 set -u
-EPOCHS=${EPOCHS:-200} SEEDS=${SEEDS:-5} LOSS=${LOSS:-poisson_nll} LIMIT=${LIMIT:-480} DEVICE=${DEVICE:-cuda}
+EPOCHS=${EPOCHS:-200} SEEDS=${SEEDS:-5} LOSS=${LOSS:-poisson_nll} LIMIT=${LIMIT:-480} DEVICE=${DEVICE:-cuda} N_IMAGES=${N_IMAGES:-2048}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 OUT=${OUT:-/tmp/gpu_quality_out}
 mkdir -p "$OUT"
@@ -19,7 +20,7 @@ nvidia-smi -L || true
 for dataset in simulated lines; do
   for gridsize in 1 2; do
     timeout "$LIMIT" python3 -m runners.bench_quality --device "$DEVICE" --datasets "$dataset" \
-      --gridsizes "$gridsize" --seeds "$SEEDS" --epochs "$EPOCHS" --loss "$LOSS" --threads 4 \
+      --gridsizes "$gridsize" --seeds "$SEEDS" --epochs "$EPOCHS" --loss "$LOSS" --n-images "$N_IMAGES" --threads 4 \
       --out "/tmp/quality_${dataset}_gs${gridsize}" > "$OUT/log_${dataset}_gs${gridsize}.txt" 2>&1 &
   done
 done
