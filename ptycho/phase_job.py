@@ -75,7 +75,8 @@ class JobBackend:
     history; save_weights(model, run_dir) -> path; predict_patches(model, inputs, batch_size)
     -> (B, N, N, C) complex64; diffracted_patches(model, patches, coords_relative, batch_size) ->
     the patches the forward model diffracts, (B, N, N, C) complex64 (the patches themselves unless
-    the model reassembles); stitch_patches(patches, groups) -> stitching.Stitched; model_canvas(model, patches (1, N, N, C), coords_relative (1, 1, 2, C)) -> (M, M) complex;
+    the model reassembles); stitch_patches(patches, groups) -> stitching.Stitched;
+    model_canvas(model, patches (1, N, N, C), coords_relative (1, 1, 2, C)) -> (M, M) complex;
     release(model): frees what training held before stitching (optional).
     """
 
