@@ -6,7 +6,8 @@ chosen backend's ``run_phase_job`` (PyTorch by default; ``--backend tensorflow``
 TensorFlow instead, never both) and reads the stitched test reconstruction's quality
 (``ptycho.stitching.stitched_quality``: amplitude and phase MAE and SSIM, FRC50, after the
 global amplitude scale and phase offset fit of ``ptycho.quality``), stitched as the runner
-stitches by default (the patches the forward model diffracted: ``stitch_from='canvas'``); the table also gives the amplitude and phase MAE of the same patches
+stitches by default (the patches the forward model diffracted: ``--stitch-from canvas``;
+``patches``: the decoder's own); the table also gives the amplitude and phase MAE of the same patches
 stitched with and without the phase synchronisation (``stitching.synchronise_phases``).
 
 Defaults (30 epochs, 2048 simulated positions, 384 groups): the recipe of findings round 7, where
@@ -56,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from ptycho import architecture, bundle, determinism, plots, stitching
+from ptycho.phase_job import STITCH_SOURCES
 from ptycho.batches import group_data
 from ptycho.phase_job import RECONSTRUCTION_FILE
 from ptycho.simulate import SimulationSpec, simulate_dataset
@@ -105,6 +107,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--loss", choices=LOSSES, default="poisson_nll",
                         help="the unsupervised training loss: poisson_nll (default, the runner's) or "
                              "diffraction_mae (mean |A_pred - sqrt(I_obs)|)")
+    parser.add_argument("--stitch-from", choices=STITCH_SOURCES, default="canvas",
+                        help="canvas (default, the runner's): the patches the forward model diffracted; "
+                             "patches: the decoder's own (the earlier studies')")
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="compute threads (default: every CPU of this process's affinity mask)")
     parser.add_argument("--out", type=Path, default=Path("bench_quality_out"), help="default bench_quality_out/")
@@ -195,7 +200,7 @@ def run_one(run_phase_job, train, test, dataset: str, gridsize: int, seed: int, 
         model_spec=ModelSpec(gridsize=gridsize, seed=seed, **LOSSES[args.loss]),
         train_spec=TrainSpec(max_epochs=args.epochs, batch_size=args.batch_size, seed=seed,
                              validation_split=VALIDATION_SPLIT),
-        run_dir=run_root / "run", bundle_dir=run_root / "bundle",
+        run_dir=run_root / "run", bundle_dir=run_root / "bundle", stitch_from=args.stitch_from,
     )
     quality = {key: result.quality[key] for key in (*METRICS, *BOTH_WAYS)}
     return {
@@ -365,7 +370,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {key: getattr(args, key) for key in
                 ("datasets", "gridsizes", "seeds", "epochs", "n_groups", "batch_size", "n_images", "backend",
-                 "device", "loss", "iterative_epochs")}
+                 "device", "loss", "stitch_from", "iterative_epochs")}
     document = {"settings": {**settings, "compute": compute, "neighbor_count": NEIGHBOR_COUNT,
                              "validation_split": VALIDATION_SPLIT, "reference_groups_seed": 0},
                 "references": [], "runs": [], "summaries": []}

@@ -19,6 +19,7 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
 
     document = json.loads((out / "quality.json").read_text())
     assert document["complete"] is True and document["settings"]["device"] == "cpu"
+    assert document["settings"]["stitch_from"] == "canvas"
     (reference,) = document["references"]
     assert reference["ceiling"]["amp_mae"] < reference["floor"]["amp_mae"]
     iterative = reference["iterative"]  # cdtools (extra `iterative`, in the install line): numbers, not n/a
@@ -67,3 +68,10 @@ def test_rejects_more_groups_than_training_positions(capsys):
     with pytest.raises(SystemExit):
         bench_quality.parse_args(["--n-images", "64", "--n-groups", "100"])
     assert "--n-groups 100 exceeds the 48 training positions" in capsys.readouterr().err
+
+
+def test_rejects_an_unknown_stitch_source(capsys):
+    with pytest.raises(SystemExit):
+        bench_quality.parse_args(["--stitch-from", "group"])
+    assert "--stitch-from: invalid choice: 'group'" in capsys.readouterr().err
+    assert bench_quality.parse_args(["--stitch-from", "patches"]).stitch_from == "patches"
