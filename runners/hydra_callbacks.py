@@ -39,7 +39,8 @@ class SweepTracking(Callback):
              "phase": str(config.phase), "sweep": "parent"},
         )
         sweep.write_context(sweep_dir, sweep.SweepContext(
-            keys, n_jobs, run_id, uri, config.tracking.experiment, parent_ui=tracker.run_link()))
+            keys, n_jobs, run_id, uri, config.tracking.experiment, parent_ui=tracker.run_link(),
+            launcher=str(config.hydra.launcher.get("_target_", ""))))
         sweep.note_launch(sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

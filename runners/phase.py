@@ -123,6 +123,7 @@ def _report_end() -> bool:
     green = not blockers_seen()
     launched = sweep.launched()
     if launched is not None:
+        sweep.wait_for_slurm_members(launched, lambda text: print(text, flush=True))
         text, all_green = sweep.summary(launched)
         print(text, flush=True)
         green = green and all_green

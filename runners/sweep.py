@@ -33,6 +33,7 @@ class SweepContext:
     tracking_uri: str
     experiment: str
     parent_ui: str = ""
+    launcher: str = ""  # hydra.launcher._target_ (a SLURM sweep's members are awaited before its summary)
 
 
 _LAUNCHED: list[Path] = []  # sweep folders launched by this process (the summary's source)
@@ -120,6 +121,40 @@ def summary(sweep_dir: Path, lock_timeout_s: float = JOURNAL_LOCK_TIMEOUT_S) -> 
             status = entry.get("status", "BLOCKED")
             lines.append(f"  job {job}  {status}  {entry.get('slot') or '-'}  blocker: {entry.get('blocker') or '-'}")
     return "\n".join(lines), not missing and n_green == len(entries) and bool(entries)
+
+
+def missing_jobs(sweep_dir: Path) -> int:
+    """How many of the sweep's jobs have not reported (0 when the count is unknown)."""
+    context = read_context(sweep_dir)
+    if context is None or context.n_jobs is None:
+        return 0
+    with _journal_lock(sweep_dir):
+        reported = {entry["job"] for entry in _entries(sweep_dir / JOBS_FILE)}
+    return len(set(range(context.n_jobs)) - reported)
+
+
+def wait_for_slurm_members(sweep_dir: Path, say) -> None:
+    """On a SLURM sweep with members unreported, wait until every member left SLURM's queue.
+
+    Hydra's submitit launcher reads the members' results in order and gives up at the first member
+    that left none (cancelled with ``scancel``, killed at its time limit, lost with its node), while
+    later members still run; the summary would then call them "NO REPORT" although they go on to
+    finish. Members are submitit's job folders ``<sweep dir>/.submitit/<array>_<member>``. Ctrl-C
+    stops the wait (the summary follows)."""
+    context = read_context(sweep_dir)
+    if context is None or "slurm" not in context.launcher.lower() or not missing_jobs(sweep_dir):
+        return
+    from submitit.slurm.slurm import SlurmJob
+
+    filed = sweep_dir / ".submitit"
+    members = [folder.name for folder in sorted(filed.glob("*_*")) if folder.is_dir()]
+    say(f"a member left no result: waiting for the sweep's {len(members)} SLURM jobs to leave the queue "
+        "(Ctrl-C: stop waiting)")
+    try:
+        for member in members:
+            SlurmJob(filed / "%j", member).wait()
+    except KeyboardInterrupt:
+        say("stopped waiting: members still in the queue will report in the hub, not in this summary")
 
 
 def finish_parent(sweep_dir: Path, context: SweepContext, *, sweep_over: bool = False) -> None:

@@ -31,8 +31,11 @@ EXPERIMENT = "FIX-PYTORCH-FORWARD-PARITY-001"
 CANCELLED, KEPT = 0, 1
 SLOT = {member: f"tf_baseline/phase_c1_scaled__gridsize={member + 1}" for member in (CANCELLED, KEPT)}
 SWEEP = ["-m", "c1=scaled", "xla=off", "gridsize=1,2", "hydra/launcher=slurm"]
-CHEAP = ["dataset.simulation.n_images=96", "c1.model.n_filters_scale=1",
-         "tracking.timeout_s=60"]  # two jobs start MLflow while importing TensorFlow on 2 cores
+# 96 groups, 12 epochs (~13 s of training on one CPU, against 2 s for the scaled default's one epoch of 32
+# groups; early stopping cannot end it sooner): scancel must land while the member trains, not after (the
+# scaled default lost that race once on a loaded CI machine)
+CHEAP = ["dataset.simulation.n_images=128", "c1.n_images=96", "c1.n_groups=96", "c1.max_epochs=12",
+         "c1.model.n_filters_scale=1", "tracking.timeout_s=60"]  # two jobs start MLflow while importing TensorFlow on 2 cores
 # the tiny cluster: its partition, one of its 2 CPUs per member (and one compute thread: task/none
 # binds no CPUs, so threads=null would take both), 2 GB each, 10 minutes at most
 LAUNCHER = [f"hydra.launcher.partition={slurm_cluster.PARTITION}", "hydra.launcher.cpus_per_task=1",
@@ -213,5 +216,5 @@ def test_the_job_logs_are_where_the_readme_says(sweeps):
     for member, slot in SLOT.items():
         log = (hub_root / slot / "cli" / "train_tf_phase_c1_scaled.log").read_text(errors="replace")
         assert f"GREEN: Phase C1 — TF scaled baseline [gridsize={member + 1}]" in log
-    assert "epoch 1/1" in second.submitit_log(CANCELLED, "out") + second.submitit_log(CANCELLED, "err")
+    assert "epoch 12/12" in second.submitit_log(CANCELLED, "out") + second.submitit_log(CANCELLED, "err")
     assert f"== Sweep {second.sweep_dir}" in second.output
