@@ -41,8 +41,10 @@ def diffracted_patches(model: PtychoPINN, patches: np.ndarray, coords_relative: 
     with torch.no_grad():
         for begin in range(0, len(patches), batch_size):
             window = slice(begin, begin + batch_size)
-            chunks.append(model.illuminated_patches(torch.from_numpy(patches[window]).to(model.device),
-                                                    torch.from_numpy(coords_relative[window]).to(model.device)).cpu().numpy())
+            # a copy: torch warns on a read-only array (a memory-mapped dataset's)
+            chunks.append(model.illuminated_patches(torch.as_tensor(np.array(patches[window]), device=model.device),
+                                                    torch.as_tensor(np.array(coords_relative[window]),
+                                                                    device=model.device)).cpu().numpy())
     return np.concatenate(chunks).astype(np.complex64)
 
 
