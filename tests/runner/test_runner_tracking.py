@@ -103,3 +103,60 @@ def test_multirun_end_closes_a_parent_of_unknown_size(tracker, tmp_path):
     assert tracker.client.get_run(parent).info.status == "RUNNING"
     sweep.finish_parent(tmp_path, context, sweep_over=True)
     assert tracker.client.get_run(parent).info.status == "FINISHED"
+
+
+class _FakeSlurmJob:
+    """Stands in for submitit's SlurmJob: records which members were awaited."""
+    waited: list[str] = []
+    interrupt_at: str | None = None
+
+    def __init__(self, folder, job_id):
+        self.job_id = job_id
+
+    def wait(self):
+        if self.job_id == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.waited.append(self.job_id)
+
+
+@pytest.mark.parametrize("launcher, reported, awaited", [
+    ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", [0], ["7_0", "7_1"]),
+    ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", [0, 1], []),  # all reported
+    ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", [0], []),  # not SLURM
+    ("", [0], []),  # a context written before the launcher was recorded
+])
+def test_a_slurm_sweep_with_a_member_unreported_waits_for_every_member(tmp_path, monkeypatch, launcher, reported,
+                                                                      awaited):
+    """Hydra's submitit launcher gives up at the first member without a result while later ones still
+    run; the summary waits until every member of a SLURM sweep has left the queue."""
+    import submitit.slurm.slurm
+
+    monkeypatch.setattr(submitit.slurm.slurm, "SlurmJob", _FakeSlurmJob)
+    monkeypatch.setattr(_FakeSlurmJob, "waited", [])
+    sweep.write_context(tmp_path, sweep.SweepContext(["gridsize"], 2, None, "sqlite:///x.db", "E", launcher=launcher))
+    for member in ("7_0", "7_1"):
+        (tmp_path / ".submitit" / member).mkdir(parents=True)
+    (tmp_path / ".submitit" / "7").mkdir()  # submitit's array folder: not a member
+    for job in reported:
+        sweep.record_job_end(tmp_path, job, green=True)
+    said = []
+    sweep.wait_for_slurm_members(tmp_path, said.append)
+    assert _FakeSlurmJob.waited == awaited
+    assert bool(said) == bool(awaited)
+    assert sweep.missing_jobs(tmp_path) == 2 - len(reported)
+
+
+def test_ctrl_c_stops_the_wait_for_slurm_members_and_says_so(tmp_path, monkeypatch):
+    import submitit.slurm.slurm
+
+    monkeypatch.setattr(submitit.slurm.slurm, "SlurmJob", _FakeSlurmJob)
+    monkeypatch.setattr(_FakeSlurmJob, "waited", [])
+    monkeypatch.setattr(_FakeSlurmJob, "interrupt_at", "7_1")
+    sweep.write_context(tmp_path, sweep.SweepContext(["gridsize"], 3, None, "sqlite:///x.db", "E",
+                                                     launcher="x.SlurmLauncher"))
+    for member in ("7_0", "7_1", "7_2"):
+        (tmp_path / ".submitit" / member).mkdir(parents=True)
+    said = []
+    sweep.wait_for_slurm_members(tmp_path, said.append)
+    assert _FakeSlurmJob.waited == ["7_0"]
+    assert said[-1].startswith("stopped waiting")

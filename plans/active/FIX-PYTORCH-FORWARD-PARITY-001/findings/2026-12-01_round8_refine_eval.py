@@ -18,7 +18,6 @@ from ptycho.torch.model import load_model
 run = sys.argv[1]
 steps = [int(s) for s in sys.argv[2:]] or [0, 50, 200]
 n_img = int(__import__("os").environ.get("N_IMAGES", "2048"))
-limit = int(__import__("os").environ.get("LIMIT", "0"))
 train, test = simulate_dataset(SimulationSpec(object_kind="mixed", seed=0, n_images=n_img))
 spec = ModelSpec(**json.load(open(f"{run}/run/model_spec.json")))
 model = load_model(spec, train.probe, f"{run}/run/model.pt")
