@@ -33,28 +33,27 @@ floor = stitching.stitched_quality(stitch_patches(const, groups), test.object_gu
 scale = torch.exp(model.log_scale)
 
 
-def refine(start, n_steps, lr=1e-2):
-    amp = torch.tensor(np.abs(start), requires_grad=True)
-    ph = torch.tensor(np.angle(start), requires_grad=True)
-    opt = torch.optim.Adam([amp, ph], lr=lr)
-    for _ in range(n_steps):
-        obj = torch.complex(amp * torch.cos(ph), amp * torch.sin(ph))
-        pred = ops.pad_and_diffract(model.illuminated_patches(obj, coords) * model.probe) * scale
-        loss = tt.poisson_nll(I, pred ** 2)
-        opt.zero_grad(); loss.backward(); opt.step()
-    with torch.no_grad():
-        obj = torch.complex(amp * torch.cos(ph), amp * torch.sin(ph))
-        pred = ops.pad_and_diffract(model.illuminated_patches(obj, coords) * model.probe) * scale
-        return model.illuminated_patches(obj, coords).numpy(), float(tt.poisson_nll(I, pred ** 2))
+def forward(amp, ph):
+    obj = torch.complex(amp * torch.cos(ph), amp * torch.sin(ph))
+    diffracted = model.illuminated_patches(obj, coords)
+    return diffracted, tt.poisson_nll(I, (ops.pad_and_diffract(diffracted * model.probe) * scale) ** 2)
 
 
 for label, start in (("network", raw), ("constant", const)):
-    for n_steps in steps:
-        t = time.time()
-        patches, nll = refine(start, n_steps)
-        seconds = time.time() - t
-        out = {"start": label, "steps": n_steps, "nll": round(nll, 2), "s": round(seconds, 1)}
+    amp = torch.tensor(np.abs(start), requires_grad=True)
+    ph = torch.tensor(np.angle(start), requires_grad=True)
+    opt = torch.optim.Adam([amp, ph], lr=1e-2)
+    t, done = time.time(), 0
+    for n_steps in sorted(steps):  # one trajectory, evaluated at each step count
+        for _ in range(n_steps - done):
+            _, loss = forward(amp, ph)
+            opt.zero_grad(); loss.backward(); opt.step()
+        done = n_steps
+        with torch.no_grad():
+            diffracted, loss = forward(amp, ph)
+        out = {"start": label, "steps": n_steps, "nll": round(float(loss), 2), "s": round(time.time() - t, 1)}
         for sync in (False, True):
-            q = stitching.stitched_quality(stitch_patches(patches, groups, synchronise=sync), test.object_guess)
+            q = stitching.stitched_quality(stitch_patches(diffracted.numpy(), groups, synchronise=sync),
+                                           test.object_guess)
             out[f"sync={sync}"] = [round(q["amp_mae"] / floor["amp_mae"], 3), round(q["phase_mae"] / floor["phase_mae"], 3)]
         print(json.dumps(out), flush=True)
