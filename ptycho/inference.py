@@ -41,6 +41,6 @@ def diffracted_patches(model, patches: np.ndarray, coords_relative: np.ndarray,
 
 
 def stitch_patches(patches: np.ndarray, groups: Groups, crop: int | None = None,
-                   synchronise: bool = False) -> stitching.Stitched:
+                   phase_offsets: str = "none", com=None) -> stitching.Stitched:
     """``stitching.stitch_patches`` of patches (B, N, N, C) complex, summed in TensorFlow."""
-    return stitching.stitch_patches(patches, groups, tf_reassembly.reassemble_by_offsets, crop, synchronise)
+    return stitching.stitch_patches(patches, groups, tf_reassembly.reassemble_by_offsets, crop, phase_offsets, com)

@@ -16,9 +16,10 @@ steps and write the same files. Steps:
    ``'patches'``: the decoder's output as it is. The two are the same at gridsize 1.
 4. stitching (when ``do_stitching``): the global reconstruction and, with ground truth,
    its quality (``stitching.stitched_quality``, beside the constant-object floor's:
-   :func:`floor_comparison`; with ``phase_sync``, the patches' own phase offsets are removed
-   first (``stitching.synchronise_phases``); ``{amp,phase}_mae_{synchronised,unsynchronised}``
-   give the same patches stitched both ways) and the truth window under the canvas, drawn
+   :func:`floor_comparison`; ``phase_offsets`` says how the patches' own phase offsets are set
+   before they are summed (``stitching.PHASE_OFFSETS``: ``'com'``, the default, anchors them to the
+   phase the diffraction centres of mass fix, ``ptycho.com_phase``); ``{amp,phase}_mae_offsets_<mode>``
+   give the same patches stitched each way) and the truth window under the canvas, drawn
    against the reconstruction in the bundle's truth_vs_reconstruction.png. Without stitching
    the canvas is the model's own reassembled canvas of the first test group (no truth figure).
    ``reconstruction.npz`` goes to ``run_dir``.
@@ -53,7 +54,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ptycho import bundle, stitching
+from ptycho import bundle, com_phase, stitching
 from ptycho.batches import DEFAULT_NPHOTONS, n_batches, prepare_job_data, split_validation
 from ptycho.data import PtychoData
 from ptycho.spec import GroupingSpec, JobResult, ModelSpec, TrainSpec
@@ -93,11 +94,14 @@ class JobBackend:
 def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, *,
             grouping: GroupingSpec, model_spec: ModelSpec, train_spec: TrainSpec,
             run_dir: str | os.PathLike, bundle_dir: str | os.PathLike, do_stitching: bool = True,
-            phase_sync: bool = False, stitch_from: str = "canvas", callbacks: Sequence = (),
+            phase_offsets: str = "com", stitch_from: str = "canvas", callbacks: Sequence = (),
             nphotons: float | None = None) -> JobResult:
     """Run one phase job on ``backend`` (module docstring); raises before writing a bundle on any failure."""
     if stitch_from not in STITCH_SOURCES:
         raise ValueError(f"run_job: stitch_from must be one of {', '.join(STITCH_SOURCES)}; got {stitch_from!r}")
+    if phase_offsets not in stitching.PHASE_OFFSETS:
+        raise ValueError(f"run_job: phase_offsets must be one of {', '.join(stitching.PHASE_OFFSETS)}; "
+                         f"got {phase_offsets!r}")
     timings = {}
     clock = time.perf_counter()
     run_dir = Path(run_dir)
@@ -122,20 +126,22 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
     timings["inference"], clock = _lap(clock)
 
     if do_stitching:
-        stitched = backend.stitch_patches(patches, test_groups, synchronise=phase_sync)
+        com = None
+        if phase_offsets == "com" or test_data.has_ground_truth:
+            com = com_phase.integrated_com_phase(test_data.diffraction, test_data.probe, test_data.xcoords,
+                                                 test_data.ycoords)
+        stitched = backend.stitch_patches(patches, test_groups, phase_offsets=phase_offsets, com=com)
         quality, truth = {}, (None, None)
         if test_data.has_ground_truth:
             quality = stitching.stitched_quality(stitched, test_data.object_guess)
             constant = np.full(patches.shape, spec.initial_amplitude, np.complex64)
-            floor = stitching.stitched_quality(backend.stitch_patches(constant, test_groups, synchronise=False),
-                                               test_data.object_guess)
+            floor = stitching.stitched_quality(backend.stitch_patches(constant, test_groups), test_data.object_guess)
             quality.update(floor_comparison(quality, floor))
-            # the same patches stitched the other way: what the synchronisation does to them
-            other = stitching.stitched_quality(backend.stitch_patches(patches, test_groups, synchronise=not phase_sync),
-                                               test_data.object_guess)
-            for synchronised, values in ((phase_sync, quality), (not phase_sync, other)):
-                label = "synchronised" if synchronised else "unsynchronised"
-                quality.update({f"{name}_{label}": values[name] for name in ("amp_mae", "phase_mae")})
+            # the same patches with each way of setting their phase offsets: what each does to them
+            for mode in stitching.PHASE_OFFSETS:
+                values = quality if mode == phase_offsets else stitching.stitched_quality(
+                    backend.stitch_patches(patches, test_groups, phase_offsets=mode, com=com), test_data.object_guess)
+                quality.update({f"{name}_offsets_{mode}": values[name] for name in ("amp_mae", "phase_mae")})
             truth = stitching.ground_truth_window(test_data.object_guess, stitched)
         canvas, canvas_mask = stitched.canvas, stitched.covered
         extra = {"offsets_xy": stitched.offsets_xy, "centre_xy": stitched.centre_xy, "crop": stitched.crop}

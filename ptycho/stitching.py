@@ -14,19 +14,23 @@ to whole pixels. The canvas side is :func:`required_canvas_size` of the crop and
 Canvas pixel (row r, col c) shows the object at (y, x) = centre_xy[::-1] + (r, c) - M/2, so
 the matching ground truth is an integer window of ``objectGuess``.
 
-Phase synchronisation (:func:`synchronise_phases`, ``synchronise=True``): the data fix each patch's
-phase only up to a constant (at gridsize g > 1, each group's), because |FFT2(P * O e^{ia})| does
-not depend on a. A network therefore returns patches whose phases agree within a patch but
-carry their own offsets, and averaging them would both scramble the phase at large scales and
-cancel amplitude where offsets differ (true patches with each group's mean phase removed:
-phase_mae 0.19-0.24 rad on the default data, against 0.009 stitched as they are). Before
-summing, every patch is multiplied by the unit factor that makes it agree with the patches it
-overlaps: the classical phase-synchronisation problem, solved by the leading eigenvector of the
-overlap matrix H[k, l] = sum over the overlap of z_k conj(z_l), refined by projected power
-iterations. Patches that already agree come back unchanged. It is off by default
-(``c1.phase_sync``): it is right only for patches that are right up to their offsets. In the
-20-run quality study of today's network it made the phase worse in 14 runs (up to 0.335 ->
-0.600 rad); on the true patches it restores the ceiling from any offsets.
+Phase offsets (``phase_offsets``): the data fix each patch's phase only up to a constant (at gridsize
+g > 1, each group's), because |FFT2(P * O e^{ia})| does not depend on a. A network therefore returns
+patches whose phases agree within a patch but carry their own offsets; averaged as they are
+(``'none'``), they scramble the phase at large scales and cancel amplitude where offsets differ (true
+patches with their own offsets removed: phase_mae 0.68x the constant-object floor on the default data,
+against 0.02x stitched as they are). Two ways to set the offsets before summing:
+
+- ``'com'`` (the runner's default): each patch's weighted mean phase is put on the large-scale phase
+  that the scan's diffraction centres of mass fix (:mod:`ptycho.com_phase`: data and probe only, no
+  reconstruction). On the truth's patches it restores 0.15x the floor from any offsets; on the
+  networks of the quality study it takes the phase from 0.83-0.90x the floor to 0.45-0.51x.
+- ``'sync'``: every patch is multiplied by the unit factor that makes it agree with the patches it
+  overlaps (:func:`synchronise_phases`): the classical phase-synchronisation problem, solved by the
+  leading eigenvector of the overlap matrix H[k, l] = sum over the overlap of z_k conj(z_l), refined
+  by projected power iterations. Right only for patches that are right up to their offsets: on the
+  true patches it restores the ceiling, on the study's networks it made the phase worse (up to 1.8x
+  the floor), because it chains the patches' own errors across the scan.
 
 Normalisation by the overlap count divides by ``max(count, COUNT_FLOOR)``: exact wherever at
 least a thousandth of a patch covers a pixel, a smooth fade to 0 at the bilinear rim, and
@@ -44,13 +48,14 @@ from scipy.sparse import csgraph
 from scipy.sparse import linalg as sparse_linalg
 from scipy.spatial import cKDTree
 
-from ptycho import grouping, quality
+from ptycho import com_phase, grouping, quality
 from ptycho.data import PtychoData
 from ptycho.grouping import Groups
 
 COUNT_FLOOR = 1e-3
 STITCH_CHUNK = 128  # patches per streamed stitching chunk: bounded memory, same result
 STITCH_CHUNK_PIXELS = 2**22  # window pixels per chunk when no chunk size is given
+PHASE_OFFSETS = ("com", "sync", "none")  # stitch_patches' phase_offsets (module doc)
 SYNC_DENSE_MAX = 2048  # components up to this many patches: dense (LAPACK, top eigenvector only); larger: ARPACK
 SYNC_POWER_STEPS = 20  # projected power iterations after the eigenvector
 SYNC_MIN_WEIGHT = 1e-12  # relative |(H v)_k| below which a patch keeps its phase (no usable overlap)
@@ -76,7 +81,7 @@ class Stitched:
     offsets_xy: np.ndarray
     centre_xy: np.ndarray
     crop: int
-    phase_corrections: np.ndarray | None = None  # (n,) rad applied to each patch, flat order; None: not synchronised
+    phase_corrections: np.ndarray | None = None  # (n,) rad applied to each patch, flat order; None: none applied
 
 
 def check_offsets(offsets_xy) -> np.ndarray:
@@ -206,12 +211,12 @@ def global_offsets(groups: Groups, centre_xy: np.ndarray | None = None) -> tuple
 
 
 def stitch_patches(patches: np.ndarray, groups: Groups, reassemble, crop: int | None = None,
-                   synchronise: bool = False) -> Stitched:
+                   phase_offsets: str = "none", com: com_phase.ComPhase | None = None) -> Stitched:
     """Stitch predicted patches (B, N, N, C) complex of ``groups`` into one canvas (module doc).
 
     reassemble: the backend's ``reassemble_by_offsets(patches, offsets_xy, canvas_size=,
-    chunk_size=)``. synchronise: remove each patch's own phase offset first
-    (:func:`synchronise_phases`).
+    chunk_size=)``. phase_offsets: one of PHASE_OFFSETS (module doc); ``'com'`` needs ``com``, the
+    :class:`ptycho.com_phase.ComPhase` of the data the groups index.
     """
     patches = np.asarray(patches)
     if patches.ndim != 4 or patches.shape[1] != patches.shape[2]:
@@ -230,13 +235,30 @@ def stitch_patches(patches: np.ndarray, groups: Groups, reassemble, crop: int | 
     start = (N - crop) // 2
     centres = patches[:, start:start + crop, start:start + crop, :]
     flat = np.transpose(centres, (0, 3, 1, 2)).reshape(B * C, crop, crop)
+    factors = _offset_factors(patches, flat, offsets, groups, phase_offsets, com)
     corrections = None
-    if synchronise:
-        factors = synchronise_phases(flat, offsets)
+    if factors is not None:
         flat, corrections = (flat * factors[:, None, None]).astype(np.complex64), np.angle(factors)
     size = required_canvas_size(crop, offsets)
     canvas = reassemble(flat, offsets, canvas_size=size, chunk_size=STITCH_CHUNK)
     return Stitched(canvas, covered_mask(size, crop, offsets), offsets, centre, crop, corrections)
+
+
+def _offset_factors(patches, flat, offsets, groups: Groups, phase_offsets: str, com) -> np.ndarray | None:
+    """(B*C,) unit factors of the patches' phase offsets in flat order, or None for 'none'."""
+    if phase_offsets not in PHASE_OFFSETS:
+        raise ValueError(f"stitch_patches: phase_offsets must be one of {', '.join(PHASE_OFFSETS)}; "
+                         f"got {phase_offsets!r}")
+    if phase_offsets == "sync":
+        return synchronise_phases(flat, offsets)
+    if phase_offsets == "none":
+        return None
+    indices = np.asarray(groups.nn_indices)
+    if com is None or indices.size and not 0 <= indices.min() <= indices.max() < len(com.phi):
+        raise ValueError("stitch_patches: phase_offsets='com' needs the ComPhase of the data the groups index "
+                         f"(positions 0..{indices.max() if indices.size else 0}); got "
+                         f"{'none' if com is None else f'{len(com.phi)} positions'}")
+    return com_phase.anchor_factors(patches, com.phi[indices], com.probe).reshape(-1)
 
 
 def synchronise_phases(patches: np.ndarray, offsets_xy) -> np.ndarray:

@@ -29,7 +29,8 @@ BACKEND = phase_job.JobBackend(
 
 def run_phase_job(train_data: PtychoData, test_data: PtychoData, **options) -> JobResult:
     """``phase_job.run_job`` on TensorFlow. Options: grouping (GroupingSpec), model_spec
-    (ModelSpec), train_spec (TrainSpec), run_dir, bundle_dir, do_stitching=True, phase_sync=False, stitch_from='canvas'
+    (ModelSpec), train_spec (TrainSpec), run_dir, bundle_dir, do_stitching=True, phase_offsets='com'
+    (``stitching.PHASE_OFFSETS``), stitch_from='canvas'
     ('canvas' or 'patches', ``ptycho.phase_job``), callbacks=()
     (Keras callbacks), nphotons=None. Raises before writing a bundle on any failure."""
     return phase_job.run_job(BACKEND, train_data, test_data, **options)

@@ -7,8 +7,10 @@ TensorFlow instead, never both) and reads the stitched test reconstruction's qua
 (``ptycho.stitching.stitched_quality``: amplitude and phase MAE and SSIM, FRC50, after the
 global amplitude scale and phase offset fit of ``ptycho.quality``), stitched as the runner
 stitches by default (the patches the forward model diffracted: ``--stitch-from canvas``;
-``patches``: the decoder's own); the table also gives the amplitude and phase MAE of the same patches
-stitched with and without the phase synchronisation (``stitching.synchronise_phases``).
+``patches``: the decoder's own) with the runner's default phase offsets (``--phase-offsets com``: each
+patch's offset anchored to the phase the diffraction centres of mass fix, ``ptycho.com_phase``); the
+table also gives the amplitude and phase MAE of the same patches stitched with each way of setting the
+offsets (``stitching.PHASE_OFFSETS``: com, sync, none).
 
 Defaults (30 epochs, 2048 simulated positions, 384 groups): the recipe of findings round 7, where
 the network's amplitude improved with the share of the object its training positions cover.
@@ -57,11 +59,11 @@ from pathlib import Path
 import numpy as np
 
 from ptycho import architecture, bundle, determinism, plots, stitching
-from ptycho.phase_job import STITCH_SOURCES
 from ptycho.batches import group_data
-from ptycho.phase_job import RECONSTRUCTION_FILE
+from ptycho.phase_job import RECONSTRUCTION_FILE, STITCH_SOURCES
 from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
+from ptycho.stitching import PHASE_OFFSETS
 from ptycho.torch.device import check_device_name
 
 DATASETS = {"simulated": "mixed", "lines": "lines"}  # dataset -> SimulationSpec.object_kind
@@ -110,6 +112,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stitch-from", choices=STITCH_SOURCES, default="canvas",
                         help="canvas (default, the runner's): the patches the forward model diffracted; "
                              "patches: the decoder's own (the earlier studies')")
+    parser.add_argument("--phase-offsets", choices=PHASE_OFFSETS, default="com",
+                        help="how stitching sets each patch's phase offset: com (default, the runner's), sync, none "
+                             "(ptycho.stitching); the table shows all three")
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="compute threads (default: every CPU of this process's affinity mask)")
     parser.add_argument("--out", type=Path, default=Path("bench_quality_out"), help="default bench_quality_out/")
@@ -201,8 +206,9 @@ def run_one(run_phase_job, train, test, dataset: str, gridsize: int, seed: int, 
         train_spec=TrainSpec(max_epochs=args.epochs, batch_size=args.batch_size, seed=seed,
                              validation_split=VALIDATION_SPLIT),
         run_dir=run_root / "run", bundle_dir=run_root / "bundle", stitch_from=args.stitch_from,
+        phase_offsets=args.phase_offsets,
     )
-    quality = {key: result.quality[key] for key in (*METRICS, *BOTH_WAYS)}
+    quality = {key: result.quality[key] for key in (*METRICS, *EVERY_WAY)}
     return {
         "dataset": dataset, "gridsize": gridsize, "seed": seed, **quality,
         "amp_mae_to_floor": ratio(quality["amp_mae"], floor["amp_mae"]),
@@ -241,18 +247,19 @@ def _cell(value, digits: int) -> str:
 
 TABLE_COLUMNS = (("amp_mae", 4), ("phase_mae", 4), ("amp_ssim", 3), ("phase_ssim", 3), ("frc50", 3),
                  ("train_s", 1), ("amp_mae_to_floor", 2), ("phase_mae_to_floor", 2))
-SYNC_COLUMNS = ("synchronised", "unsynchronised")  # amp / phase MAE of the same patches stitched both ways
+# amp / phase MAE of the same patches with each way of setting their phase offsets
+OFFSET_COLUMNS = tuple(f"offsets_{mode}" for mode in PHASE_OFFSETS)
 TABLE_HEADER = ("dataset", "gridsize", "row", "seed", "amp_mae", "phase_mae (rad)", "amp_ssim", "phase_ssim",
                 "frc50 (cyc/px)", "train s", "amp_mae / floor", "phase_mae / floor",
-                "with phase sync: amp / phase", "without: amp / phase", "iterative ref.", "note")
-BOTH_WAYS = tuple(f"{name}_{label}" for label in SYNC_COLUMNS for name in ("amp_mae", "phase_mae"))
+                *(f"offsets {mode}: amp / phase" for mode in PHASE_OFFSETS), "iterative ref.", "note")
+EVERY_WAY = tuple(f"{name}_{label}" for label in OFFSET_COLUMNS for name in ("amp_mae", "phase_mae"))
 
 
 def table_row(dataset: str, gridsize: int, label: str, seed, values: dict, iterative: str = "") -> str:
     cells = [dataset, str(gridsize), label, str(seed)]
     cells += [_cell(values.get(key), digits) if key in values else "-" for key, digits in TABLE_COLUMNS]
     cells += [f"{values[f'amp_mae_{label}']:.4f} / {values[f'phase_mae_{label}']:.4f}"
-              if f"amp_mae_{label}" in values else "-" for label in SYNC_COLUMNS]
+              if f"amp_mae_{label}" in values else "-" for label in OFFSET_COLUMNS]
     cells += [iterative, AMPLITUDE_ONLY.get(dataset, "")]
     return "| " + " | ".join(cells) + " |"
 
@@ -370,7 +377,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {key: getattr(args, key) for key in
                 ("datasets", "gridsizes", "seeds", "epochs", "n_groups", "batch_size", "n_images", "backend",
-                 "device", "loss", "stitch_from", "iterative_epochs")}
+                 "device", "loss", "stitch_from", "phase_offsets", "iterative_epochs")}
     document = {"settings": {**settings, "compute": compute, "neighbor_count": NEIGHBOR_COUNT,
                              "validation_split": VALIDATION_SPLIT, "reference_groups_seed": 0},
                 "references": [], "runs": [], "summaries": []}

@@ -114,7 +114,7 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
             "n_images": "all" if settings.n_images is None else settings.n_images,
             "n_groups": settings.n_groups, "batch_size": settings.batch_size, "gridsize": settings.gridsize,
             "neighbor_count": settings.neighbor_count, "max_epochs": settings.max_epochs,
-            "stitching": str(settings.do_stitching).lower(), "phase_sync": str(settings.phase_sync).lower(),
+            "stitching": str(settings.do_stitching).lower(), "phase_offsets": settings.phase_offsets,
             "stitch_from": settings.stitch_from, "seed": settings.seed,
         },
         paths={key: display_path(path, job.launch_dir) for key, path in shown.items()},
@@ -467,7 +467,7 @@ class C1Run:
             "run_dir": self.slot.run_dir,
             "bundle_dir": self.slot.bundle_dir,
             "do_stitching": settings.do_stitching,
-            "phase_sync": settings.phase_sync,
+            "phase_offsets": settings.phase_offsets,
             "stitch_from": settings.stitch_from,
             "callbacks": make_callbacks(
                 base, wait_for_guard=self._wait_for_guard, log_epoch=self._log_epoch, mark=self._mark_training,

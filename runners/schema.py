@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ptycho.phase_job import STITCH_SOURCES
+from ptycho.stitching import PHASE_OFFSETS
 from ptycho.torch.device import DEVICE_NAMES, check_device_name
 
 INITIATIVE_ID = "FIX-PYTORCH-FORWARD-PARITY-001"
@@ -204,7 +205,7 @@ class C1Config:
     neighbor_count: int = MISSING
     max_epochs: int = MISSING
     do_stitching: bool = True
-    phase_sync: bool = False  # remove each stitched patch's own phase offset (ptycho.stitching.synchronise_phases)
+    phase_offsets: str = "com"  # how stitching sets each patch's own phase offset (ptycho.stitching.PHASE_OFFSETS)
     stitch_from: str = "canvas"  # canvas: the patches the forward model diffracts; patches: the decoder's (ptycho.phase_job)
     quiet: bool = True
     seed: int = 0
@@ -217,6 +218,8 @@ class C1Config:
         _require(self.gridsize >= 1, "c1.gridsize (shorthand: gridsize)", ">= 1", self.gridsize)
         _require(self.stitch_from in STITCH_SOURCES, "c1.stitch_from", f"one of {', '.join(STITCH_SOURCES)}",
                  self.stitch_from)
+        _require(self.phase_offsets in PHASE_OFFSETS, "c1.phase_offsets", f"one of {', '.join(PHASE_OFFSETS)}",
+                 self.phase_offsets)
         channels = self.gridsize**2
         _require(
             self.neighbor_count >= channels, "c1.neighbor_count",

@@ -49,6 +49,6 @@ def diffracted_patches(model: PtychoPINN, patches: np.ndarray, coords_relative: 
 
 
 def stitch_patches(patches: np.ndarray, groups, crop: int | None = None,
-                   synchronise: bool = False) -> stitching.Stitched:
+                   phase_offsets: str = "none", com=None) -> stitching.Stitched:
     """``stitching.stitch_patches`` of patches (B, N, N, C) complex, summed in torch."""
-    return stitching.stitch_patches(patches, groups, reassemble_by_offsets, crop, synchronise)
+    return stitching.stitch_patches(patches, groups, reassemble_by_offsets, crop, phase_offsets, com)

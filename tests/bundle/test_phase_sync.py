@@ -125,7 +125,7 @@ def test_stitch_patches_records_the_corrections_when_asked():
     def reassemble(flat, offsets_xy, canvas_size=None, chunk_size=None):
         return stitching.reassemble_by_offsets(flat, offsets_xy, _numpy_sum_windows, canvas_size, chunk_size)
 
-    synced = stitching.stitch_patches(scrambled[..., None], Groups, reassemble, synchronise=True)
+    synced = stitching.stitch_patches(scrambled[..., None], Groups, reassemble, phase_offsets="sync")
     plain = stitching.stitch_patches(scrambled[..., None], Groups, reassemble)  # the default: as they are
     assert plain.phase_corrections is None
     assert synced.phase_corrections.shape == (16,)

@@ -27,16 +27,17 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
     (run,) = document["runs"]
     assert (run["dataset"], run["gridsize"], run["seed"]) == ("simulated", 1, 0)
     assert run["amp_mae_to_floor"] == pytest.approx(run["amp_mae"] / reference["floor"]["amp_mae"])
-    # the default stitching takes the patches as they are; the synchronised stitch is reported beside it
-    assert (run["amp_mae_unsynchronised"], run["phase_mae_unsynchronised"]) == (run["amp_mae"], run["phase_mae"])
-    assert run["phase_mae_synchronised"] > 0 and run["amp_mae_synchronised"] > 0
+    # the default stitching anchors the offsets to the centre-of-mass phase; the other ways are reported beside it
+    assert document["settings"]["phase_offsets"] == "com"
+    assert (run["amp_mae_offsets_com"], run["phase_mae_offsets_com"]) == (run["amp_mae"], run["phase_mae"])
+    assert all(run[f"{name}_offsets_{mode}"] > 0 for name in ("amp_mae", "phase_mae") for mode in ("sync", "none"))
 
     rows = [line.split(" | ")[2] for line in (out / "quality.md").read_text().splitlines()
             if line.startswith("| simulated |")]
     assert rows.count("floor") == 1 and rows.count("ceiling") == 1 and rows.count("PINN") == 1
     assert rows.count("iterative") == 1
     pinn = next(line for line in (out / "quality.md").read_text().splitlines() if "| PINN |" in line)
-    assert f"{run['amp_mae_synchronised']:.4f} / {run['phase_mae_synchronised']:.4f}" in pinn
+    assert f"{run['amp_mae_offsets_sync']:.4f} / {run['phase_mae_offsets_sync']:.4f}" in pinn
     assert "PINN / iterative: amp_mae " in (out / "quality.md").read_text()
     assert "Backend pytorch on cpu, loss poisson_nll, epochs 1," in (out / "quality.md").read_text()
     assert "simulated gridsize=1 seed=0: amp_mae=" in capsys.readouterr().out

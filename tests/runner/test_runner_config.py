@@ -127,6 +127,7 @@ def test_a_wrong_type_fails_at_composition(override, compose_phase):
         (["dataset.simulation.test_fraction=1.5"], "dataset.simulation.test_fraction"),
         (["c1.validation_split=1.0"], "c1.validation_split"),
         (["c1.stitch_from=group"], "c1.stitch_from"),
+        (["c1.phase_offsets=centroid"], "c1.phase_offsets"),
         (["guard.name=has space"], "guard.name"),
         (["threads=0"], "threads"),
         (["c2=tf_vs_torch", "c2.phase_atol_rad=-1"], "c2.phase_atol_rad"),

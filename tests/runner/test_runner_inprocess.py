@@ -221,18 +221,18 @@ def test_a_named_gpu_that_is_missing_blocks_the_pytorch_run_and_says_so(phase_ru
     assert not (root / "torch_baseline" / "phase_c1_scaled" / "run_scaled" / "model.pt").exists()
 
 
-def test_phase_sync_from_the_runner_records_both_stitchings(phase_run):
-    status, output, root = phase_run("c1.phase_sync=true")
+def test_phase_offsets_from_the_runner_record_every_stitching(phase_run):
+    status, output, root = phase_run("c1.phase_offsets=sync")
     assert status == 0, output
     slot = _slot_dir(root)
     quality = json.loads((slot / "analysis" / "forward_parity_debug_tf" / "stats.json").read_text())["quality"]
-    assert (quality["amp_mae"], quality["phase_mae"]) == (quality["amp_mae_synchronised"],
-                                                          quality["phase_mae_synchronised"])
-    assert quality["phase_mae_unsynchronised"] > 0
+    assert (quality["amp_mae"], quality["phase_mae"]) == (quality["amp_mae_offsets_sync"],
+                                                          quality["phase_mae_offsets_sync"])
+    assert quality["phase_mae_offsets_none"] > 0 and quality["phase_mae_offsets_com"] > 0
     saved = np.load(slot / "run_scaled" / "reconstruction.npz")
     assert saved["phase_corrections"].shape == (len(saved["offsets_xy"]),)
     section = hub.read_section((root / "analysis" / "artifact_inventory.txt").read_text(), SLOT)
-    assert "phase_sync=true" in section and "stitch_from=canvas" in section
+    assert "phase_offsets=sync" in section and "stitch_from=canvas" in section
 
 
 def test_the_diffraction_mae_loss_alone_trains_from_the_runner(phase_run):

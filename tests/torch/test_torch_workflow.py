@@ -113,8 +113,9 @@ print(result.stats_sha1, sorted({{'tensorflow', 'keras'}} & set(sys.modules)))
 def test_the_stitched_canvas_is_the_object_the_forward_model_diffracted(small_dataset, tmp_path):
     """stitch_from='canvas' (the default) stitches each group's patches overlap-averaged on its
     canvas and cut out again (what the loss constrains at gridsize 2 with object_big);
-    'patches' the decoder's own. Both reconstructions are the stitch of those patches."""
-    from ptycho import stitching
+    'patches' the decoder's own. Both reconstructions are the stitch of those patches, their phase
+    offsets anchored to the centre-of-mass phase (the default phase_offsets='com')."""
+    from ptycho import com_phase
     from ptycho.batches import prepare_job_data
     from ptycho.torch import inference
     from ptycho.torch.model import load_model
@@ -131,12 +132,18 @@ def test_the_stitched_canvas_is_the_object_the_forward_model_diffracted(small_da
     raw = inference.predict_patches(model, test_grouped.inputs(), 4)
     diffracted = inference.diffracted_patches(model, raw, test_grouped.coords_relative, 4)
     assert np.abs(diffracted - raw).max() > 1e-3  # the group average is not the decoder's output
-    np.testing.assert_allclose(canvases["patches"], inference.stitch_patches(raw, test_groups).canvas, atol=1e-5)
-    np.testing.assert_allclose(canvases["canvas"], inference.stitch_patches(diffracted, test_groups).canvas, atol=1e-5)
+    com = com_phase.integrated_com_phase(test.diffraction, test.probe, test.xcoords, test.ycoords)
+    for source, patches in (("patches", raw), ("canvas", diffracted)):
+        expected = inference.stitch_patches(patches, test_groups, phase_offsets="com", com=com).canvas
+        np.testing.assert_allclose(canvases[source], expected, atol=1e-5)
 
 
-def test_unknown_stitch_source_is_refused_before_anything_is_written(small_dataset, tmp_path):
-    with pytest.raises(ValueError, match="stitch_from must be one of canvas, patches; got 'group'"):
+@pytest.mark.parametrize("option, match", [
+    ({"stitch_from": "group"}, "stitch_from must be one of canvas, patches; got 'group'"),
+    ({"phase_offsets": "centroid"}, "phase_offsets must be one of com, sync, none; got 'centroid'"),
+])
+def test_an_unknown_stitching_choice_is_refused_before_anything_is_written(small_dataset, tmp_path, option, match):
+    with pytest.raises(ValueError, match=match):
         pt_workflow.run_phase_job(*small_dataset, run_dir=tmp_path / "run", bundle_dir=tmp_path / "bundle",
-                                  stitch_from="group", **JOB)
+                                  **option, **JOB)
     assert not (tmp_path / "run").exists() and not (tmp_path / "bundle").exists()
