@@ -40,7 +40,7 @@ GRADIENT_NEIGHBOURS = 6  # nearest positions in the plane fit of log T
 NEIGHBOURS = 6  # integration graph: each position's nearest positions ...
 MAX_EDGE_STEPS = 2.0  # ... at most this many median nearest-neighbour distances away
 RESPONSE_STEP = 1e-3  # finite-difference step of h (1/px) for the probe's response K
-CHUNK = 1024  # patterns or groups per chunk: bounded memory
+CHUNK_PIXELS = 2**22  # pixels per chunk of patterns or patches: bounded memory
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,14 +54,15 @@ class ComPhase:
 
 def moments(amplitudes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(first moments (n, 2) float64 [qx, qy] frequency px from N/2, totals (n,) float64) of the intensities
-    of (n, N, N) fftshifted amplitudes, in chunks of CHUNK patterns (bounded memory)."""
+    of (n, N, N) fftshifted amplitudes, in chunks of CHUNK_PIXELS (bounded memory)."""
     N = amplitudes.shape[-1]
     frequency = np.arange(N) - N // 2
     first, total = np.zeros((len(amplitudes), 2)), np.zeros(len(amplitudes))
-    for begin in range(0, len(amplitudes), CHUNK):
-        intensity = np.asarray(amplitudes[begin:begin + CHUNK], np.float64) ** 2
-        total[begin:begin + CHUNK] = intensity.sum(axis=(1, 2))
-        first[begin:begin + CHUNK] = np.stack([intensity.sum(axis=1) @ frequency, intensity.sum(axis=2) @ frequency], 1)
+    chunk = max(1, CHUNK_PIXELS // (N * N))
+    for begin in range(0, len(amplitudes), chunk):
+        intensity = np.asarray(amplitudes[begin:begin + chunk], np.float64) ** 2
+        total[begin:begin + chunk] = intensity.sum(axis=(1, 2))
+        first[begin:begin + chunk] = np.stack([intensity.sum(axis=1) @ frequency, intensity.sum(axis=2) @ frequency], 1)
     return first / np.where(total > 0, total, 1.0)[:, None], total  # a dark pattern has no moment: 0, not NaN
 
 
@@ -104,9 +105,10 @@ def anchor_factors(patches: np.ndarray, phi: np.ndarray, probe: np.ndarray) -> n
     patches: (B, N, N, C) complex, each centred on its scan position (the probe's frame); phi: (B, C) rad."""
     weight = (np.abs(np.asarray(probe)) ** 2)[None, :, :, None]
     own = np.zeros(np.shape(phi), np.complex128)
-    for begin in range(0, len(patches), CHUNK):
-        chunk = np.asarray(patches[begin:begin + CHUNK], np.complex128)
-        own[begin:begin + CHUNK] = np.sum(chunk * np.abs(chunk) ** 2 * weight, axis=(1, 2))
+    step = max(1, CHUNK_PIXELS // int(np.prod(np.shape(patches)[1:])))
+    for begin in range(0, len(patches), step):
+        chunk = np.asarray(patches[begin:begin + step], np.complex128)
+        own[begin:begin + step] = np.sum(chunk * np.abs(chunk) ** 2 * weight, axis=(1, 2))
     return np.exp(1j * np.asarray(phi, np.float64)) * np.conj(_unit(own))
 
 

@@ -144,7 +144,7 @@ for name, data in (("train", train), ("test", test)):
     f = stitching.stitched_quality(stitch_patches(const, groups), data.object_guess)
     for label, p in (("raw", raw), ("cons", cons)):
         for sync in (False, True):
-            q = stitching.stitched_quality(stitch_patches(p, groups, synchronise=sync), data.object_guess)
+            q = stitching.stitched_quality(stitch_patches(p, groups, phase_offsets="sync" if sync else "none"), data.object_guess)
             res[f"{name}_{label}{'_sync' if sync else ''}"] = [round(q['amp_mae'] / f['amp_mae'], 3), round(q['phase_mae'] / max(f['phase_mae'], 1e-9), 3)]
 line = json.dumps({"tag": a.tag, "ratios": res})
 print(line); open("/tmp/exp3/results.jsonl", "a").write(line + "\n")

@@ -25,5 +25,5 @@ for name, data in (("train", train), ("test", test)):
     f = stitching.stitched_quality(stitch_patches(const, groups), data.object_guess)
     for label, p in (("raw", raw), ("consistent", cons)):
         for sync in (False, True):
-            q = stitching.stitched_quality(stitch_patches(p, groups, synchronise=sync), data.object_guess)
+            q = stitching.stitched_quality(stitch_patches(p, groups, phase_offsets="sync" if sync else "none"), data.object_guess)
             print(f"{name} {label:10s} sync={sync!s:5s} amp {q['amp_mae']:.4f} ({q['amp_mae']/f['amp_mae']:.2f}x) phase {q['phase_mae']:.4f} ({q['phase_mae']/max(f['phase_mae'],1e-9):.2f}x)", flush=True)

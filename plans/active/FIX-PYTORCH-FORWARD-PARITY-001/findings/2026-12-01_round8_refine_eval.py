@@ -53,7 +53,7 @@ for label, start in (("network", raw), ("constant", const)):
             diffracted, loss = forward(amp, ph)
         out = {"start": label, "steps": n_steps, "nll": round(float(loss), 2), "s": round(time.time() - t, 1)}
         for sync in (False, True):
-            q = stitching.stitched_quality(stitch_patches(diffracted.numpy(), groups, synchronise=sync),
+            q = stitching.stitched_quality(stitch_patches(diffracted.numpy(), groups, phase_offsets="sync" if sync else "none"),
                                            test.object_guess)
             out[f"sync={sync}"] = [round(q["amp_mae"] / floor["amp_mae"], 3), round(q["phase_mae"] / floor["phase_mae"], 3)]
         print(json.dumps(out), flush=True)

@@ -142,7 +142,7 @@ truth = test.Y[groups.nn_indices][:, :, :, :].transpose(0, 2, 3, 1)  # (B, N, N,
 
 
 def report(label, patches, sync=False):
-    q = stitching.stitched_quality(stitch_patches(patches, groups, synchronise=sync), test.object_guess)
+    q = stitching.stitched_quality(stitch_patches(patches, groups, phase_offsets="sync" if sync else "none"), test.object_guess)
     print(json.dumps({"case": label, "amp/floor": round(q["amp_mae"] / floor["amp_mae"], 3),
                       "phase/floor": round(q["phase_mae"] / floor["phase_mae"], 3)}), flush=True)
 
