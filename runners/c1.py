@@ -326,7 +326,8 @@ class C1Run:
         if record.status != GREEN:
             lines.append(f"  failed    at step {record.step!r}: {record.error}")
         if self.result is not None and self.result.quality:
-            lines.append(f"  quality   {quality_line(self.result.quality)}")
+            lines.append(f"  quality   {quality_line(self.result.quality)} "
+                         f"(patch phase offsets: {self.settings.phase_offsets})")
         if self.last_epoch:
             lines.append(f"  training  {epochs_line(self.last_epoch, self.epochs_done)}")
         if record.mlflow.get("run_id"):

@@ -229,6 +229,7 @@ def test_phase_offsets_from_the_runner_record_every_stitching(phase_run):
     assert (quality["amp_mae"], quality["phase_mae"]) == (quality["amp_mae_offsets_sync"],
                                                           quality["phase_mae_offsets_sync"])
     assert quality["phase_mae_offsets_none"] > 0 and quality["phase_mae_offsets_com"] > 0
+    assert "(patch phase offsets: sync)" in "".join(output)  # the closing summary says how it stitched
     saved = np.load(slot / "run_scaled" / "reconstruction.npz")
     assert saved["phase_corrections"].shape == (len(saved["offsets_xy"]),)
     section = hub.read_section((root / "analysis" / "artifact_inventory.txt").read_text(), SLOT)
