@@ -92,10 +92,11 @@ def integrated_com_phase(diffraction: np.ndarray, probe: np.ndarray, xcoords, yc
     if step is None:  # one point: nothing to integrate
         return ComPhase(np.zeros(len(xy)), np.asarray(probe))
     first, total = moments(amplitudes)
+    lit = total > 0  # a dark pattern (beam off, a dead frame) has no moment and no total: left out
     b0, response = probe_moment_response(probe)
-    h = _log_gradient(xy, np.log(np.maximum(total, np.finfo(float).tiny)))
+    h = _log_gradient(xy, np.log(np.where(lit, total, 1.0)), lit)
     gradient = 2 * np.pi * (first - b0 - h @ response.T) / amplitudes.shape[-1]
-    return ComPhase(_integrate(xy, gradient, step), np.asarray(probe))
+    return ComPhase(_integrate(xy, gradient, step, lit), np.asarray(probe))
 
 
 def anchor_factors(patches: np.ndarray, phi: np.ndarray, probe: np.ndarray) -> np.ndarray:
@@ -126,24 +127,27 @@ def _median_spacing(xy: np.ndarray) -> float | None:
     return float(np.median(positive)) if positive.size else None
 
 
-def _log_gradient(xy: np.ndarray, log_total: np.ndarray) -> np.ndarray:
+def _log_gradient(xy: np.ndarray, log_total: np.ndarray, lit: np.ndarray) -> np.ndarray:
     """(n, 2) gradient of the least-squares plane through log_total at each position and its
-    GRADIENT_NEIGHBOURS nearest positions (a count, not a radius: enough points on any scan pattern)."""
+    GRADIENT_NEIGHBOURS nearest positions (a count, not a radius: enough points on any scan pattern),
+    the positions that are not ``lit`` left out."""
     count = min(GRADIENT_NEIGHBOURS + 1, len(xy))
     nearest = cKDTree(xy).query(xy, count)[1]
     design = np.concatenate([np.ones(nearest.shape + (1,)), xy[nearest] - xy[:, None, :]], axis=2)  # (n, k, 3)
+    design = design * lit[nearest][:, :, None]
     normal = np.einsum("nki,nkj->nij", design, design)
     rhs = np.einsum("nki,nk->ni", design, log_total[nearest])
     return (np.linalg.pinv(normal) @ rhs[:, :, None])[:, 1:, 0]  # pinv: collinear neighbours -> 0 across, not NaN
 
 
-def _integrate(xy: np.ndarray, gradient: np.ndarray, step: float) -> np.ndarray:
-    """(n,) least-squares potential of ``gradient`` (module doc, step 2), zero mean per connected part."""
+def _integrate(xy: np.ndarray, gradient: np.ndarray, step: float, lit: np.ndarray) -> np.ndarray:
+    """(n,) least-squares potential of ``gradient`` (module doc, step 2) over the edges between ``lit``
+    positions, zero mean per connected part (0 at a position that is not lit)."""
     count = min(NEIGHBOURS + 1, len(xy))
     distances, nearest = cKDTree(xy).query(xy, count)
     k = np.repeat(np.arange(len(xy)), count - 1)
     l, length = nearest[:, 1:].reshape(-1), distances[:, 1:].reshape(-1)
-    keep = length <= MAX_EDGE_STEPS * step
+    keep = (length <= MAX_EDGE_STEPS * step) & lit[k] & lit[l]
     k, l = k[keep], l[keep]
     m = len(k)
     difference = sparse.csr_matrix((np.r_[-np.ones(m), np.ones(m)], (np.r_[np.arange(m), np.arange(m)], np.r_[k, l])),

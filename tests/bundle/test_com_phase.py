@@ -84,6 +84,19 @@ def test_a_single_position_and_repeated_positions_give_finite_phases():
     assert np.all(np.isfinite(com_phase.integrated_com_phase(dark, probe, x + [0, 1, 0, 0], y).phi))
 
 
+def test_a_dark_pattern_leaves_its_neighbours_phase_as_it_was():
+    """A dead frame (no photons) is left out of the plane fits and the integration, not taken as log 0."""
+    _, test = simulate_dataset(SimulationSpec(n_images=256))
+    whole = com_phase.integrated_com_phase(test.diffraction, test.probe, test.xcoords, test.ycoords).phi
+    broken = test.diffraction.copy()
+    broken[10] = 0
+    phi = com_phase.integrated_com_phase(broken, test.probe, test.xcoords, test.ycoords).phi
+    others = np.arange(len(phi)) != 10
+    assert phi[10] == 0.0
+    shift = np.mean((phi - whole)[others])
+    assert np.max(np.abs(phi - whole - shift)[others]) < 0.05  # rad; a log(0) plane would be off by hundreds
+
+
 @pytest.mark.parametrize("frames, x, match", [
     (np.zeros((3, N, N)), [0.0, 1.0], "n positions"),
     (np.zeros((3, N, 32)), [0.0, 1.0, 2.0], "probe"),
