@@ -99,9 +99,7 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
     """Run one phase job on ``backend`` (module docstring); raises before writing a bundle on any failure."""
     if stitch_from not in STITCH_SOURCES:
         raise ValueError(f"run_job: stitch_from must be one of {', '.join(STITCH_SOURCES)}; got {stitch_from!r}")
-    if phase_offsets not in stitching.PHASE_OFFSETS:
-        raise ValueError(f"run_job: phase_offsets must be one of {', '.join(stitching.PHASE_OFFSETS)}; "
-                         f"got {phase_offsets!r}")
+    stitching.check_phase_offsets(phase_offsets, "run_job")  # before training: nothing written on a typo
     timings = {}
     clock = time.perf_counter()
     run_dir = Path(run_dir)

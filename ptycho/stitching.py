@@ -244,11 +244,15 @@ def stitch_patches(patches: np.ndarray, groups: Groups, reassemble, crop: int | 
     return Stitched(canvas, covered_mask(size, crop, offsets), offsets, centre, crop, corrections)
 
 
+def check_phase_offsets(phase_offsets: str, caller: str) -> None:
+    """ValueError naming ``caller`` unless ``phase_offsets`` is one of PHASE_OFFSETS."""
+    if phase_offsets not in PHASE_OFFSETS:
+        raise ValueError(f"{caller}: phase_offsets must be one of {', '.join(PHASE_OFFSETS)}; got {phase_offsets!r}")
+
+
 def _offset_factors(patches, flat, offsets, groups: Groups, phase_offsets: str, com) -> np.ndarray | None:
     """(B*C,) unit factors of the patches' phase offsets in flat order, or None for 'none'."""
-    if phase_offsets not in PHASE_OFFSETS:
-        raise ValueError(f"stitch_patches: phase_offsets must be one of {', '.join(PHASE_OFFSETS)}; "
-                         f"got {phase_offsets!r}")
+    check_phase_offsets(phase_offsets, "stitch_patches")
     if phase_offsets == "sync":
         return synchronise_phases(flat, offsets)
     if phase_offsets == "none":
