@@ -12,11 +12,13 @@ is, exactly for a thin object, N / 2pi times the |P O|^2-weighted mean gradient 
 phi_P + phi_O under the probe at position k. Two steps turn the moments into the object's phase:
 
 1. The probe's own share b_k = sum |P O|^2 grad(phi_P) / sum |P O|^2 depends on |O| under the probe (the
-   default probe's quadratic phase makes it large). To first order in a log-linear |O|^2 = a exp(h.r) it is
-   b0 + K h, with b0 the probe's own moment and K its response to h (both from the probe alone), and
-   h = grad log T, T(s) = sum_q I_s(q) = sum |P(r - s)|^2 |O(r)|^2 (Parseval) the total intensity, a smooth
-   map of the scan that is measured: h comes from a least-squares plane through log T of the position
-   and its GRADIENT_NEIGHBOURS nearest positions. No reconstruction enters.
+   default probe's quadratic phase makes it large). It is linear in |O|^2: b_k = (K_x, K_y) * |O|^2 / K_T * |O|^2
+   at s_k, with the probe's kernels K_T = |P|^2 and K = Im(conj(P) grad P) = |P|^2 grad(phi_P) (spectral
+   derivatives: the first moment's own definition). |O|^2 comes from the measured totals
+   T(s) = sum_q I_s(q) = K_T * |O|^2 (Parseval): a least-squares deconvolution onto a bilinear grid of
+   N / GRID_PER_PROBE px with a gradient penalty (SMOOTHING). No reconstruction enters. (Round 10 of the
+   findings: on the truth's patches this halves the first-order estimate's phase error and takes the false
+   phase of an amplitude-only lines object from 0.12 to 0.03 rad.)
 2. The object-phase gradients g_k = 2pi (m_k - b_k) / N rad/px are integrated over the scan: the potential
    phi minimising sum over neighbour pairs (k, l) of (phi_l - phi_k - (g_k + g_l) . (r_l - r_k) / 2)^2, on
    the graph of each position's NEIGHBOURS nearest positions (at most MAX_EDGE_STEPS scan steps away).
@@ -36,10 +38,10 @@ from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 from scipy.spatial import cKDTree
 
-GRADIENT_NEIGHBOURS = 6  # nearest positions in the plane fit of log T
+GRID_PER_PROBE = 8  # |O|^2 grid spacing N / GRID_PER_PROBE px
+SMOOTHING = 1e-3  # gradient penalty of that grid, against the totals normalised to their median
 NEIGHBOURS = 6  # integration graph: each position's nearest positions ...
 MAX_EDGE_STEPS = 2.0  # ... at most this many median nearest-neighbour distances away
-RESPONSE_STEP = 1e-3  # finite-difference step of h (1/px) for the probe's response K
 CHUNK_PIXELS = 2**22  # pixels per chunk of patterns or patches: bounded memory
 
 
@@ -66,15 +68,34 @@ def moments(amplitudes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first / np.where(total > 0, total, 1.0)[:, None], total  # a dark pattern has no moment: 0, not NaN
 
 
-def probe_moment_response(probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(b0 (2,), K (2, 2)): the probe's own first moment and its change per unit h (module doc, step 1)."""
+def probe_kernels(probe: np.ndarray) -> np.ndarray:
+    """(3, N, N) float64: |P|^2 and |P|^2 d(arg P)/dx, d(arg P)/dy (rad/px), the derivatives spectral, so that
+    the kernels weight |O|^2 exactly as the first moments do (module doc, step 1)."""
     probe = np.asarray(probe, np.complex128)
-    N = probe.shape[-1]
-    grid = np.arange(N) - N / 2
-    x, y = np.meshgrid(grid, grid)
-    waves = np.stack([probe, probe * np.exp(0.5 * RESPONSE_STEP * x), probe * np.exp(0.5 * RESPONSE_STEP * y)])
-    first = moments(np.abs(np.fft.fftshift(np.fft.fft2(waves), axes=(-2, -1))))[0]
-    return first[0], (first[1:] - first[0]).T / RESPONSE_STEP
+    frequency = 2 * np.pi * np.fft.fftfreq(probe.shape[-1])
+    spectrum = np.fft.fft2(probe)
+    derivatives = [np.fft.ifft2(1j * frequency[None, :] * spectrum), np.fft.ifft2(1j * frequency[:, None] * spectrum)]
+    return np.stack([np.abs(probe) ** 2] + [np.imag(np.conj(probe) * d) for d in derivatives])
+
+
+def probe_share(xy: np.ndarray, total: np.ndarray, lit: np.ndarray, probe: np.ndarray) -> np.ndarray:
+    """(n, 2) rad/px: the probe's share of each position's phase gradient, from |O|^2 deconvolved from the
+    totals of the ``lit`` positions (module doc, step 1); the uniform object's share where the fit is not
+    positive."""
+    kernels = probe_kernels(probe)
+    N = kernels.shape[-1]
+    spacing = N / GRID_PER_PROBE
+    origin = xy.min(axis=0) - N / 2 - spacing
+    shape = tuple(int(v) for v in np.ceil((xy.max(axis=0)[::-1] + N / 2 - origin[::-1]) / spacing) + 2)  # (rows, cols)
+    rows, cols, values = _grid_blocks(xy, kernels, spacing, origin, shape)
+    to_total, to_x, to_y = (sparse.csr_matrix((v, (rows, cols)), shape=(len(xy), shape[0] * shape[1])) for v in values)
+    system = sparse.vstack([to_total[lit] / kernels[0].sum(), np.sqrt(SMOOTHING) * _grid_differences(shape)])
+    target = np.r_[total[lit] / np.median(total[lit]), np.zeros(system.shape[0] - int(lit.sum()))]
+    density = sparse_linalg.lsqr(system.tocsr(), target, atol=1e-8, btol=1e-8, iter_lim=20 * shape[0] * shape[1])[0]
+    fitted = to_total @ density
+    uniform = kernels[1:].sum(axis=(1, 2)) / kernels[0].sum()
+    share = np.stack([to_x @ density, to_y @ density], axis=1) / np.where(fitted > 0, fitted, 1.0)[:, None]
+    return np.where((fitted > 0)[:, None], share, uniform)
 
 
 def integrated_com_phase(diffraction: np.ndarray, probe: np.ndarray, xcoords, ycoords) -> ComPhase:
@@ -93,9 +114,9 @@ def integrated_com_phase(diffraction: np.ndarray, probe: np.ndarray, xcoords, yc
         return ComPhase(np.zeros(len(xy)), np.asarray(probe))
     first, total = moments(amplitudes)
     lit = total > 0  # a dark pattern (beam off, a dead frame) has no moment and no total: left out
-    b0, response = probe_moment_response(probe)
-    h = _log_gradient(xy, np.log(np.where(lit, total, 1.0)), lit)
-    gradient = 2 * np.pi * (first - b0 - h @ response.T) / amplitudes.shape[-1]
+    if not lit.any():
+        return ComPhase(np.zeros(len(xy)), np.asarray(probe))
+    gradient = 2 * np.pi * first / amplitudes.shape[-1] - probe_share(xy, total, lit, probe)
     return ComPhase(_integrate(xy, gradient, step, lit), np.asarray(probe))
 
 
@@ -127,17 +148,45 @@ def _median_spacing(xy: np.ndarray) -> float | None:
     return float(np.median(positive)) if positive.size else None
 
 
-def _log_gradient(xy: np.ndarray, log_total: np.ndarray, lit: np.ndarray) -> np.ndarray:
-    """(n, 2) gradient of the least-squares plane through log_total at each position and its
-    GRADIENT_NEIGHBOURS nearest positions (a count, not a radius: enough points on any scan pattern),
-    the positions that are not ``lit`` left out."""
-    count = min(GRADIENT_NEIGHBOURS + 1, len(xy))
-    nearest = cKDTree(xy).query(xy, count)[1]
-    design = np.concatenate([np.ones(nearest.shape + (1,)), xy[nearest] - xy[:, None, :]], axis=2)  # (n, k, 3)
-    design = design * lit[nearest][:, :, None]
-    normal = np.einsum("nki,nkj->nij", design, design)
-    rhs = np.einsum("nki,nk->ni", design, log_total[nearest])
-    return (np.linalg.pinv(normal) @ rhs[:, :, None])[:, 1:, 0]  # pinv: collinear neighbours -> 0 across, not NaN
+def _grid_blocks(xy: np.ndarray, kernels: np.ndarray, spacing: float, origin: np.ndarray, shape: tuple):
+    """(rows, cols, values (3, m)) of the sparse maps from a bilinear grid (node (i, j) at origin + spacing (j, i),
+    row-major ``shape``) to each kernel's weighted sum under each position: per position the separable block
+    Wy^T kernel Wx, in chunks (bounded memory)."""
+    N = kernels.shape[-1]
+    local = int(np.ceil(N / spacing)) + 2
+    pixel = np.arange(N) - N / 2
+    rows, cols, values = [], [], []
+    chunk = max(1, CHUNK_PIXELS // (N * local * 8))
+    for begin in range(0, len(xy), chunk):
+        weights, first = [], []
+        for axis in (1, 0):  # y then x
+            u = (xy[begin:begin + chunk, axis, None] + pixel[None, :] - origin[axis]) / spacing
+            node = np.floor(u).astype(np.int64)
+            fraction = u - node
+            start = node[:, :1]
+            w = np.zeros(u.shape + (local,))
+            np.put_along_axis(w, (node - start)[..., None], (1 - fraction)[..., None], axis=2)
+            np.put_along_axis(w, (node - start + 1)[..., None], fraction[..., None], axis=2)
+            weights.append(w)
+            first.append(start)
+        blocks = np.einsum("nip,kij,njq->knpq", weights[0], kernels, weights[1])
+        grid_rows = first[0][:, :, None] + np.arange(local)[None, :, None]
+        grid_cols = first[1][:, :, None] + np.arange(local)[None, None, :]
+        rows.append(np.repeat(np.arange(begin, begin + len(blocks[0])), local * local))
+        cols.append((grid_rows * shape[1] + grid_cols).reshape(-1))
+        values.append(blocks.reshape(len(kernels), -1))
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(values, axis=1)
+
+
+def _grid_differences(shape: tuple) -> sparse.csr_matrix:
+    """The differences between horizontally and vertically adjacent nodes of a row-major grid."""
+    index = np.arange(shape[0] * shape[1]).reshape(shape)
+    pairs = [(index[:, :-1], index[:, 1:]), (index[:-1, :], index[1:, :])]
+    left = np.concatenate([a.reshape(-1) for a, _ in pairs])
+    right = np.concatenate([b.reshape(-1) for _, b in pairs])
+    m = len(left)
+    return sparse.csr_matrix((np.r_[-np.ones(m), np.ones(m)], (np.r_[np.arange(m), np.arange(m)], np.r_[left, right])),
+                             shape=(m, index.size))
 
 
 def _integrate(xy: np.ndarray, gradient: np.ndarray, step: float, lit: np.ndarray) -> np.ndarray:

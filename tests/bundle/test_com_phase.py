@@ -39,7 +39,7 @@ def test_uniform_object_gives_a_flat_phase_whatever_the_probe():
     probe = make_probe(N)
     x, y = _grid()
     com = com_phase.integrated_com_phase(_far_field_amplitudes(np.repeat(probe[None], len(x), 0)), probe, x, y)
-    np.testing.assert_allclose(com.phi, 0.0, atol=1e-9)
+    np.testing.assert_allclose(com.phi, 0.0, atol=1e-6)  # the least-squares solvers' tolerance
 
 
 def test_anchor_factors_put_each_patch_weighted_mean_phase_on_phi():
@@ -57,21 +57,36 @@ def test_anchor_factors_put_each_patch_weighted_mean_phase_on_phi():
 @pytest.mark.parametrize("scan", ["fermat", "raster"])
 def test_true_patches_with_lost_offsets_get_the_large_scale_phase_back(scan):
     """The truth's patches with random offsets: 3-4x the constant-object phase floor stitched as they are,
-    within 0.25x with their offsets anchored to the centre-of-mass phase (0.16-0.17x measured)."""
-    _, test = simulate_dataset(SimulationSpec(n_images=256, scan=scan))
+    within 0.13x with their offsets anchored to the centre-of-mass phase (0.09-0.10x measured; the first-order
+    probe share of round 9 gave 0.155-0.167x)."""
+    test, truth, lost, groups = _truth_with_lost_offsets("mixed", scan)
+    floor = stitching.stitched_quality(
+        stitching.stitch_patches(np.full(truth.shape, 0.75, np.complex64), groups, _reassemble), test.object_guess)
+    assert _stitched_phase_mae(test, lost, groups, "none") / floor["phase_mae"] > 2.0
+    assert _stitched_phase_mae(test, lost, groups, "com") / floor["phase_mae"] < 0.13
+
+
+@pytest.mark.parametrize("scan", ["fermat", "raster"])
+def test_an_amplitude_only_object_of_high_contrast_gets_little_false_phase(scan):
+    """lines: amplitude 0.1-1, phase 0. Where |O| changes sharply under the probe, the probe's share of the
+    moments needs |O|^2 itself (deconvolved from the totals), not a first-order slope of log T: false phase
+    0.015-0.036 rad measured (first order: 0.050-0.057)."""
+    test, _, lost, groups = _truth_with_lost_offsets("lines", scan)
+    assert _stitched_phase_mae(test, lost, groups, "com") < 0.045
+
+
+def _truth_with_lost_offsets(kind, scan):
+    _, test = simulate_dataset(SimulationSpec(n_images=256, scan=scan, object_kind=kind))
     groups = stitching.inference_groups(test, 1, 7, 0)
     truth = test.Y[groups.nn_indices].transpose(0, 2, 3, 1)
     lost = truth * np.exp(1j * np.random.default_rng(0).uniform(-np.pi, np.pi, len(truth)))[:, None, None, None]
+    return test, truth, lost, groups
+
+
+def _stitched_phase_mae(test, patches, groups, mode):
     com = com_phase.integrated_com_phase(test.diffraction, test.probe, test.xcoords, test.ycoords)
-    floor = stitching.stitched_quality(
-        stitching.stitch_patches(np.full(truth.shape, 0.75, np.complex64), groups, _reassemble), test.object_guess)
-
-    def phase_to_floor(mode):
-        stitched = stitching.stitch_patches(lost.astype(np.complex64), groups, _reassemble, phase_offsets=mode, com=com)
-        return stitching.stitched_quality(stitched, test.object_guess)["phase_mae"] / floor["phase_mae"]
-
-    assert phase_to_floor("none") > 2.0
-    assert phase_to_floor("com") < 0.25
+    stitched = stitching.stitch_patches(patches.astype(np.complex64), groups, _reassemble, phase_offsets=mode, com=com)
+    return stitching.stitched_quality(stitched, test.object_guess)["phase_mae"]
 
 
 def test_a_single_position_and_repeated_positions_give_finite_phases():
