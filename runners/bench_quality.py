@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import statistics
 import sys
@@ -69,6 +70,7 @@ from ptycho.torch.device import check_device_name
 DATASETS = {"simulated": "mixed", "lines": "lines"}  # dataset -> SimulationSpec.object_kind
 AMPLITUDE_ONLY = {"lines": "amplitude only (true phase is 0): judge amp_* metrics"}
 BACKENDS = ("pytorch", "tensorflow")
+LEARNING_RATE = ModelSpec.learning_rate  # the study's default: ModelSpec's
 LOSSES = {"poisson_nll": {}, "diffraction_mae": {"nll_weight": 0.0, "diffraction_mae_weight": 1.0}}  # -> ModelSpec
 NEIGHBOR_COUNT = 7
 VALIDATION_SPLIT = 0.05
@@ -85,6 +87,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number; got {value}")
     return value
 
 
@@ -106,6 +118,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu",
                         help="where the PyTorch backend trains: cpu (default), cuda, cuda:<index>, or auto "
                              "(a GPU where there is one); the stitching and the references run on the CPU")
+    parser.add_argument("--learning-rate", type=_positive_float, default=LEARNING_RATE,
+                        help=f"Adam's learning rate (ModelSpec.learning_rate); default {LEARNING_RATE:g}")
     parser.add_argument("--loss", choices=LOSSES, default="poisson_nll",
                         help="the unsupervised training loss: poisson_nll (default, the runner's) or "
                              "diffraction_mae (mean |A_pred - sqrt(I_obs)|)")
@@ -202,7 +216,7 @@ def run_one(run_phase_job, train, test, dataset: str, gridsize: int, seed: int, 
         train, test,
         grouping=GroupingSpec(gridsize=gridsize, neighbor_count=NEIGHBOR_COUNT, n_groups=args.n_groups,
                               n_images=None, seed=seed),
-        model_spec=ModelSpec(gridsize=gridsize, seed=seed, **LOSSES[args.loss]),
+        model_spec=ModelSpec(gridsize=gridsize, seed=seed, learning_rate=args.learning_rate, **LOSSES[args.loss]),
         train_spec=TrainSpec(max_epochs=args.epochs, batch_size=args.batch_size, seed=seed,
                              validation_split=VALIDATION_SPLIT),
         run_dir=run_root / "run", bundle_dir=run_root / "bundle", stitch_from=args.stitch_from,
@@ -270,6 +284,7 @@ def write_table(path: Path, document: dict) -> None:
     lines = [
         "# Reconstruction quality: PINN against the constant-object floor and the true-patch ceiling", "",
         f"Backend {settings['backend']} on {settings['compute'].get('device', 'cpu')}, loss {settings['loss']}, "
+        f"learning rate {settings.get('learning_rate', LEARNING_RATE):g}, "
         f"epochs {settings['epochs']}, {settings['n_groups']} groups, batch "
         f"{settings['batch_size']}, {settings['n_images']} simulated positions (a quarter test), threads "
         f"{settings['compute']['threads']}. Metrics on the stitched test reconstruction after the global "
@@ -377,7 +392,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {key: getattr(args, key) for key in
                 ("datasets", "gridsizes", "seeds", "epochs", "n_groups", "batch_size", "n_images", "backend",
-                 "device", "loss", "stitch_from", "phase_offsets", "iterative_epochs")}
+                 "device", "learning_rate", "loss", "stitch_from", "phase_offsets", "iterative_epochs")}
     document = {"settings": {**settings, "compute": compute, "neighbor_count": NEIGHBOR_COUNT,
                              "validation_split": VALIDATION_SPLIT, "reference_groups_seed": 0},
                 "references": [], "runs": [], "summaries": []}

@@ -1,5 +1,6 @@
 """In-process smoke run of the reconstruction-quality study (runners.bench_quality) at a tiny budget."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
     out = tmp_path / "quality"
     status = bench_quality.main(["--datasets", "simulated", "--gridsizes", "1", "--seeds", "1", "--epochs", "1",
                                  "--n-groups", "8", "--n-images", "64", "--backend", "pytorch", "--threads", "1",
-                                 "--iterative-epochs", "2", "--out", str(out)])
+                                 "--iterative-epochs", "2", "--learning-rate", "2e-4", "--out", str(out)])
     assert status == 0
     for name in ("quality.json", "quality.md", "quality.png", "quality_simulated_iterative.png"):
         assert (out / name).stat().st_size > 0, name
@@ -20,12 +21,15 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
     document = json.loads((out / "quality.json").read_text())
     assert document["complete"] is True and document["settings"]["device"] == "cpu"
     assert document["settings"]["stitch_from"] == "canvas"
+    assert document["settings"]["learning_rate"] == 2e-4
     (reference,) = document["references"]
     assert reference["ceiling"]["amp_mae"] < reference["floor"]["amp_mae"]
     iterative = reference["iterative"]  # cdtools (extra `iterative`, in the install line): numbers, not n/a
     assert iterative["amp_mae"] < 0.5 * reference["floor"]["amp_mae"] and iterative["epochs"] == 2
     (run,) = document["runs"]
     assert (run["dataset"], run["gridsize"], run["seed"]) == ("simulated", 1, 0)
+    history = json.loads((Path(run["run_dir"]) / "history.json").read_text())
+    assert history["learning_rate"] == [pytest.approx(2e-4)]  # the run trained at the chosen rate
     assert run["amp_mae_to_floor"] == pytest.approx(run["amp_mae"] / reference["floor"]["amp_mae"])
     # the default stitching anchors the offsets to the centre-of-mass phase; the other ways are reported beside it
     assert document["settings"]["phase_offsets"] == "com"
@@ -39,7 +43,7 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
     pinn = next(line for line in (out / "quality.md").read_text().splitlines() if "| PINN |" in line)
     assert f"{run['amp_mae_offsets_sync']:.4f} / {run['phase_mae_offsets_sync']:.4f}" in pinn
     assert "PINN / iterative: amp_mae " in (out / "quality.md").read_text()
-    assert "Backend pytorch on cpu, loss poisson_nll, epochs 1," in (out / "quality.md").read_text()
+    assert "Backend pytorch on cpu, loss poisson_nll, learning rate 0.0002, epochs 1," in (out / "quality.md").read_text()
     assert "simulated gridsize=1 seed=0: amp_mae=" in capsys.readouterr().out
 
 
@@ -69,6 +73,13 @@ def test_rejects_more_groups_than_training_positions(capsys):
     with pytest.raises(SystemExit):
         bench_quality.parse_args(["--n-images", "64", "--n-groups", "100"])
     assert "--n-groups 100 exceeds the 48 training positions" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1e-4", "nan", "inf", "fast"])
+def test_rejects_a_learning_rate_that_is_not_a_positive_number(capsys, value):
+    with pytest.raises(SystemExit):
+        bench_quality.parse_args(["--learning-rate", value])
+    assert "--learning-rate" in capsys.readouterr().err
 
 
 def test_rejects_an_unknown_stitch_source(capsys):
