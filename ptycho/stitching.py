@@ -23,8 +23,8 @@ against 0.02x stitched as they are). Two ways to set the offsets before summing:
 
 - ``'com'`` (the runner's default): each patch's weighted mean phase is put on the large-scale phase
   that the scan's diffraction centres of mass fix (:mod:`ptycho.com_phase`: data and probe only, no
-  reconstruction). On the truth's patches it restores 0.15x the floor from any offsets; on the
-  networks of the quality study it takes the phase from 0.83-0.90x the floor to 0.45-0.51x.
+  reconstruction). On the truth's patches it restores 0.08x the floor from any offsets; on the
+  networks of the quality study it takes the phase from 0.83-0.90x the floor to about 0.45x.
 - ``'sync'``: every patch is multiplied by the unit factor that makes it agree with the patches it
   overlaps (:func:`synchronise_phases`): the classical phase-synchronisation problem, solved by the
   leading eigenvector of the overlap matrix H[k, l] = sum over the overlap of z_k conj(z_l), refined

@@ -15,7 +15,8 @@ Loss terms (:class:`PinnLoss`, each tracked per epoch under its name):
                    (terms with weight 0 are not computed)
 
 Optimiser and schedule (ptycho.spec, both backends): Adam; ReduceLROnPlateau on val_loss (x0.5,
-patience 5, min 1e-5) when a validation split exists; EarlyStopping on loss (patience 10).
+patience 5, min 1e-5) when a validation split exists; EarlyStopping (patience 10) on val_loss when
+a validation split exists, else on loss.
 A non-finite loss raises :class:`NonFiniteLossError` at the batch where it appears.
 
 History: per epoch, every term (``val_`` + term on the validation split), intensity_scale,
@@ -43,7 +44,7 @@ from ptycho.batches import GroupedData, split_validation
 from ptycho.model import PtychoPINN
 from ptycho.spec import (
     EARLY_STOPPING_PATIENCE, INTENSITY_EPSILON, LR_FACTOR, LR_MIN, LR_PATIENCE, LossTerms, NonFiniteLossError,
-    TrainSpec,
+    TrainSpec, early_stopping_monitor,
 )
 from ptycho.stitching import check_offsets_fit
 
@@ -217,7 +218,8 @@ def train(model: PtychoPINN, data: GroupedData, spec: TrainSpec,
     model.optimizer.build(model.trainable_variables)
     train_part, val_part = split_validation(data, spec.validation_split)
     recorder = EpochRecorder()
-    builtin = [keras.callbacks.EarlyStopping(monitor="loss", patience=EARLY_STOPPING_PATIENCE)]
+    builtin = [keras.callbacks.EarlyStopping(monitor=early_stopping_monitor(val_part is not None),
+                                             patience=EARLY_STOPPING_PATIENCE)]
     if val_part is not None:
         builtin.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=LR_FACTOR, patience=LR_PATIENCE, min_lr=LR_MIN, verbose=0))

@@ -10,7 +10,8 @@
   ``amplitude_mae``, ``realspace_mse`` (need ground truth); ``loss`` = weighted sum.
 * Optimiser: :class:`ptycho.torch.optim.KerasAdam` (Keras' Adam arithmetic, epsilon 1e-7).
   Schedule: ReduceLROnPlateau on val_loss (x0.5, patience 5, min 1e-5) when a validation
-  split exists; EarlyStopping on loss (patience 10). Validation: the last groups (Keras' rule).
+  split exists; EarlyStopping (patience 10) on val_loss when a validation split exists, else
+  on loss. Validation: the last groups (Keras' rule).
 * History per epoch: the loss terms, ``val_<term>``, ``intensity_scale``, ``learning_rate``
   (after the schedule), ``epoch_time_s`` - the names ``ptycho.training.train`` records; per
   step, ``step_loss``: the weighted total of each training batch in order, as the TF side.
@@ -32,7 +33,7 @@ from ptycho import batches, normalization
 from ptycho.batches import GroupedData, split_validation
 from ptycho.spec import (
     EARLY_STOPPING_PATIENCE, INTENSITY_EPSILON, LR_FACTOR, LR_MIN, LR_PATIENCE, LossTerms, NonFiniteLossError,
-    TrainSpec,
+    TrainSpec, early_stopping_monitor,
 )
 from ptycho.stitching import check_offsets_fit
 from ptycho.torch import optim
@@ -153,7 +154,7 @@ def train(model: PtychoPINN, data: GroupedData, spec: TrainSpec, callbacks: Sequ
         for name, value in logs.items():
             history.setdefault(name, []).append(float(value))
         _notify(callbacks, "on_epoch_end", epoch, logs)
-        if stopper.should_stop(epoch, logs["loss"]):
+        if stopper.should_stop(epoch, logs[early_stopping_monitor(val_part is not None)]):
             break
     _notify(callbacks, "on_train_end", logs)
     return {**history, "step_loss": step_loss}

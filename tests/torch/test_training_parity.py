@@ -14,7 +14,7 @@ import torch
 from ptycho import model as tf_model
 from ptycho import training as tf_training
 from ptycho.batches import GroupedData, group_data
-from ptycho.spec import ModelSpec, NonFiniteLossError, TrainSpec
+from ptycho.spec import EARLY_STOPPING_PATIENCE, ModelSpec, NonFiniteLossError, TrainSpec
 from ptycho.stitching import canvas_size_for
 from ptycho.torch import model as pt_model
 from ptycho.torch import optim, training as pt_training, weights
@@ -157,6 +157,33 @@ def test_non_finite_loss_stops_training(grouped, probe):
     train_spec = TrainSpec(max_epochs=1, batch_size=4, validation_split=0.0)
     with pytest.raises(NonFiniteLossError, match="epoch 0, batch 0"):
         pt_training.train(pt_model.build_model(spec, probe), broken, train_spec)
+
+
+def test_early_stopping_watches_the_validation_loss_on_the_port(grouped, probe, monkeypatch):
+    """A flat val_loss stops the fit after patience (10) + 1 epochs, whatever the training loss does; without a
+    validation split the training loss is watched (findings round 10: the training loss's first epoch stopped
+    c1=baseline at epoch 11, at the floor, while val_loss improved)."""
+    spec, data = grouped
+    monkeypatch.setattr(pt_training, "evaluate", lambda *args, **kwargs: {"loss": 1.0, "poisson_nll": 1.0})
+    history = pt_training.train(pt_model.build_model(spec, probe), data,
+                                TrainSpec(max_epochs=13, batch_size=4, validation_split=0.25))
+    assert len(history["loss"]) == EARLY_STOPPING_PATIENCE + 1 and set(history["val_loss"]) == {1.0}
+
+
+def test_early_stopping_watches_the_validation_loss_on_tensorflow(grouped, probe, monkeypatch):
+    spec, data = grouped
+    watched = []
+
+    class Spy(keras.callbacks.EarlyStopping):
+        def __init__(self, monitor, **kwargs):
+            watched.append(monitor)
+            super().__init__(monitor=monitor, **kwargs)
+
+    monkeypatch.setattr(keras.callbacks, "EarlyStopping", Spy)
+    for split in (0.25, 0.0):
+        tf_training.train(tf_model.build_model(spec, probe), data, TrainSpec(max_epochs=1, batch_size=4,
+                                                                             validation_split=split))
+    assert watched == ["val_loss", "loss"]
 
 
 def test_early_stopping_and_plateau_follow_keras_rules():
