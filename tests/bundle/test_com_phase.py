@@ -89,6 +89,17 @@ def _stitched_phase_mae(test, patches, groups, mode):
     return stitching.stitched_quality(stitched, test.object_guess)["phase_mae"]
 
 
+def test_a_scan_spread_over_a_huge_field_stays_bounded_and_flat_on_a_uniform_object():
+    """Two clusters a million pixels apart: the |O|^2 grid keeps only the nodes under some probe instead of
+    10^10 over the field; each cluster of a uniform object integrates to a flat phase."""
+    probe = make_probe(N)
+    x, y = _grid(3)
+    x, y = np.r_[x, x + 1e6], np.r_[y, y + 1e6]
+    com = com_phase.integrated_com_phase(_far_field_amplitudes(np.repeat(probe[None], len(x), 0)), probe, x, y)
+    assert np.all(np.isfinite(com.phi))
+    np.testing.assert_allclose(com.phi, 0.0, atol=1e-6)
+
+
 def test_a_single_position_and_repeated_positions_give_finite_phases():
     probe = make_probe(N)
     frames = _far_field_amplitudes(np.repeat(probe[None], 4, 0))
