@@ -284,7 +284,7 @@ def write_table(path: Path, document: dict) -> None:
     lines = [
         "# Reconstruction quality: PINN against the constant-object floor and the true-patch ceiling", "",
         f"Backend {settings['backend']} on {settings['compute'].get('device', 'cpu')}, loss {settings['loss']}, "
-        f"learning rate {settings.get('learning_rate', LEARNING_RATE):g}, "
+        f"learning rate {settings['learning_rate']:g}, "
         f"epochs {settings['epochs']}, {settings['n_groups']} groups, batch "
         f"{settings['batch_size']}, {settings['n_images']} simulated positions (a quarter test), threads "
         f"{settings['compute']['threads']}. Metrics on the stitched test reconstruction after the global "
