@@ -84,7 +84,7 @@ def _truth_with_lost_offsets(kind, scan):
 
 
 def _stitched_phase_mae(test, patches, groups, mode):
-    com = com_phase.integrated_com_phase(test.diffraction, test.probe, test.xcoords, test.ycoords)
+    com = com_phase.integrated_com_phase(test.diffraction, test.probe, test.xcoords, test.ycoords) if mode == "com" else None
     stitched = stitching.stitch_patches(patches.astype(np.complex64), groups, _reassemble, phase_offsets=mode, com=com)
     return stitching.stitched_quality(stitched, test.object_guess)["phase_mae"]
 
