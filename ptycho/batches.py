@@ -101,7 +101,8 @@ def prepare_job_data(train_data: PtychoData, test_data: PtychoData, spec: Groupi
         train_data = train_data.subset(
             grouping.compact_subset(train_data.xcoords, train_data.ycoords, spec.n_images, spec.seed))
     train_groups = grouping.group_positions(
-        train_data.xcoords, train_data.ycoords, spec.gridsize, spec.neighbor_count, spec.n_groups, spec.seed)
+        train_data.xcoords, train_data.ycoords, spec.gridsize, spec.neighbor_count,
+        spec.groups_for(train_data.n_images), spec.seed)
     test_groups = stitching.inference_groups(test_data, spec.gridsize, spec.neighbor_count, spec.seed)
     scale = normalization.dataset_intensity_scale(train_data.diffraction, nphotons)
     resolved = dataclasses.replace(

@@ -241,7 +241,7 @@ def _job_groups(train: DatasetFile, test: DatasetFile, spec: GroupingSpec):
     if spec.n_images is not None:
         keep = grouping.compact_subset(x, y, spec.n_images, spec.seed)
         x, y = x[keep], y[keep]
-    train_groups = grouping.group_positions(x, y, spec.gridsize, spec.neighbor_count, spec.n_groups, spec.seed)
+    train_groups = grouping.group_positions(x, y, spec.gridsize, spec.neighbor_count, spec.groups_for(len(x)), spec.seed)
     return train_groups, stitching.inference_groups(test, spec.gridsize, spec.neighbor_count, spec.seed)
 
 
@@ -263,7 +263,8 @@ def _grouped_term(train: DatasetFile, test: DatasetFile, spec: GroupingSpec, mod
     subset = (spec.n_images or train.n_images) * model_spec.N**2 * 4
     total = 2 * n_groups * frame * (8 + 8 * truth) + subset + test.n_images * frame * 20
     name = f"grouped data ({n_groups} train groups, {test.n_images} test groups)"
-    return Term(name, total, "n_groups", setting=f"GroupingSpec.n_groups = {spec.n_groups}")
+    given = "" if spec.n_groups is not None else " (None: one per training position)"
+    return Term(name, total, "n_groups", setting=f"GroupingSpec.n_groups = {n_groups}{given}")
 
 
 def _network_term(spec: ModelSpec, batch: int) -> Term:

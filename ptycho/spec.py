@@ -180,21 +180,28 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class GroupingSpec:
-    """gridsize g (C = g**2 per group); neighbor_count K; n_groups training groups;
-    n_images: size of the compact train subset (None: all train positions); seed."""
+    """gridsize g (C = g**2 per group); neighbor_count K; n_groups training groups (None: one
+    seeded at every training position, so every position trains); n_images: size of the compact
+    train subset (None: all train positions); seed."""
 
     gridsize: int = 2
     neighbor_count: int = 7
-    n_groups: int = 32
+    n_groups: int | None = 32
     n_images: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("gridsize", "neighbor_count", "n_groups"):
+        for name in ("gridsize", "neighbor_count"):
             _require_int(getattr(self, name), f"GroupingSpec.{name}", 1)
+        if self.n_groups is not None:
+            _require_int(self.n_groups, "GroupingSpec.n_groups", 1)
         if self.n_images is not None:
             _require_int(self.n_images, "GroupingSpec.n_images", 1)
         _require_int(self.seed, "GroupingSpec.seed", 0)
+
+    def groups_for(self, n_positions: int) -> int:
+        """The number of training groups drawn from ``n_positions`` training positions."""
+        return n_positions if self.n_groups is None else self.n_groups
 
 
 @dataclass(frozen=True)

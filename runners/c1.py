@@ -112,7 +112,8 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
         git_commit=git_commit(project_root(), slot.root),
         parameters={
             "n_images": "all" if settings.n_images is None else settings.n_images,
-            "n_groups": settings.n_groups, "batch_size": settings.batch_size, "gridsize": settings.gridsize,
+            "n_groups": "one_per_position" if settings.n_groups is None else settings.n_groups,
+            "batch_size": settings.batch_size, "gridsize": settings.gridsize,
             "neighbor_count": settings.neighbor_count, "max_epochs": settings.max_epochs,
             "stitching": str(settings.do_stitching).lower(), "phase_offsets": settings.phase_offsets,
             "stitch_from": settings.stitch_from, "seed": settings.seed,
@@ -450,7 +451,7 @@ class C1Run:
         settings = self.settings
         self.record.parity_key = tracking.parity_key(digests[0], digests[1], {
             "N": train.N, "gridsize": settings.gridsize, "n_images": settings.n_images or train.n_images,
-            "n_groups": settings.n_groups, "neighbor_count": settings.neighbor_count,
+            "n_groups": settings.n_groups or settings.n_images or train.n_images, "neighbor_count": settings.neighbor_count,
             "batch_size": settings.batch_size, "max_epochs": settings.max_epochs, "seed": settings.seed,
         })
         self.tracker.set_tags({"parity_key": self.record.parity_key})

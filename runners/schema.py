@@ -199,7 +199,7 @@ class C1Config:
     variant: str = MISSING
     title: str = MISSING
     n_images: Optional[int] = None
-    n_groups: int = MISSING
+    n_groups: Optional[int] = MISSING  # null: one group seeded at every training position
     batch_size: int = MISSING
     gridsize: int = MISSING
     neighbor_count: int = MISSING
@@ -226,7 +226,8 @@ class C1Config:
             f">= gridsize**2 = {channels} (a group takes gridsize**2 of the K nearest neighbours)",
             self.neighbor_count,
         )
-        _require(self.n_groups >= 1, "c1.n_groups", ">= 1", self.n_groups)
+        _require(self.n_groups is None or self.n_groups >= 1, "c1.n_groups",
+                 "null (one group per training position) or >= 1", self.n_groups)
         _require(self.batch_size >= 1, "c1.batch_size", ">= 1", self.batch_size)
         _require(self.max_epochs >= 1, "c1.max_epochs", ">= 1", self.max_epochs)
         _require(self.seed >= 0, "c1.seed", ">= 0", self.seed)
@@ -241,7 +242,7 @@ class C1Config:
     def check_against(self, n_positions: int, source: str) -> None:
         """Raise ValueError when ``n_positions`` scan positions cannot give the requested groups."""
         _require(
-            self.n_groups <= n_positions, "c1.n_groups",
+            self.n_groups is None or self.n_groups <= n_positions, "c1.n_groups",
             f"<= {n_positions} (each group needs a distinct seed position; {source} = {n_positions})",
             self.n_groups,
         )

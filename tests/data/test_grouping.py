@@ -140,3 +140,25 @@ def test_duplicate_positions_still_give_distinct_members():
     groups = group_positions(x, x, gridsize=2, neighbor_count=4, n_groups=10, seed=0)
     assert all(len(set(members)) == 4 for members in groups.nn_indices)
     assert np.all(groups.coords_relative == 0)
+
+
+@pytest.mark.parametrize("gridsize", [1, 2])
+def test_n_groups_none_seeds_a_group_at_every_training_position(default_dataset, gridsize):
+    """GroupingSpec(n_groups=None): one group per training position (after the n_images subset), so no
+    position is left out of training (at gridsize 1 each is one group: see the test above)."""
+    from ptycho.batches import prepare_job_data
+    from ptycho.spec import GroupingSpec, ModelSpec
+
+    train, test = default_dataset
+    spec = GroupingSpec(gridsize=gridsize, n_groups=None, n_images=100)
+    assert spec.groups_for(100) == 100 and GroupingSpec(n_groups=32).groups_for(100) == 32
+    _, grouped, *_ = prepare_job_data(train, test, spec, ModelSpec(gridsize=gridsize))
+    assert grouped.n_groups == 100
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, "all"])
+def test_grouping_spec_rejects_a_count_that_is_not_none_or_positive(value):
+    from ptycho.spec import GroupingSpec
+
+    with pytest.raises(ValueError, match="GroupingSpec.n_groups"):
+        GroupingSpec(n_groups=value)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.torch
 def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
     out = tmp_path / "quality"
     status = bench_quality.main(["--datasets", "simulated", "--gridsizes", "1", "--seeds", "1", "--epochs", "1",
-                                 "--n-groups", "8", "--n-images", "64", "--backend", "pytorch", "--threads", "1",
+                                 "--n-images", "64", "--backend", "pytorch", "--threads", "1",
                                  "--iterative-epochs", "2", "--learning-rate", "2e-4", "--out", str(out)])
     assert status == 0
     for name in ("quality.json", "quality.md", "quality.png", "quality_simulated_iterative.png"):
@@ -28,6 +28,7 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
     assert iterative["amp_mae"] < 0.5 * reference["floor"]["amp_mae"] and iterative["epochs"] == 2
     (run,) = document["runs"]
     assert (run["dataset"], run["gridsize"], run["seed"]) == ("simulated", 1, 0)
+    assert run["n_groups_train"] == 48  # the default: a group seeded at every one of the 48 training positions
     history = json.loads((Path(run["run_dir"]) / "history.json").read_text())
     assert history["learning_rate"] == [pytest.approx(2e-4)]  # the run trained at the chosen rate
     assert run["amp_mae_to_floor"] == pytest.approx(run["amp_mae"] / reference["floor"]["amp_mae"])
@@ -43,7 +44,8 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
     pinn = next(line for line in (out / "quality.md").read_text().splitlines() if "| PINN |" in line)
     assert f"{run['amp_mae_offsets_sync']:.4f} / {run['phase_mae_offsets_sync']:.4f}" in pinn
     assert "PINN / iterative: amp_mae " in (out / "quality.md").read_text()
-    assert "Backend pytorch on cpu, loss poisson_nll, learning rate 0.0002, epochs 1," in (out / "quality.md").read_text()
+    assert ("Backend pytorch on cpu, loss poisson_nll, learning rate 0.0002, epochs 1, a group seeded at every "
+            "training position, batch 16," in (out / "quality.md").read_text())
     assert "simulated gridsize=1 seed=0: amp_mae=" in capsys.readouterr().out
 
 

@@ -61,6 +61,7 @@ def test_c1_variants(compose_phase):
     baseline = to_spec(compose_phase(["c1=baseline"])).c1
     gs1 = to_spec(compose_phase(["c1=gs1"])).c1
     assert baseline.variant == "baseline" and baseline.n_images is None and baseline.max_epochs > 1
+    assert baseline.n_groups is None  # a group seeded at every training position
     assert gs1.variant == "gs1" and gs1.gridsize == 1
 
 
@@ -121,8 +122,9 @@ def test_a_wrong_type_fails_at_composition(override, compose_phase):
         (["c1.batch_size=0"], "c1.batch_size"),
         (["c1.max_epochs=0"], "c1.max_epochs"),
         (["c1.n_groups=65"], "c1.n_groups"),
-        (["c1.n_images=1000"], "c1.n_images"),
-        (["c1=baseline", "c1.n_groups=400"], "c1.n_groups"),
+        (["c1.n_images=5000"], "c1.n_images"),
+        (["c1=baseline", "c1.n_groups=5000"], "c1.n_groups"),
+        (["c1.n_groups=0"], "c1.n_groups"),
         (["dataset.train_data_file=a.npz"], "dataset.test_data_file"),
         (["dataset.simulation.test_fraction=1.5"], "dataset.simulation.test_fraction"),
         (["c1.validation_split=1.0"], "c1.validation_split"),

@@ -76,8 +76,9 @@ def test_a_green_run_then_a_blocked_rerun_in_process(phase_run, tmp_path):
 
 
 def test_a_pytorch_run_in_process_fills_its_own_slot(phase_run):
-    """``backend=pytorch``: slot torch_baseline/..., the torch bundle and weights, its own title."""
-    status, output, root = phase_run("backend=pytorch")
+    """``backend=pytorch``: slot torch_baseline/..., the torch bundle and weights, its own title; with
+    ``c1.n_groups=null`` a group is seeded at every one of the 32 training images."""
+    status, output, root = phase_run("backend=pytorch", "c1.n_groups=null")
     assert status == 0, output
     slot = root / "torch_baseline" / "phase_c1_scaled"
     section = hub.read_section((root / "analysis" / "artifact_inventory.txt").read_text(),
@@ -88,7 +89,9 @@ def test_a_pytorch_run_in_process_fills_its_own_slot(phase_run):
     assert (slot / "cli" / "train_torch_phase_c1_scaled.log").read_text().strip()
     assert (slot / "green" / "pytest_torch_translation_guard.log").is_file()
     assert (slot / "run_scaled" / "model.pt").is_file()
-    assert "device=cpu" in dict(line.split(": ", 1) for line in section.splitlines()[1:])["Compute"]
+    fields = dict(line.split(": ", 1) for line in section.splitlines()[1:])
+    assert "device=cpu" in fields["Compute"] and "n_groups=one_per_position" in fields["Parameters"]
+    assert json.loads(stats.read_text())["training"]["n_groups_train"] == 32
     assert not (root / SLOT).exists()  # the TF slot is untouched
 
 

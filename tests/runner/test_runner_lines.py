@@ -25,7 +25,7 @@ def test_dataset_lines_composes_into_the_simulated_default_with_the_lines_object
 def test_schema_value_reaches_the_simulator_as_the_same_spec(compose_phase):
     simulation = to_spec(compose_phase(["dataset=lines"])).dataset.simulation
     from_config = simulate.SimulationSpec(**asdict(simulation))
-    assert simulate.spec_hash(from_config) == simulate.spec_hash(simulate.SimulationSpec(object_kind="lines"))
+    assert simulate.spec_hash(from_config) == simulate.spec_hash(simulate.SimulationSpec(object_kind="lines", n_images=2048))
 
 
 def test_a_bad_object_kind_fails_at_composition_naming_the_key_and_choices(compose_phase):
@@ -39,8 +39,8 @@ def test_the_data_step_simulates_and_caches_the_lines_object(compose_phase, tmp_
     spec = to_spec(compose_phase(["dataset=lines", f"dataset.cache_dir={tmp_path / 'cache'}"]))
     step = SimpleNamespace(spec=spec, job=SimpleNamespace(launch_dir=tmp_path))
     train_path, test_path = C1Run._dataset_files(step)
-    expected_hash = simulate.spec_hash(simulate.SimulationSpec(object_kind="lines"))
+    expected_hash = simulate.spec_hash(simulate.SimulationSpec(object_kind="lines", n_images=2048))
     assert train_path.name == f"simulated_{expected_hash}_train.npz" and test_path.is_file()
     train = load_npz(train_path)
     assert np.all(train.object_guess.imag == 0) and np.abs(train.object_guess).min() >= simulate.LINES_BACKGROUND - 1e-6
-    assert (train.n_images, train.N) == (384, 64)
+    assert (train.n_images, train.N) == (1536, 64)
