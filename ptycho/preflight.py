@@ -241,7 +241,8 @@ def _job_groups(train: DatasetFile, test: DatasetFile, spec: GroupingSpec):
     if spec.n_images is not None:
         keep = grouping.compact_subset(x, y, spec.n_images, spec.seed)
         x, y = x[keep], y[keep]
-    train_groups = grouping.group_positions(x, y, spec.gridsize, spec.neighbor_count, spec.groups_for(len(x)), spec.seed)
+    train_groups = grouping.group_positions(x, y, spec.gridsize, spec.neighbor_count, spec.groups_for(len(x)),
+                                            spec.seed)
     return train_groups, stitching.inference_groups(test, spec.gridsize, spec.neighbor_count, spec.seed)
 
 

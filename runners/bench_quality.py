@@ -109,7 +109,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="default: simulated lines")
     parser.add_argument("--gridsizes", nargs="+", type=int, choices=(1, 2), default=[1, 2], help="default: 1 2")
     parser.add_argument("--seeds", type=_positive_int, default=5, help="seeds 0..S-1 per dataset and gridsize; default 5")
-    parser.add_argument("--epochs", type=_positive_int, default=EPOCHS, help=f"training epochs per run; default {EPOCHS}")
+    parser.add_argument("--epochs", type=_positive_int, default=EPOCHS,
+                        help=f"training epochs per run; default {EPOCHS}")
     parser.add_argument("--n-groups", type=_positive_int, default=None,
                         help="training groups; default: one seeded at every training position")
     parser.add_argument("--batch-size", type=_positive_int, default=16, help="default 16")

@@ -451,7 +451,8 @@ class C1Run:
         settings = self.settings
         self.record.parity_key = tracking.parity_key(digests[0], digests[1], {
             "N": train.N, "gridsize": settings.gridsize, "n_images": settings.n_images or train.n_images,
-            "n_groups": settings.n_groups or settings.n_images or train.n_images, "neighbor_count": settings.neighbor_count,
+            "n_groups": settings.n_groups or settings.n_images or train.n_images,
+            "neighbor_count": settings.neighbor_count,
             "batch_size": settings.batch_size, "max_epochs": settings.max_epochs, "seed": settings.seed,
         })
         self.tracker.set_tags({"parity_key": self.record.parity_key})
