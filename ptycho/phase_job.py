@@ -14,17 +14,19 @@ steps and write the same files. Steps:
    patches overlap-averaged onto its canvas and cut out again at their offsets, the object the
    loss constrained (the decoder's own patches are constrained only through that average);
    ``'patches'``: the decoder's output as it is. The two are the same at gridsize 1.
-4. stitching (when ``do_stitching``): the global reconstruction and, with ground truth,
-   its quality (``stitching.stitched_quality``, beside the constant-object floor's:
-   :func:`floor_comparison`; ``phase_offsets`` says how the patches' own phase offsets are set
-   before they are summed (``stitching.PHASE_OFFSETS``: ``'com'``, the default, anchors them to the
-   phase the diffraction centres of mass fix, ``ptycho.com_phase``); ``{amp,phase}_mae_offsets_<mode>``
-   give the same patches stitched each way) and the truth window under the canvas, drawn
-   against the reconstruction in the bundle's truth_vs_reconstruction.png. Without stitching
-   the canvas is the model's own reassembled canvas of the first test group (no truth figure).
-   ``reconstruction.npz`` goes to ``run_dir``.
-5. bundle: ``bundle.write_debug_bundle``; nothing is written to ``bundle_dir`` if any
-   earlier step (a callback's ``on_train_begin`` included) fails (the writer is atomic).
+4. stitching (when ``do_stitching``): the global reconstruction; ``phase_offsets`` says how
+   the patches' own phase offsets are set before they are summed (``stitching.PHASE_OFFSETS``:
+   ``'com'``, the default, anchors them to the phase the diffraction centres of mass fix,
+   ``ptycho.com_phase``). Without stitching the canvas is the model's own reassembled canvas of
+   the first test group (no truth figure).
+5. evaluation (stitching and ground truth only): the reconstruction's quality
+   (``stitching.stitched_quality``) beside the constant-object floor's (:func:`floor_comparison`),
+   ``{amp,phase}_mae_offsets_<mode>`` (the same patches stitched each way) and the truth window
+   under the canvas, drawn against the reconstruction in the bundle's truth_vs_reconstruction.png.
+   Timed apart from stitching: inference + stitching is what a reconstruction costs.
+6. bundle: ``reconstruction.npz`` goes to ``run_dir``, then ``bundle.write_debug_bundle``;
+   nothing is written to ``bundle_dir`` if any earlier step (a callback's ``on_train_begin``
+   included) fails (the writer is atomic).
 
 History metric names (per epoch, lists of floats, the same on both backends):
 
@@ -65,7 +67,7 @@ RECONSTRUCTION_FILE = "reconstruction.npz"
 NON_LOSS_CURVES = ("intensity_scale", "learning_rate", "epoch_time_s")
 STITCH_SOURCES = ("canvas", "patches")  # run_job's stitch_from (module docstring, step 3)
 STEP_LOSS = "step_loss"
-TIMING_KEYS = ("data_prep", "first_epoch", "training", "inference", "stitching", "bundle")
+TIMING_KEYS = ("data_prep", "first_epoch", "training", "inference", "stitching", "evaluation", "bundle")
 
 
 @dataclass(frozen=True)
@@ -123,34 +125,36 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
     backend.release(model)  # memory for stitching and the bundle
     timings["inference"], clock = _lap(clock)
 
+    quality, extra, truth = {}, {}, (None, None)
     if do_stitching:
-        com = None
-        if phase_offsets == "com" or test_data.has_ground_truth:
-            com = com_phase.integrated_com_phase(test_data.diffraction, test_data.probe, test_data.xcoords,
-                                                 test_data.ycoords)
+        com = _com_phase(test_data) if phase_offsets == "com" else None
         stitched = backend.stitch_patches(patches, test_groups, phase_offsets=phase_offsets, com=com)
-        quality, truth = {}, (None, None)
-        if test_data.has_ground_truth:
-            quality = stitching.stitched_quality(stitched, test_data.object_guess)
-            constant = np.full(patches.shape, spec.initial_amplitude, np.complex64)
-            floor = stitching.stitched_quality(backend.stitch_patches(constant, test_groups), test_data.object_guess)
-            quality.update(floor_comparison(quality, floor))
-            # the same patches with each way of setting their phase offsets: what each does to them
-            for mode in stitching.PHASE_OFFSETS:
-                values = quality if mode == phase_offsets else stitching.stitched_quality(
-                    backend.stitch_patches(patches, test_groups, phase_offsets=mode, com=com), test_data.object_guess)
-                quality.update({f"{name}_offsets_{mode}": values[name] for name in ("amp_mae", "phase_mae")})
-            truth = stitching.ground_truth_window(test_data.object_guess, stitched)
         canvas, canvas_mask = stitched.canvas, stitched.covered
         extra = {"offsets_xy": stitched.offsets_xy, "centre_xy": stitched.centre_xy, "crop": stitched.crop}
         if stitched.phase_corrections is not None:
             extra["phase_corrections"] = stitched.phase_corrections
     else:
         canvas = backend.model_canvas(model, patches[:1], test_grouped.coords_relative[:1])
-        canvas_mask, quality, extra, truth = None, {}, {}, (None, None)
+        canvas_mask = None
+    timings["stitching"], clock = _lap(clock)
+
+    if do_stitching and test_data.has_ground_truth:
+        if com is None:  # the 'com' row of the comparison below
+            com = _com_phase(test_data)
+        quality = stitching.stitched_quality(stitched, test_data.object_guess)
+        constant = np.full(patches.shape, spec.initial_amplitude, np.complex64)
+        floor = stitching.stitched_quality(backend.stitch_patches(constant, test_groups), test_data.object_guess)
+        quality.update(floor_comparison(quality, floor))
+        # the same patches with each way of setting their phase offsets: what each does to them
+        for mode in stitching.PHASE_OFFSETS:
+            values = quality if mode == phase_offsets else stitching.stitched_quality(
+                backend.stitch_patches(patches, test_groups, phase_offsets=mode, com=com), test_data.object_guess)
+            quality.update({f"{name}_offsets_{mode}": values[name] for name in ("amp_mae", "phase_mae")})
+        truth = stitching.ground_truth_window(test_data.object_guess, stitched)
+    timings["evaluation"], clock = _lap(clock)
+
     save_npz(run_dir / RECONSTRUCTION_FILE, canvas=np.asarray(canvas, np.complex64),
              covered=np.ones(canvas.shape, bool) if canvas_mask is None else canvas_mask, **extra)
-    timings["stitching"], clock = _lap(clock)
 
     offsets, _ = stitching.global_offsets(test_groups)
     flat = np.transpose(patches, (0, 3, 1, 2)).reshape(-1, spec.N, spec.N)
@@ -170,6 +174,10 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
         n_groups_train=train_grouped.n_groups, intensity_scale=model.intensity_scale,
         bundle_stats=bundle.read_bundle_stats(bundle_dir), timings_s=timings, model_spec=spec,
     )
+
+
+def _com_phase(data: PtychoData) -> com_phase.ComPhase:
+    return com_phase.integrated_com_phase(data.diffraction, data.probe, data.xcoords, data.ycoords)
 
 
 def floor_comparison(quality: dict[str, float], floor: dict[str, float]) -> dict[str, float]:

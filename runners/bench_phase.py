@@ -22,7 +22,7 @@ see: interpreter start, Hydra, and the exit), the peak resident memory of the jo
     first_epoch_s             first epoch, dominated by graph tracing
     later_epochs_s            the remaining epochs
     training_s                all epochs (first_epoch_s + later_epochs_s)
-    inference_stitching_bundle_s  with the core's own split core.inference/stitching/bundle
+    inference_stitching_bundle_s  with the core's own split core.inference/stitching/evaluation/bundle
     tracking_results_s, hub_s, tracking_end_s
                               MLflow metrics and artifacts; inventory and summary; final
                               MLflow tags, timings, logs, run end (timings.json only)

@@ -115,8 +115,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="training groups; default: one seeded at every training position")
     parser.add_argument("--batch-size", type=_positive_int, default=16, help="default 16")
     parser.add_argument("--n-images", type=_positive_int, default=2048,
-                        help="simulated scan positions, train + test (a quarter is test); default 2048 (the object "
-                             "grows with the scan; the runner's dataset default is 512)")
+                        help="simulated scan positions, train + test (a quarter is test); default 2048, the runner's "
+                             "dataset default (the object grows with the scan)")
     parser.add_argument("--backend", choices=BACKENDS, default="pytorch", help="default pytorch")
     parser.add_argument("--iterative-epochs", type=_positive_int, default=10,
                         help="L-BFGS epochs of the iterative reference (cdtools); default 10")

@@ -14,17 +14,20 @@ from ptycho.torch.reassembly import reassemble_by_offsets
 
 
 def predict_patches(model: PtychoPINN, inputs: dict, batch_size: int = 32) -> np.ndarray:
-    """Object patches (B, N, N, C) complex64 for inputs {'diffraction', 'coords_relative'} (numpy)."""
+    """Object patches (B, N, N, C) complex64 for inputs {'diffraction', ...} (numpy, X = s * A).
+
+    Only the encoder and decoders run (``PtychoPINN.object_patches``), as on the TF side: the
+    forward model is not needed to read out the object.
+    """
     if batch_size < 1:
         raise ValueError(f"predict_patches: batch_size must be >= 1; got {batch_size}")
     model.eval()
+    diffraction = inputs["diffraction"]
     chunks = []
     with torch.no_grad():
-        for begin in range(0, len(inputs["diffraction"]), batch_size):
-            window = slice(begin, begin + batch_size)
-            outputs = model(torch.from_numpy(inputs["diffraction"][window]).to(model.device),
-                            torch.from_numpy(inputs["coords_relative"][window]).to(model.device))
-            chunks.append(outputs["object"].cpu().numpy())
+        for begin in range(0, len(diffraction), batch_size):
+            batch = torch.as_tensor(np.array(diffraction[begin:begin + batch_size]), device=model.device)
+            chunks.append(model.object_patches(batch).cpu().numpy())
     return np.concatenate(chunks).astype(np.complex64)
 
 

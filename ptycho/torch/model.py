@@ -179,15 +179,16 @@ class PtychoPINN(nn.Module):
 
     def forward(self, diffraction, coords_relative):
         """diffraction (B, N, N, C) float32; coords_relative (B, 1, 2, C) pixels."""
-        scale = torch.exp(self.log_scale)
-        obj = self.object_patches(diffraction / (scale * self.spec.encoder_input_rms))
+        obj = self.object_patches(diffraction)
         illuminated = self.illuminated_patches(obj, coords_relative) * self.probe
-        predicted = ops.pad_and_diffract(illuminated) * scale
+        predicted = ops.pad_and_diffract(illuminated) * torch.exp(self.log_scale)
         return {"object": obj, "amplitude": predicted, "intensity": torch.square(predicted)}
 
-    def object_patches(self, scaled_diffraction):
-        """(B, N, N, C) float32 input already divided by the scale and the input RMS -> (B, N, N, C) complex64."""
-        features = self.encoder(scaled_diffraction.permute(0, 3, 1, 2))
+    def object_patches(self, diffraction):
+        """Decoded object patches amp * exp(i phase): (B, N, N, C) complex64 from X (B, N, N, C) float32
+        (divided by the intensity scale and the encoder's input RMS first)."""
+        scaled = diffraction / (torch.exp(self.log_scale) * self.spec.encoder_input_rms)
+        features = self.encoder(scaled.permute(0, 3, 1, 2))
         amplitude = self.amplitude_decoder(features).permute(0, 2, 3, 1)
         phase = self.phase_decoder(features).permute(0, 2, 3, 1)
         return torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))

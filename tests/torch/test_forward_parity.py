@@ -163,3 +163,18 @@ def test_diffracted_patches_agree_and_batching_changes_nothing(pair):
     for helper, model in ((tf_inference.diffracted_patches, pair.keras), (pt_inference.diffracted_patches, pair.torch)):
         with pytest.raises(ValueError, match="diffracted_patches: batch_size must be >= 1; got 0"):
             helper(model, obj, coords, batch_size=0)
+
+
+def test_predicted_patches_agree_from_the_diffraction_alone(pair):
+    """predict_patches on both backends: the network's object from {'diffraction'} alone (the forward
+    model is not run to read out the object), the same in batches of 3 as the model's own output."""
+    from ptycho import inference as tf_inference
+    from ptycho.torch import inference as pt_inference
+
+    expected = np.asarray(pair.keras(pair.inputs)["object"])
+    diffraction_only = {"diffraction": pair.inputs["diffraction"]}
+    tf_patches = tf_inference.predict_patches(pair.keras, diffraction_only, batch_size=3)
+    pt_patches = pt_inference.predict_patches(pair.torch, diffraction_only, batch_size=3)
+    assert tf_patches.dtype == pt_patches.dtype == np.complex64 and tf_patches.shape == expected.shape
+    assert max_relative_error(expected, tf_patches) <= NETWORK_RTOL
+    assert max_relative_error(expected, pt_patches) <= NETWORK_RTOL
