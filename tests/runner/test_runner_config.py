@@ -148,12 +148,14 @@ def test_resolved_config_interpolates_the_initiative_everywhere(compose_phase):
 
 
 def _cli(*args):
+    """``python -m runners.phase *args`` in a child that reports, last, which heavy modules it
+    imported; the CLI's own exit status passes through as the child's return code."""
     code = (
         "import runpy, sys; sys.argv = ['phase', *sys.argv[1:]]\n"
         "try:\n    runpy.run_module('runners.phase', run_name='__main__')\n"
-        "except SystemExit:\n    pass\n"
-        "print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_ABSENT',"
-        " 'MLFLOW_LOADED' if 'mlflow' in sys.modules else 'MLFLOW_ABSENT')\n"
+        "finally:\n"
+        "    print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_ABSENT',"
+        " 'MLFLOW_LOADED' if 'mlflow' in sys.modules else 'MLFLOW_ABSENT', flush=True)\n"
     )
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -175,6 +177,13 @@ def test_cfg_job_prints_the_composed_config_without_running():
     assert done.returncode == 0, done.stderr
     printed = OmegaConf.create(done.stdout.rsplit("\n", 2)[0])
     assert printed.xla.mode == "off" and printed.gridsize == 1
+    assert done.stdout.strip().endswith("TF_ABSENT MLFLOW_ABSENT")
+
+
+def test_a_config_error_exits_non_zero_without_heavy_imports():
+    done, _ = _cli("bogus=1")
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert "bogus" in done.stderr
     assert done.stdout.strip().endswith("TF_ABSENT MLFLOW_ABSENT")
 
 
