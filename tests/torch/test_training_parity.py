@@ -1,7 +1,10 @@
 """Training parity and the torch training loop.
 
 From the same initial weights (transferred Keras -> torch) and the same batches in the same
-order, the per-step losses of Keras' train_step and of the torch port agree within 1%.
+order, the per-step losses of Keras' train_step and of the torch port agree. Losses are compared
+over each batch's Poisson NLL floor (:func:`ptycho.phase_job.poisson_nll_floor`): the raw NLL is
+about -3e6 per pixel here, the learnable excess over the floor 2e4 to 8e4, and float32 resolves
+the raw loss to 0.25 to 0.5 (about 1e-5 of the excess).
 """
 import dataclasses
 import math
@@ -13,7 +16,8 @@ import torch
 
 from ptycho import model as tf_model
 from ptycho import training as tf_training
-from ptycho.batches import GroupedData, group_data
+from ptycho.batches import GroupedData, epoch_order, group_data, split_validation
+from ptycho.phase_job import poisson_nll_floor
 from ptycho.spec import EARLY_STOPPING_PATIENCE, ModelSpec, NonFiniteLossError, TrainSpec
 from ptycho.stitching import canvas_size_for
 from ptycho.torch import model as pt_model
@@ -21,7 +25,12 @@ from ptycho.torch import optim, training as pt_training, weights
 
 N_STEPS = 10
 BATCH = 2
-CURVE_RTOL = 0.01
+CURVE_RTOL = 0.01  # of a difference of losses on one batch (its floor cancels), or of an MAE
+# Of the excess over the floor. Measured gaps: 4.3e-5 over the 10-step curve (1.25 of 2.9e4 at
+# step 6), 9e-6 over the three train() steps; a torch loss on intensities 0.3% too high is off
+# by 5e-3 and passed the former 1%-of-raw check (and 1% on the gain).
+CURVE_EXCESS_RTOL = 1e-3
+STEP_EXCESS_RTOL = 2e-4  # no more training between them than 2 steps: 3x tighter than rtol 1e-5 of raw
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +67,24 @@ def batch_slice(step, n_groups):
     return slice(begin, begin + BATCH)
 
 
+def excess_gap(curve, reference, floors):
+    """max |curve - reference| over the reference's excess over ``floors``, step by step (float64)."""
+    reference = np.asarray(reference, np.float64)
+    excess = reference - np.asarray(floors)
+    assert np.all(excess > 0), excess  # the loss is the Poisson NLL, bounded below by its floor
+    return float(np.max(np.abs(np.asarray(curve, np.float64) - reference) / excess))
+
+
 def test_loss_curves_agree_from_the_same_weights(grouped, probe):
     spec, data = grouped
     keras_model = tf_model.build_model(spec, probe)
     torch_model = weights.tf_to_torch(keras_model, pt_model.build_model(spec, probe))
     tf_curve = tf_loss_curve(keras_model, data)
     torch_curve = torch_loss_curve(torch_model, data)
-    relative = np.abs(np.subtract(torch_curve, tf_curve)) / np.abs(tf_curve)
-    assert np.max(relative) <= CURVE_RTOL, (tf_curve, torch_curve)
-    # A stricter view than the loss values: the improvement on the first batch (it comes
-    # back every n_groups / BATCH steps) agrees within 1% too, and is an improvement.
+    floors = [poisson_nll_floor(data.take(batch_slice(step, data.n_groups)).intensity) for step in range(N_STEPS)]
+    assert excess_gap(torch_curve, tf_curve, floors) <= CURVE_EXCESS_RTOL, (tf_curve, torch_curve, floors)
+    # The improvement on the first batch (it comes back every n_groups / BATCH steps) agrees
+    # within 1% too, and is an improvement.
     period = len(range(0, grouped[1].n_groups, BATCH))
     last_first_batch = (N_STEPS - 1) // period * period
     tf_gain = tf_curve[last_first_batch] - tf_curve[0]
@@ -148,7 +165,11 @@ def test_step_loss_has_one_value_per_batch_and_is_the_same_on_both_backends(grou
         assert len(history["step_loss"]) == 3
         assert np.mean(history["step_loss"]) == pytest.approx(history["loss"][0], rel=1e-6)
     assert len(set(tf_history["step_loss"])) == 3
-    np.testing.assert_allclose(pt_history["step_loss"], tf_history["step_loss"], rtol=1e-5)
+    fitted, _ = split_validation(data, train_spec.validation_split)
+    order = epoch_order(fitted.n_groups, train_spec.seed, 0)
+    floors = [poisson_nll_floor(fitted.take(order[begin:begin + 2]).intensity) for begin in (0, 2, 4)]
+    gap = excess_gap(pt_history["step_loss"], tf_history["step_loss"], floors)
+    assert gap <= STEP_EXCESS_RTOL, (tf_history["step_loss"], pt_history["step_loss"], floors)
 
 
 def test_non_finite_loss_stops_training(grouped, probe):
