@@ -42,6 +42,7 @@ CANVAS_FILE = "canvas.json"
 ARRAYS_FILE = "arrays.npz"
 TRUTH_FIGURE = "truth_vs_reconstruction.png"
 FIRST_OFFSETS_SHOWN = 8
+STATS_CHUNK = 256  # patches per chunk of the streamed patch statistics
 RESERVED_STATS_KEYS = frozenset(
     {"patch_amplitude", "patch_phase", "canvas_amplitude", "canvas_phase", "intensity_scale"}
 )
@@ -155,12 +156,11 @@ def _stats_document(patches, canvas, canvas_mask, intensity_scale, extra_stats):
     scale = _finite_float(intensity_scale, "intensity_scale")
     if scale <= 0:
         raise ValueError(f"intensity_scale must be > 0, got {scale}")
-    patch_amp = np.abs(patches)
+    amplitude, phase = _patch_moments(patches)
     covered = canvas[canvas_mask] if canvas_mask is not None else canvas.ravel()
     stats = {
-        "patch_amplitude": {**summary_stats(patch_amp),
-                            "var_zero_mean": float(np.mean((patch_amp - patch_amp.mean())**2))},
-        "patch_phase": summary_stats(np.angle(patches)),
+        "patch_amplitude": {**amplitude.summary(), "var_zero_mean": amplitude.variance},
+        "patch_phase": phase.summary(),
         "canvas_amplitude": summary_stats(np.abs(covered)),
         "canvas_phase": summary_stats(np.angle(covered)),
         "intensity_scale": scale,
@@ -171,6 +171,45 @@ def _stats_document(patches, canvas, canvas_mask, intensity_scale, extra_stats):
                              f"bundle's own keys {sorted(RESERVED_STATS_KEYS)}")
         stats[key] = _jsonable(section, f"extra_stats[{key!r}]")
     return stats
+
+
+class _Moments:
+    """Count, mean, sum of squared deviations, min and max of values seen chunk by chunk, in float64
+    (Chan et al.'s pairwise update: as stable as a two-pass mean and variance)."""
+
+    def __init__(self):
+        self.count, self.mean, self.squares = 0, 0.0, 0.0
+        self.low, self.high = math.inf, -math.inf
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.asarray(values, np.float64)
+        count, mean = values.size, float(np.mean(values))
+        squares = float(np.sum((values - mean) ** 2))
+        total = self.count + count
+        delta = mean - self.mean
+        self.squares += squares + delta * delta * self.count * count / total
+        self.mean += delta * count / total
+        self.count = total
+        self.low, self.high = min(self.low, float(values.min())), max(self.high, float(values.max()))
+
+    @property
+    def variance(self) -> float:
+        return self.squares / self.count
+
+    def summary(self) -> dict[str, float]:
+        """{mean, std, min, max} as :func:`summary_stats` gives them (population std)."""
+        return {"mean": self.mean, "std": math.sqrt(self.variance), "min": self.low, "max": self.high}
+
+
+def _patch_moments(patches: np.ndarray) -> tuple[_Moments, _Moments]:
+    """(amplitude, phase) moments of (n, N, N) patches, STATS_CHUNK patches at a time: the statistics
+    never hold a float64 copy of every patch (2048 patches of 64 x 64: 130 MB each)."""
+    amplitude, phase = _Moments(), _Moments()
+    for begin in range(0, patches.shape[0], STATS_CHUNK):
+        chunk = patches[begin:begin + STATS_CHUNK].astype(np.complex128)
+        amplitude.add(np.abs(chunk))
+        phase.add(np.angle(chunk))
+    return amplitude, phase
 
 
 def _canvas_document(patches, offsets_xy, canvas):
@@ -242,7 +281,7 @@ def _move_into_place(staging, target):
 
 
 def _validate_arrays(patches, offsets_xy, canvas, canvas_mask):
-    patches = _numeric_array(patches, "patches")
+    patches = _numeric_array(patches, "patches", keep_dtype=True)
     offsets_xy = _numeric_array(offsets_xy, "offsets_xy", real=True)
     canvas = _numeric_array(canvas, "canvas")
     if patches.ndim != 3 or patches.shape[1] != patches.shape[2] or patches.shape[0] == 0:
@@ -268,7 +307,8 @@ def _check_mask(mask, shape, name):
     return mask
 
 
-def _numeric_array(value, name, real=False):
+def _numeric_array(value, name, real=False, keep_dtype=False):
+    """``value`` checked numeric (real if ``real``) and finite, as float64/complex128 unless ``keep_dtype``."""
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.number) or (real and np.iscomplexobj(array)):
         raise ValueError(f"{name} must be a {'real' if real else 'numeric'} array, "
@@ -276,6 +316,8 @@ def _numeric_array(value, name, real=False):
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or Inf values; a non-finite bundle means the "
                          "run is broken, fix the run instead of recording it")
+    if keep_dtype:
+        return array
     return array.astype(np.complex128 if np.iscomplexobj(array) else np.float64)
 
 

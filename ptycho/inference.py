@@ -34,8 +34,13 @@ def diffracted_patches(model, patches: np.ndarray, coords_relative: np.ndarray,
         raise ValueError(f"diffracted_patches: batch_size must be >= 1; got {batch_size}")
     if not model.spec.reassembles:
         return patches
-    chunks = [model.illuminated_patches(tf.constant(patches[begin:begin + batch_size]),
-                                        tf.constant(coords_relative[begin:begin + batch_size])).numpy()
+    # one traced graph for every batch: op by op, eager execution cost more than the arithmetic
+    spec = model.spec
+    illuminate = tf.function(model.illuminated_patches, input_signature=[
+        tf.TensorSpec((None, spec.N, spec.N, spec.channels), tf.complex64),
+        tf.TensorSpec((None, 1, 2, spec.channels), tf.float32)])
+    chunks = [illuminate(tf.constant(patches[begin:begin + batch_size], tf.complex64),
+                         tf.constant(coords_relative[begin:begin + batch_size], tf.float32)).numpy()
               for begin in range(0, len(patches), batch_size)]
     return np.concatenate(chunks).astype(np.complex64)
 

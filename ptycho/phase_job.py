@@ -59,6 +59,7 @@ import numpy as np
 from ptycho import bundle, com_phase, stitching
 from ptycho.batches import DEFAULT_NPHOTONS, n_batches, prepare_job_data, split_validation
 from ptycho.data import PtychoData
+from ptycho.preflight import INFERENCE_BATCH_MAX
 from ptycho.spec import GroupingSpec, JobResult, ModelSpec, TrainSpec
 
 HISTORY_FILE = "history.json"
@@ -97,10 +98,18 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
             grouping: GroupingSpec, model_spec: ModelSpec, train_spec: TrainSpec,
             run_dir: str | os.PathLike, bundle_dir: str | os.PathLike, do_stitching: bool = True,
             phase_offsets: str = "com", stitch_from: str = "canvas", callbacks: Sequence = (),
-            nphotons: float | None = None) -> JobResult:
-    """Run one phase job on ``backend`` (module docstring); raises before writing a bundle on any failure."""
+            nphotons: float | None = None, inference_batch_size: int | None = None) -> JobResult:
+    """Run one phase job on ``backend`` (module docstring); raises before writing a bundle on any failure.
+
+    inference_batch_size: groups per batch of step 3 (the runner's is ``preflight.inference_batch_size``,
+    sized by the memory budget); None: ``preflight.INFERENCE_BATCH_MAX``. Training's batch is not reused:
+    at batch 4 TensorFlow's forward pass takes twice as long.
+    """
     if stitch_from not in STITCH_SOURCES:
         raise ValueError(f"run_job: stitch_from must be one of {', '.join(STITCH_SOURCES)}; got {stitch_from!r}")
+    if inference_batch_size is not None and (not isinstance(inference_batch_size, int) or inference_batch_size < 1):
+        raise ValueError(f"run_job: inference_batch_size must be an integer >= 1 or None; got {inference_batch_size!r}")
+    inference_batch = inference_batch_size or INFERENCE_BATCH_MAX
     stitching.check_phase_offsets(phase_offsets, "run_job")  # before training: nothing written on a typo
     timings = {}
     clock = time.perf_counter()
@@ -118,10 +127,9 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
     timings["training"], clock = _lap(clock)
     timings["first_epoch"] = history["epoch_time_s"][0]
 
-    # The training batch size: the kernels built for training are reused (fast, small memory).
-    patches = backend.predict_patches(model, test_grouped.inputs(), train_spec.batch_size)
+    patches = backend.predict_patches(model, test_grouped.inputs(), inference_batch)
     if stitch_from == "canvas":
-        patches = backend.diffracted_patches(model, patches, test_grouped.coords_relative, train_spec.batch_size)
+        patches = backend.diffracted_patches(model, patches, test_grouped.coords_relative, inference_batch)
     backend.release(model)  # memory for stitching and the bundle
     timings["inference"], clock = _lap(clock)
 

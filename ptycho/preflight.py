@@ -75,6 +75,8 @@ BYTES_PER_GB = 10**9
 STITCH_BYTES_PER_PX = 100
 ACTIVATION_BYTES = 12  # per filter and pixel of a convolution: activation, gradient, workspace
 PARAMETER_BYTES = 16  # weight, gradient, Adam's two moments (float32)
+FORWARD_BYTES = 4  # per filter and pixel of a convolution at inference: the activation alone
+INFERENCE_BATCH_MAX = 64  # groups: TensorFlow's forward pass runs at half batch 4's time; larger gains nothing
 OUTLIER_FACTOR = 10  # far: more than this many median distances from the median position
 SHOWN_POSITIONS = 5
 _CONTRACT_DTYPE = {"diffraction": np.float32, LEGACY_DIFFRACTION_KEY: np.float32, "probeGuess": np.complex64,
@@ -233,6 +235,18 @@ def estimate_job_memory(train: DatasetFile, test: DatasetFile, *, grouping: Grou
         model_canvas_px=model_px,
         stitch_canvas_px=stitch_px,
     )
+
+
+def inference_batch_size(estimate: MemoryEstimate, budget: MemoryBudget, model_spec: ModelSpec) -> int:
+    """Groups per inference batch: the largest power of two up to INFERENCE_BATCH_MAX whose forward
+    activations (FORWARD_BYTES per filter and pixel of every convolution, per group) fit in the budget
+    beside the loaded and grouped data; at least 1."""
+    room = budget.bytes - estimate.loaded.bytes - estimate.grouped.bytes
+    per_group = _activation_pixels(model_spec.N, model_spec.channels, model_spec.n_filters_scale) * FORWARD_BYTES
+    batch = INFERENCE_BATCH_MAX
+    while batch > 1 and batch * per_group > room:
+        batch //= 2
+    return batch
 
 
 def _job_groups(train: DatasetFile, test: DatasetFile, spec: GroupingSpec):

@@ -32,5 +32,5 @@ def run_phase_job(train_data: PtychoData, test_data: PtychoData, **options) -> J
     (ModelSpec), train_spec (TrainSpec), run_dir, bundle_dir, do_stitching=True, phase_offsets='com'
     (``stitching.PHASE_OFFSETS``), stitch_from='canvas'
     ('canvas' or 'patches', ``ptycho.phase_job``), callbacks=()
-    (Keras callbacks), nphotons=None. Raises before writing a bundle on any failure."""
+    (Keras callbacks), nphotons=None, inference_batch_size=None. Raises before writing a bundle on any failure."""
     return phase_job.run_job(BACKEND, train_data, test_data, **options)

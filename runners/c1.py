@@ -272,6 +272,7 @@ class C1Run:
         self.result = None
         self.last_epoch: dict[str, float] = {}  # the last epoch's metrics, for the closing block
         self.epochs_done = 0
+        self.inference_batch: int | None = None  # set by the memory pre-flight (data step)
 
     def execute(self) -> PhaseRecord:
         self.slot.make_dirs()
@@ -437,8 +438,9 @@ class C1Run:
         # headers, positions and the memory estimate first: nothing large is allocated before
         files = [preflight.inspect_file(path) for path in paths]
         budget = preflight.MemoryBudget.of(self.settings.memory_budget_gb, "c1.memory_budget_gb")
-        preflight.check_job(*files, **core_specs(self.spec, files[0].N), do_stitching=self.settings.do_stitching,
-                            budget=budget)
+        specs = core_specs(self.spec, files[0].N)
+        estimate = preflight.check_job(*files, **specs, do_stitching=self.settings.do_stitching, budget=budget)
+        self.inference_batch = preflight.inference_batch_size(estimate, budget, specs["model_spec"])
         train, test = (load_npz(path) for path in paths)
         digests = [file_sha1(path) for path in paths]
         for context, path, data, sha1 in zip(("train", "test"), paths, (train, test), digests):
@@ -477,6 +479,7 @@ class C1Run:
                 say=log.info, progress=self.terminal,
             ),
             "nphotons": self.spec.dataset.nphotons,
+            "inference_batch_size": self.inference_batch,
             **({"device": self.spec.backend.device} if self.spec.backend.name is Backend.pytorch else {}),
         }
 

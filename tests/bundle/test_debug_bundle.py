@@ -103,6 +103,22 @@ def test_json_values_recomputed_from_arrays(written, arrays, mask):
     }
 
 
+@pytest.mark.parametrize("chunk", [1, 3, N_PATCHES])
+def test_patch_statistics_streamed_in_chunks_match_numpy(tmp_path, arrays, monkeypatch, chunk):
+    # the patch statistics are accumulated STATS_CHUNK patches at a time (no float64 copy of all
+    # patches); any chunking gives numpy's two-pass figures on the whole float64 array
+    monkeypatch.setattr(bundle_module, "_write_figures", lambda *args: None)
+    monkeypatch.setattr(bundle_module, "STATS_CHUNK", chunk)
+    patches = arrays[0] * np.linspace(0.2, 3.0, N_PATCHES, dtype=np.float32)[:, None, None]  # chunks differ
+    stats = _load(write_debug_bundle(tmp_path / "b", patches, *arrays[1:], intensity_scale=1.0), "stats.json")
+    exact = patches.astype(np.complex128)
+    for section, values in (("patch_amplitude", np.abs(exact)), ("patch_phase", np.angle(exact))):
+        for name, expected in (("mean", values.mean()), ("std", values.std()), ("min", values.min()),
+                               ("max", values.max())):
+            assert stats[section][name] == pytest.approx(expected, rel=1e-12, abs=1e-14), (section, name)
+    assert stats["patch_amplitude"]["var_zero_mean"] == pytest.approx(np.abs(exact).var(), rel=1e-12)
+
+
 def test_stats_sha1_matches_hashlib_and_is_reproducible(tmp_path, arrays, monkeypatch):
     # stats.json never depends on the figures; skipping them keeps the test fast.
     monkeypatch.setattr(bundle_module, "_write_figures", lambda *args: None)

@@ -495,3 +495,22 @@ def test_the_default_budget_is_a_fraction_of_the_available_memory(monkeypatch):
 def test_an_impossible_budget_names_its_key(value):
     with pytest.raises(ValueError, match="c1.memory_budget_gb"):
         MemoryBudget.of(value, "c1.memory_budget_gb")
+
+
+def test_the_inference_batch_is_the_largest_that_fits_the_budget(tmp_path):
+    # inference does not reuse training's batch: it takes up to INFERENCE_BATCH_MAX groups, halved
+    # until their forward activations fit beside the loaded and grouped data
+    files = _files(tmp_path)
+    specs = _specs()
+    estimate = _check(files)
+    per_group = preflight._activation_pixels(N, 4, 1) * preflight.FORWARD_BYTES
+    data = estimate.loaded.bytes + estimate.grouped.bytes
+
+    def batch(room):
+        return preflight.inference_batch_size(estimate, MemoryBudget(data + room, "test"), specs["model_spec"])
+
+    assert batch(10 * GB) == preflight.INFERENCE_BATCH_MAX
+    assert batch(preflight.INFERENCE_BATCH_MAX * per_group) == preflight.INFERENCE_BATCH_MAX
+    assert batch(preflight.INFERENCE_BATCH_MAX * per_group - 1) == preflight.INFERENCE_BATCH_MAX // 2
+    assert batch(5 * per_group) == 4
+    assert batch(0) == 1  # never below one group: the budget check itself is check_job's

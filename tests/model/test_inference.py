@@ -87,3 +87,34 @@ def test_bad_crop_is_a_clear_error(sim, crop):
     patches = np.zeros((groups.n_groups, 64, 64, 1), np.complex64)
     with pytest.raises(ValueError, match="crop must be"):
         inference.stitch_patches(patches, groups, crop=crop)
+
+
+def test_the_canvas_pass_gives_the_same_patches_at_any_batch(smoke_runs):
+    # diffracted_patches runs one traced graph over batches of any size, the last one partial
+    run = smoke_runs(2, False)
+    inputs = {key: np.concatenate([value] * 3) for key, value in run.data.inputs().items()}  # 6 groups
+    patches = inference.predict_patches(run.model, inputs, batch_size=4)
+    whole = inference.diffracted_patches(run.model, patches, inputs["coords_relative"], batch_size=6)
+    chunked = inference.diffracted_patches(run.model, patches, inputs["coords_relative"], batch_size=4)
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-6)
+    assert not np.allclose(whole, patches, atol=1e-3)  # the group average changed them
+
+
+def test_a_job_infers_at_its_own_batch_not_trainings(sim, tmp_path, monkeypatch):
+    from ptycho import workflow
+    from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
+
+    seen = []
+
+    def recording(name):
+        original = getattr(workflow.BACKEND, name)
+        return lambda model, first, *rest: seen.append((name, rest[-1])) or original(model, first, *rest)
+
+    monkeypatch.setattr(workflow, "BACKEND", workflow.phase_job.JobBackend(**{
+        **{field: getattr(workflow.BACKEND, field) for field in workflow.phase_job.JobBackend.__dataclass_fields__},
+        "predict_patches": recording("predict_patches"), "diffracted_patches": recording("diffracted_patches")}))
+    workflow.run_phase_job(
+        *sim, grouping=GroupingSpec(gridsize=2, neighbor_count=7, n_groups=2, n_images=16),
+        model_spec=ModelSpec(gridsize=2, n_filters_scale=1), train_spec=TrainSpec(max_epochs=1, batch_size=2),
+        run_dir=tmp_path / "run", bundle_dir=tmp_path / "bundle", phase_offsets="none", inference_batch_size=8)
+    assert seen == [("predict_patches", 8), ("diffracted_patches", 8)]
