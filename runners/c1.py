@@ -25,7 +25,9 @@ from ptycho import determinism
 from runners import hub, interrupt, outcome, resume, tracking, xla
 from runners.callbacks import keras_base, make_callbacks
 from runners.envinfo import XLA_ENV_KEYS, code_state, git_commit, library_versions, project_root
-from runners.evidence import GREEN, OUTCOME_FILE, RUNNING, PhaseRecord, failed_tracking, tracking_text
+from runners.evidence import (
+    GREEN, OUTCOME_FILE, RUNNING, PhaseRecord, failed_tracking, run_description, tracking_text,
+)
 from runners.guard import GuardFailed, GuardRun
 from runners.job import JobContext
 from runners.outcome import PhaseBlocked, PhaseConfigError, display_path
@@ -334,8 +336,11 @@ class C1Run:
             lines.append(f"  training  {epochs_line(self.last_epoch, self.epochs_done)}")
         if record.mlflow.get("run_id"):
             lines.append(f"  MLflow    run {record.mlflow['run_id']}: {record.mlflow.get('ui', '-')}")
+            lines.append(f"            runs table: {self.tracker.runs_link()}")
             if not self.tracker.uri.startswith(("http://", "https://")):
-                lines.append(f"            (start the UI with: mlflow ui --backend-store-uri {self.tracker.uri})")
+                uri = self.tracker.uri
+                lines.append(f"            (start the UI with: python -m runners.mlflow_ui --backend-store-uri {uri}; "
+                             f"that is MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri})")
         if record.tracking:
             lines.append(f"  tracking  {tracking_text(record.tracking)}")
         inventory = display_path(self.slot.inventory, launch)
@@ -391,6 +396,7 @@ class C1Run:
 
     def _import_backend(self):
         threads = determinism.resolve_threads(self.spec.threads)
+        xla.quiet_tensorflow_log(self.spec.verbose)
         if self.spec.backend.name is Backend.tensorflow:
             self.record.xla.update(xla.import_tensorflow())
             self.record.compute = determinism.configure_tensorflow(threads)
@@ -402,7 +408,8 @@ class C1Run:
         spec = self.spec
         tags = {
             "backend": spec.backend.name.value, "phase": spec.phase.value, "phase_variant": self.settings.variant,
-            "slot": self.slot.name, "xla_mode": spec.xla.mode.value, "git_commit": self.record.git_commit,
+            "slot": self.slot.name, "xla_mode": spec.xla.mode.value, "gridsize": self.settings.gridsize,
+            "git_commit": self.record.git_commit,
             "status": RUNNING, **{f"env.{k}": v for k, v in self.record.env.items()},
             **{f"xla.{k}": v for k, v in self.record.xla.items()},
             **{f"compute.{k}": v for k, v in self.record.compute.items()},
@@ -420,15 +427,7 @@ class C1Run:
 
     def _describe_run(self) -> None:
         """The MLflow run's description (its note): title, status, and where the hub keeps the evidence."""
-        record, launch = self.record, self.job.launch_dir
-        where = (f"blocker `{record.blocker}`" if record.blocker
-                 else f"bundle `{record.paths['bundle']}`")
-        self.tracker.describe(
-            f"**{record.title}**: {record.status}"
-            + (f" at step {record.step!r}: {record.error}" if record.error else "") + "\n\n"
-            f"Hub section `{record.slot}` in `{display_path(self.slot.inventory, launch)}`; {where}; "
-            f"CLI log `{record.paths['cli_log']}`.\n\nCommand: `{record.command}`"
-        )
+        self.tracker.describe(run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir)))
 
     def _load_data(self):
         from ptycho import preflight
@@ -442,6 +441,8 @@ class C1Run:
         estimate = preflight.check_job(*files, **specs, do_stitching=self.settings.do_stitching, budget=budget)
         self.inference_batch = preflight.inference_batch_size(estimate, budget, specs["model_spec"])
         train, test = (load_npz(path) for path in paths)
+        if self.settings.do_stitching and test.has_ground_truth:  # first: the compare view plots the first metric
+            self.tracker.reserve_metrics(tracking.QUALITY_FIRST)
         digests = [file_sha1(path) for path in paths]
         for context, path, data, sha1 in zip(("train", "test"), paths, (train, test), digests):
             self.tracker.log_dataset(self.spec.dataset.name, path, sha1, context, data.n_images)

@@ -35,7 +35,7 @@ from typing import Protocol
 from runners import hub, interrupt, outcome, tracking
 from runners.c2_inputs import LABELS, BundlePaths, C2InputError, Inputs, LookupFailed, RunPair, select_pairs
 from runners.envinfo import git_commit, library_versions, project_root
-from runners.evidence import OUTCOME_FILE, PhaseRecord, failed_tracking
+from runners.evidence import OUTCOME_FILE, PhaseRecord, failed_tracking, run_description
 from runners.job import JobContext
 from runners.outcome import PhaseBlocked, PhaseConfigError, display_path
 from runners.schema import PhaseConfig
@@ -205,10 +205,14 @@ class ComparisonGroup:
         tags = {"phase": "c2", "phase_variant": spec.c2.variant, "c2": "parent", "status": "RUNNING",
                 "n_comparisons": str(len(comparisons)), "selection": comparisons[0].selection,
                 "slots": " ".join(c.slot.name for c in comparisons)}
-        self.run_id = self.tracker.start(f"{base} ({len(comparisons)} comparisons)", tags, job.parent_run_id)
+        self.name, self.n = f"{base} ({len(comparisons)} comparisons)", len(comparisons)
+        self.run_id = self.tracker.start(self.name, tags, job.parent_run_id)
 
     def end(self, n_blocked: int) -> None:
-        self.tracker.set_tags({"status": "BLOCKED" if n_blocked else "GREEN", "n_blocked": n_blocked})
+        status = "BLOCKED" if n_blocked else "GREEN"
+        self.tracker.set_tags({"status": status, "n_blocked": n_blocked})
+        self.tracker.describe(f"**{self.name}**: {status} ({n_blocked} of {self.n} comparisons blocked); "
+                              "each comparison is a child run with its own verdict and hub section.")
         self.tracker.end(green=not n_blocked)
 
 
@@ -280,6 +284,7 @@ class C2Run:
         found = {"run_id": run_id, "experiment": self.spec.tracking.experiment, "tracking_uri": uri,
                  "ui": self.tracker.run_link()}
         self.record.mlflow = {key: value for key, value in found.items() if value}  # no run when tracking failed
+        self._describe_run()
         self.tracker.log_params({"c2.tolerance": self.settings.tolerance, "c2.atol": self.settings.atol,
                                  "c2.phase_atol_rad": self.settings.phase_atol_rad})
 
@@ -310,9 +315,10 @@ class C2Run:
         comparison_figure(*folders, out / "comparison.png", labels=LABELS, arrays_a=arrays[0],
                           arrays_b=arrays[1], comparison=comparison)
         parity = comparison.parity()
-        self.tracker.log_metrics({**comparison.metrics(), "parity.worst_rel_diff": parity["worst_rel_diff"],
+        # the parity figures first: MLflow's compare view plots a run's first metric
+        self.tracker.log_metrics({"parity.worst_rel_diff": parity["worst_rel_diff"],
                                   "parity.n_outside_tolerance": parity["n_outside_tolerance"],
-                                  "parity.n_compared": parity["n_compared"]})
+                                  "parity.n_compared": parity["n_compared"], **comparison.metrics()})
         self.tracker.set_tags({"verdict": comparison.verdict, "n_failures": len(comparison.failures),
                                "parity.worst_statistic": parity["worst_statistic"]})
         self.record.parameters["worst_rel_diff"] = f"{parity['worst_rel_diff']:.3g} ({parity['worst_statistic']})"
@@ -326,10 +332,15 @@ class C2Run:
         self.tracker.set_tags(tags)
         if not green:
             self.tracker.rename(f"{self.slot.name} [{self.record.status}]")
+        self._describe_run()
         self.tracker.end(green)
         if self.tracker.failure is not None:
             keep_journal(self.tracker, self.record, self.slot, self.outcome_path, self.spec.hub.lock_timeout_s,
                          self.spec.tracking.log_artifacts)
+
+    def _describe_run(self) -> None:
+        """The MLflow run's description: title, status (verdict), where the hub keeps the evidence."""
+        self.tracker.describe(run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir)))
 
     def _tracking_failed(self, failure: tracking.TrackingFailure) -> None:
         self.record.tracking = failed_tracking(failure.operation, failure.error, self.record.step)

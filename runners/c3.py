@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from ptycho import determinism
 from runners import c1, hub, interrupt, outcome, tracking
 from runners.envinfo import git_commit, library_versions, project_root
-from runners.evidence import OUTCOME_FILE, PhaseRecord
+from runners.evidence import OUTCOME_FILE, PhaseRecord, run_description
 from runners.job import JobContext
 from runners.outcome import PhaseBlocked, PhaseConfigError, display_path
 from runners.schema import PhaseConfig, PositionSet
@@ -183,8 +183,13 @@ class C3Run:
         if self.job.parent_run_id:
             record.mlflow["parent_run_id"] = self.job.parent_run_id
         record.save(self.outcome_path)
+        self._describe_run()
         config = OmegaConf.to_container(OmegaConf.structured(spec), enum_to_str=True)
         self.tracker.log_params(tracking.flatten(config))
+
+    def _describe_run(self) -> None:
+        """The MLflow run's description: title, status, where the hub keeps the evidence."""
+        self.tracker.describe(run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir)))
 
     def _load_data(self):
         """The data files the positions need, loaded, validated and logged; the data to reconstruct."""
@@ -202,6 +207,8 @@ class C3Run:
                                         f"{context}_sha1": sha1})
         data = reference_data(loaded, self.settings.positions)
         self.record.parameters["n_positions"] = data.n_images
+        if data.has_ground_truth:  # before the loss per epoch: the compare view plots the first metric
+            self.tracker.reserve_metrics(tracking.QUALITY_FIRST)
         return data
 
     def _write_outputs(self, data, result) -> tuple[dict, dict]:
@@ -255,6 +262,7 @@ class C3Run:
         self.tracker.set_tags({"status": self.record.status, **blocker})
         if not green:
             self.tracker.rename(f"{self.slot.name} [{self.record.status}]")
+        self._describe_run()
         self.tracker.end(green)  # the CLI log follows when it is complete (execute)
 
     def _fail(self, error: Exception) -> PhaseBlocked:

@@ -145,6 +145,16 @@ def summary_entry(record: PhaseRecord) -> str:
     return "\n".join(map(one_line, lines))
 
 
+def run_description(record: PhaseRecord, inventory: str) -> str:
+    """The MLflow run's description (its note, Markdown): title, status, where the hub keeps the
+    evidence (``inventory``: the inventory file as shown to the user) and the command."""
+    where = f"blocker `{record.blocker}`" if record.blocker else f"bundle `{record.paths.get('bundle', '-')}`"
+    failed = f" at step {record.step!r}: {record.error}" if record.error else ""
+    return (f"**{record.title}**: {record.status}{failed}\n\n"
+            f"Hub section `{record.slot}` in `{inventory}`; {where}; CLI log `{record.paths.get('cli_log', '-')}`."
+            f"\n\nCommand: `{record.command}`")
+
+
 def blocker_markdown(record: PhaseRecord, stack_trace: str, stale_bundle: str | None) -> str:
     """The blocker file: what failed, where the logs are, how to rerun, and the stack trace."""
     stale = (

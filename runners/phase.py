@@ -92,13 +92,40 @@ def _absl_stream_parked() -> Iterator[None]:
         handler.stream = host_stream
 
 
+HYDRA_HINT = "\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
+
+
+class _HintDropped:
+    """``stream`` without Hydra's HYDRA_FULL_ERROR hint: our errors name the key or the blocker, and a
+    config error has no stack worth reading (Hydra writes the hint in one ``write``)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text.replace(HYDRA_HINT, ""))
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def _hydra_hint_dropped() -> Iterator[None]:
+    stream = sys.stderr
+    sys.stderr = _HintDropped(stream)
+    try:
+        yield
+    finally:
+        sys.stderr = stream
+
+
 def cli() -> None:
     """Hydra's main; then a sweep's summary block, and a ``blocker: <path>`` line for each blocker
     that no job printed. Exit status 1 when any job was blocked (or a sweep's job never reported)."""
     forget_blockers()
     sweep.note_launch(None)
     try:
-        with _root_logger_restored(), _absl_stream_parked(), interrupt.handling(), \
+        with _root_logger_restored(), _absl_stream_parked(), _hydra_hint_dropped(), interrupt.handling(), \
                 interrupt.at_signal(_sweep_interrupted):
             main()
     except SystemExit as exit_:

@@ -1,13 +1,14 @@
 """Resume: a job whose slot already holds a GREEN record of the same work is skipped (issue 11).
 
 The same work = the same *work key*: sha1 of the composed config without the keys that do not
-change what is computed (``hub``, ``tracking``, ``force``; the launcher is not in the config),
+change what is computed (``hub``, ``tracking``, ``force``, ``verbose``; the launcher is not in the config),
 the sha1s of the data files (a simulated dataset is fixed by its config), and the code's state
-(:func:`runners.envinfo.code_state`: the commit, plus a digest of uncommitted changes). The
+(:func:`runners.envinfo.code_state`: the commit, plus a digest of uncommitted changes and of
+untracked source files; outside git, the package's version and a digest of its source files). The
 GREEN section records its work key (``Work key:``); a rerun with the same key is skipped, a
 BLOCKED, INTERRUPTED or RUNNING section or another key runs, and ``force=true`` always runs.
 So a sweep that died at member 37 of 40, rerun with the same command, does only the missing
-work. Unknown code state (no git) never skips.
+work, in a git checkout, a copied tree or an installed package alike.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from runners import hub
 from runners.evidence import GREEN
 
-NOT_WORK = ("hub", "tracking", "force")
+NOT_WORK = ("hub", "tracking", "force", "verbose")
 SKIPPED_STEP = "skipped"  # the step of a skipped job's record
 
 
@@ -33,7 +34,7 @@ class FinishedWork:
 
 
 def work_key(config: dict, data_files: list[Path], code: str) -> str | None:
-    """The work key (module docstring); None when the code's state is unknown."""
+    """The work key (module docstring); None when the code's state is ``unknown`` (never skipped)."""
     from ptycho.data import file_sha1
 
     if code == "unknown":

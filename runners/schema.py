@@ -351,13 +351,16 @@ class PhaseConfig:
     """Root of conf/phase.yaml. ``gridsize`` is the top-level shorthand that c1 follows;
     ``threads``: the job's fixed compute threads (``ptycho.determinism``; null: every CPU in
     the process's affinity mask), so a rerun on the same machine repeats bit for bit;
-    ``force``: run even when the slot holds a GREEN record of the same work (``runners.resume``)."""
+    ``force``: run even when the slot holds a GREEN record of the same work (``runners.resume``);
+    ``verbose``: keep TensorFlow's native start-up and diagnostic lines (its C++ log) in the console
+    and the CLI log (by default they are left out, unless ``TF_CPP_MIN_LOG_LEVEL`` is set)."""
 
     initiative: str = INITIATIVE_ID
     phase: PhaseKind = PhaseKind.c1
     gridsize: int = 2
     threads: Optional[int] = None
     force: bool = False
+    verbose: bool = False
     dataset: DatasetConfig = MISSING
     guard: GuardConfig = MISSING
     backend: BackendConfig = MISSING

@@ -25,8 +25,9 @@ each operation gives up after ``tracking.timeout_s`` (MLflow's own HTTP retries 
 in it, :func:`limit_http_retries`), the first failure makes the :class:`Tracker` skip every
 later call, the hub section says ``Tracking: FAILED at ...``, and the slot keeps
 :data:`JOURNAL_FILE` (every call the job made or meant to make) for ``python -m runners.sync``.
-A SQLite store is opened under a file lock next to it (``<db>.lock``), so the first jobs on a
-new store create its schema once.
+A new SQLite store is created under a file lock next to it (``<db>.lock``, removed once the
+store exists), so the first jobs on a new store create its schema once; an existing store is
+opened without a lock.
 
 Parity key: ``sha1(json.dumps({"dataset": {"train_sha1", "test_sha1"}, "params": {N,
 gridsize, n_images, n_groups, neighbor_count, batch_size, max_epochs, seed}},
@@ -55,6 +56,18 @@ BATCH = 100
 MAX_SERIES_POINTS = 10_000
 EMPTY = "<empty>"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
+# MLflow 3 opens an experiment of this kind on its runs table, not on the generative-AI page
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# The runs table's view (an experiment tag the UI reads for ?viewStateShareKey=): the columns
+# that answer "how good, which backend, did it pass" without opening a run
+RUNS_VIEW_KEY = "phase-runner"
+RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW_KEY}"
+RUNS_COLUMNS = (
+    "tags.`status`", "tags.`phase`", "tags.`backend`", "tags.`gridsize`", "metrics.`quality.amp_mae_to_floor`",
+    "metrics.`quality.phase_mae_to_floor`", "tags.`verdict`", "metrics.`parity.worst_rel_diff`",
+)
+# Logged first in a run (as NaN until measured): MLflow's compare view plots a run's first metric
+QUALITY_FIRST = ("quality.amp_mae_to_floor", "quality.phase_mae_to_floor")
 PARITY_PARAMS = ("N", "gridsize", "n_images", "n_groups", "neighbor_count", "batch_size", "max_epochs", "seed")
 DIGEST_CHARS = 36
 DEFAULT_TIMEOUT_S = 10.0  # TrackingConfig.timeout_s
@@ -152,22 +165,16 @@ class Tracker:
             self.client, self.experiment_id = found
 
     def _set_up(self, store: Path | None, patience: threading.Event) -> tuple[object, str]:
-        """(client, experiment id). A SQLite store is opened by one job at a time, under a file
-        lock next to it, so that a new store gets its schema once; ``patience`` is set while
-        this waits for the lock or creates the schema (which may take longer than timeout_s)."""
+        """(client, experiment id). A new SQLite store is made by one job, under a file lock next to
+        it (:func:`open_new_sqlite_store`); ``patience`` is set while this waits for the lock or
+        creates the schema (which may take longer than timeout_s)."""
         from mlflow.tracking import MlflowClient
 
-        if store is None:
-            client = MlflowClient(tracking_uri=self.uri)
-        else:
+        if store is not None and not _store_exists(store):
             patience.set()
-            with FileLock(f"{store}.lock", timeout=STORE_SETUP_TIMEOUT_S):
-                if store.is_file() and store.stat().st_size > 0:
-                    patience.clear()  # an existing store: opening it is an ordinary operation
-                else:
-                    create_sqlite_store(store)
-                client = MlflowClient(tracking_uri=self.uri)
+            open_new_sqlite_store(store)
             patience.clear()
+        client = MlflowClient(tracking_uri=self.uri)
         return client, ensure_experiment(client, self.experiment)
 
     def start(self, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None,
@@ -255,8 +262,16 @@ class Tracker:
         default address for a local store; empty without a run."""
         if self.run_id is None:
             return ""
-        base = self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) else LOCAL_UI
-        return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        return f"{ui_base(self.uri)}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+    def runs_link(self) -> str:
+        """The experiment's runs table with :data:`RUNS_COLUMNS` shown; empty without an experiment."""
+        return runs_view_url(ui_base(self.uri), self.experiment_id) if self.experiment_id else ""
+
+    def reserve_metrics(self, names: Sequence[str]) -> None:
+        """Log ``names`` now as NaN at step 0, so they are the run's first metrics (the compare view
+        plots the first); the measured values, logged later at step 0, replace them."""
+        self.log_metrics({name: math.nan for name in names}, step=0)
 
     def log_dataset(self, name: str, path: Path | str, sha1: str, context: str, n_images: int) -> None:
         """Log a data file as an MLflow dataset input; the full sha1 goes in a tag."""
@@ -411,6 +426,24 @@ def _wait(worker: threading.Thread, t0: float, timeout_s: float, patience: threa
             deadline = min(t0 + STORE_SETUP_TIMEOUT_S, max(deadline, time.monotonic() + timeout_s))
 
 
+def _store_exists(store: Path) -> bool:
+    return store.is_file() and store.stat().st_size > 0
+
+
+def open_new_sqlite_store(store: Path) -> None:
+    """Create the SQLite store ``store`` unless another job did, under the file lock
+    ``<store>.lock``, which is removed once the store exists.
+
+    Removing it is safe then: a job that still waits on the removed file, or locks a new one,
+    finds the store made and creates nothing. A creation that failed leaves the lock file for
+    the next job (which makes the store under it)."""
+    lock_path = Path(f"{store}.lock")
+    with FileLock(str(lock_path), timeout=STORE_SETUP_TIMEOUT_S):
+        if not _store_exists(store):
+            create_sqlite_store(store)
+        lock_path.unlink(missing_ok=True)
+
+
 def create_sqlite_store(store: Path) -> None:
     """A new SQLite store: its schema made under a temporary name, then renamed into place, so that
     a job ended meanwhile (Ctrl-C, SIGTERM: ``runners.interrupt``) leaves no half-made store that
@@ -455,20 +488,39 @@ def _one_line(error: BaseException) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 120] + " ... " + text[-115:]
 
 
+def ui_base(uri: str) -> str:
+    """The MLflow UI's address for tracking ``uri``: the server itself, or ``mlflow ui``'s default."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+
+
+def runs_view_url(base: str, experiment_id: str) -> str:
+    """The runs table of ``experiment_id`` in the UI at ``base``, in the runner's view (model training)."""
+    return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={RUNS_VIEW_KEY}&workflowType=machine_learning"
+
+
+def experiment_tags() -> dict[str, str]:
+    """The tags of the runner's experiment: a model-training experiment, and the runs table's view."""
+    view = {"selectedColumns": list(RUNS_COLUMNS), "orderByKey": "attributes.start_time", "orderByAsc": False}
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, RUNS_VIEW_TAG: json.dumps(view)}
+
+
 def ensure_experiment(client, name: str) -> str:
-    """The id of experiment ``name``, created if needed (safe when parallel jobs race)."""
+    """The id of experiment ``name``, created if needed with :func:`experiment_tags` (an existing
+    experiment gets those it lacks); safe when parallel jobs race."""
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        try:
+            return client.create_experiment(name, tags=experiment_tags())
+        except MlflowException:
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    for key, value in experiment_tags().items():
+        if found.tags.get(key) != value:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def log_inputs(client, run_id: str, inputs: list) -> None:

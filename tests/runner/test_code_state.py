@@ -1,0 +1,90 @@
+"""Issue 26, part 3: the code state that keys resume, inside git and outside it.
+
+Inside git the state must change with every source file a run imports, untracked new modules
+included; outside git (an installed package, a copied tree) it is the package's version and a
+digest of its own source files, so a rerun there skips its GREEN work too.
+"""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runners import envinfo, resume
+
+from .conftest import REPO
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _state(root: Path) -> str:
+    envinfo.git_commit.cache_clear()
+    envinfo.code_state.cache_clear()
+    return envinfo.code_state(root)
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A git checkout holding a committed ptycho/core.py (and a README)."""
+    root = tmp_path / "checkout"
+    (root / "ptycho").mkdir(parents=True)
+    (root / "ptycho" / "core.py").write_text("VALUE = 1\n")
+    (root / "README.md").write_text("notes\n")
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    return root
+
+
+def test_a_clean_checkout_is_its_commit(checkout):
+    assert _state(checkout) == _git(checkout, "rev-parse", "HEAD")
+
+
+def test_an_untracked_new_module_changes_the_state_and_so_does_each_edit(checkout):
+    clean = _state(checkout)
+    module = checkout / "ptycho" / "new_module.py"
+    module.write_text("def f():\n    return 1\n")
+    first = _state(checkout)
+    assert first.startswith(clean + "+"), first
+    module.write_text("def f():\n    return 2\n")
+    assert _state(checkout) not in (clean, first)
+
+
+def test_files_a_run_does_not_import_leave_the_state_alone(checkout):
+    clean = _state(checkout)
+    (checkout / "ptycho" / "notes.txt").write_text("not source\n")
+    (checkout / "scratch.py").write_text("x = 1\n")  # outside the source folders
+    (checkout / ".gitignore").write_text("ptycho/ignored.py\n")
+    _git(checkout, "add", ".gitignore")
+    _git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "ignore")
+    clean = _state(checkout)
+    (checkout / "ptycho" / "ignored.py").write_text("x = 1\n")
+    assert _state(checkout) == clean
+
+
+def test_outside_git_the_state_is_the_version_and_a_digest_of_the_source(tmp_path):
+    copy = tmp_path / "copied"
+    for folder in envinfo.SOURCE_FOLDERS:
+        shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    state = _state(copy)
+    version = envinfo.metadata.version(envinfo.DISTRIBUTION)
+    assert state.startswith(f"{version}+src.") and state == envinfo.package_state(copy)
+    again = tmp_path / "copied_again"
+    shutil.copytree(copy, again)
+    assert _state(again) == state  # where the tree lies does not matter, its content does
+    (copy / "runners" / "__pycache__").mkdir(exist_ok=True)
+    (copy / "runners" / "__pycache__" / "x.py").write_text("compiled leftovers\n")
+    assert _state(copy) == state
+    module = copy / "ptycho" / "data.py"
+    module.write_text(module.read_text() + "\n# an edit\n")
+    assert _state(copy) != state
+
+
+def test_outside_git_the_work_key_exists_so_resume_can_skip(tmp_path):
+    copy = tmp_path / "copied"
+    shutil.copytree(REPO / "runners", copy / "runners", ignore=shutil.ignore_patterns("__pycache__"))
+    key = resume.work_key({"c1": {"gridsize": 1}}, [], _state(copy))
+    assert key is not None and len(key) == 40
+    assert resume.work_key({"c1": {"gridsize": 1}}, [], "unknown") is None
