@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -15,16 +16,30 @@ from ptycho import workflow as tf_workflow
 JOB = dict(grouping=GroupingSpec(gridsize=2, neighbor_count=7, n_groups=8, n_images=32, seed=2),
            model_spec=ModelSpec(gridsize=2),
            train_spec=TrainSpec(max_epochs=2, batch_size=4, validation_split=0.25))
+LOSS_EXCESS_RTOL = 2e-3  # the canvas statistics differed by 1.1e-3 between CPUs (see below)
+
+
+class FitFloors(keras.callbacks.Callback):
+    """Keeps the job's ``on_fit_data`` info: the Poisson NLL floors of its training and validation
+    groups (a Keras callback, so both backends take it)."""
+
+    info: dict | None = None
+
+    def on_fit_data(self, info):
+        self.info = info
 
 
 @pytest.fixture(scope="module")
 def jobs(small_dataset, tmp_path_factory):
+    """{"tf", "torch": JobResult} of JOB, and "floors": the TF job's on_fit_data info."""
     root = tmp_path_factory.mktemp("jobs")
     train, test = small_dataset
-    return {name: job(train, test, run_dir=root / name / "run", bundle_dir=root / name / "bundle",
-                      **JOB)
-            for name, job in (("tf", tf_workflow.run_phase_job),
-                              ("torch", pt_workflow.run_phase_job))}
+    floors = FitFloors()
+    done = {name: job(train, test, run_dir=root / name / "run", bundle_dir=root / name / "bundle",
+                      callbacks=callbacks, **JOB)
+            for name, job, callbacks in (("tf", tf_workflow.run_phase_job, [floors]),
+                                         ("torch", pt_workflow.run_phase_job, []))}
+    return {**done, "floors": floors.info}
 
 
 def test_same_result_type_history_names_and_resolved_spec(jobs):
@@ -53,16 +68,25 @@ def test_bundles_have_the_same_files_and_keys(jobs):
 
 
 def test_the_same_spec_gives_the_same_run_on_both_backends(jobs):
-    """Same initial weights and batches: the loss curves agree to 1e-4 and every bundle statistic
-    to 1% (phases to 1 mrad), ten times inside C2's default tolerance (10%), so a C2 comparison
-    of matching runs is GREEN. Not tighter: float32 kernels of different CPUs (oneDNN's AVX2 and
-    AVX-512 paths) round differently and training amplifies it; on this project's machines the
-    gap was 4e-5 on one and 1.1e-3 (canvas_amplitude.mean) on another. On one machine each run
-    repeats bit for bit (tests/model/test_determinism.py). The atol covers statistics that sit
-    at zero (a patch minimum of 4e-7 differs by float32 noise)."""
+    """Same initial weights and batches: the loss curves agree to 2e-3 of the first epoch's NLL
+    excess over the data's floor (about 5e4 for training, 2e4 for validation, of a raw NLL of
+    -3.3e6 per pixel; measured gap 1.3e-5, one float32 step of the raw loss; the former rtol 1e-4
+    of raw was 6e-3 and 1.7e-2 of them), and every bundle statistic to 1% (phases to 1 mrad),
+    ten times inside C2's default tolerance (10%), so a C2 comparison of matching runs is GREEN.
+    Not tighter: float32 kernels of different CPUs (oneDNN's AVX2 and AVX-512 paths) round
+    differently and training amplifies it; on this project's machines the gap was 4e-5 on one
+    and 1.1e-3 (canvas_amplitude.mean) on another. On one machine each run repeats bit for bit
+    (tests/model/test_determinism.py). The atol covers statistics that sit at zero (a patch
+    minimum of 4e-7 differs by float32 noise)."""
     tf_job, torch_job = jobs["tf"], jobs["torch"]
-    for name in ("loss", "val_loss", "intensity_scale", "step_loss"):
-        np.testing.assert_allclose(torch_job.history[name], tf_job.history[name], rtol=1e-4, err_msg=name)
+    np.testing.assert_allclose(torch_job.history["intensity_scale"], tf_job.history["intensity_scale"], rtol=1e-4)
+    floors = jobs["floors"]
+    excess = {"loss": tf_job.history["loss"][0] - floors["nll_floor"],
+              "val_loss": tf_job.history["val_loss"][0] - floors["val_nll_floor"]}
+    assert min(excess.values()) > 0, excess  # the losses are Poisson NLLs, bounded below by the floors
+    for name, scale in (("loss", "loss"), ("step_loss", "loss"), ("val_loss", "val_loss")):
+        gap = np.abs(np.subtract(torch_job.history[name], tf_job.history[name], dtype=np.float64))
+        assert np.all(gap <= LOSS_EXCESS_RTOL * excess[scale]), (name, gap, excess)
     comparison = compare_bundles(tf_job.bundle_dir, torch_job.bundle_dir, tolerance=1e-2, atol=1e-6,
                                  phase_atol_rad=1e-3)
     assert comparison.verdict == "GREEN", comparison.failures
