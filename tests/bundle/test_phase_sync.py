@@ -56,7 +56,9 @@ def _phase_error(canvas, reference):
     return float(np.mean(np.abs(np.angle(quality.align_phase(canvas, reference, inside) * np.conj(reference)))[inside]))
 
 
-def test_random_patch_offsets_are_removed_and_the_stitched_object_restored():
+@pytest.mark.parametrize("dense_max", [stitching.SYNC_DENSE_MAX, 0], ids=["dense", "arpack"])
+def test_random_patch_offsets_are_removed_and_the_stitched_object_restored(dense_max, monkeypatch):
+    monkeypatch.setattr(stitching, "SYNC_DENSE_MAX", dense_max)  # both eigen-solvers
     offsets = _scan()
     truth = _patches(_object(), offsets)
     rng = np.random.default_rng(7)
