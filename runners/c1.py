@@ -8,6 +8,7 @@ is teed into the slot's CLI log. Any failure writes a blocker and raises PhaseBl
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -19,10 +20,13 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from omegaconf import OmegaConf
 
 from ptycho import determinism
-from runners import hub, interrupt, outcome, resume, tracking, xla
+from ptycho import disk_preflight
+from runners import diskfull, hub, interrupt, outcome, resume, tracking, xla
 from runners.callbacks import keras_base, make_callbacks
 from runners.envinfo import XLA_ENV_KEYS, code_state, git_commit, library_versions, project_root
 from runners.evidence import (
@@ -33,7 +37,7 @@ from runners.job import JobContext
 from runners.outcome import PhaseBlocked, PhaseConfigError, display_path
 from runners.schema import Backend, PhaseConfig
 from runners.sync import keep_journal
-from runners.tee import FdTee
+from runners.tee import FdTee, framework_chatter
 from runners.timeline import Timeline
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,44 @@ def dataset_files(spec: PhaseConfig, launch_dir: Path) -> tuple[Path, Path]:
     from ptycho.simulate import SimulationSpec, ensure_simulated_dataset
 
     return ensure_simulated_dataset(SimulationSpec(**asdict(dataset.simulation)), launch_dir / dataset.cache_dir)
+
+
+def disk_needs(spec: PhaseConfig, launch_dir: Path, slot: hub.HubSlot) -> list[disk_preflight.DiskNeed]:
+    """What a C1 job will write, for the disk pre-flight: the simulated dataset when its cache
+    lacks it, the run's outputs in the slot (sized from the simulation, or from the files'
+    headers and positions). Empty for data files that cannot be read: the data step reports them."""
+    from ptycho import preflight
+    from ptycho.data import DataContractError
+    from ptycho.simulate import SimulationSpec
+
+    needs = []
+    settings, dataset = spec.c1, spec.dataset
+    if dataset.uses_files:
+        try:
+            test = preflight.inspect_file(launch_dir / dataset.test_data_file)
+        except (DataContractError, OSError, ValueError):
+            return []
+        N, canvas = test.N, int(max(np.ptp(test.xcoords), np.ptp(test.ycoords))) + 2 * test.N
+    else:
+        simulation = SimulationSpec(**asdict(dataset.simulation))
+        N, canvas = simulation.N, simulation.object_side + 2 * simulation.N
+        cache = launch_dir / dataset.cache_dir
+        if not all(path.is_file() for path in simulated_files(simulation, cache)):
+            needs.append(disk_preflight.DiskNeed(
+                "simulated dataset", cache, disk_preflight.simulated_dataset_bytes(
+                    simulation.n_images, simulation.n_test, N, simulation.object_side), "dataset.cache_dir"))
+    needs += disk_preflight.run_outputs(
+        slot.run_dir, slot.bundle_dir, slot.cli_log.parent, N=N, gridsize=settings.gridsize,
+        n_filters_scale=settings.model.n_filters_scale, canvas_px=canvas, setting="hub.root")
+    return needs
+
+
+def simulated_files(simulation, cache_dir: Path) -> tuple[Path, Path]:
+    """The cache's (train, test) files of ``simulation`` (``ptycho.simulate``'s names), made or not."""
+    from ptycho.simulate import spec_hash
+
+    stem = f"simulated_{spec_hash(simulation)}"
+    return cache_dir / f"{stem}_train.npz", cache_dir / f"{stem}_test.npz"
 
 
 def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[str, str]) -> PhaseRecord:
@@ -275,20 +317,28 @@ class C1Run:
         self.last_epoch: dict[str, float] = {}  # the last epoch's metrics, for the closing block
         self.epochs_done = 0
         self.inference_batch: int | None = None  # set by the memory pre-flight (data step)
+        self.reserves: list[diskfull.Reserve] = []  # space set aside for the evidence (runners.diskfull)
+        self.partials = diskfull.Partials()  # this run's folders, once the disk pre-flight passed
+        self.blocker_text: str | None = None  # the blocker, when only the MLflow run could take it
+        self.tee: FdTee | None = None
 
     def execute(self) -> PhaseRecord:
         self.slot.make_dirs()
         self.record.save(self.outcome_path)
         banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
         failure = blocked = None
-        with FdTee(self.slot.cli_log, banner) as tee, interrupt.at_signal(lambda sig: self._interrupted(sig, tee)):
-            self.terminal = tee.terminal()
+        drop = None if xla.framework_log_shown(self.spec.verbose) else framework_chatter
+        with FdTee(self.slot.cli_log, banner, drop) as tee, \
+                interrupt.at_signal(lambda sig: self._interrupted(sig, tee)):
+            self.terminal, self.tee = tee.terminal(), tee
             try:
                 self._run()
             except Exception as exc:
                 failure, blocked = exc, self._fail(exc)
             else:
                 print(self._summary(), flush=True)
+            finally:
+                self._release_reserves()
         tracking.copy_log(self.tracker, self.slot.cli_log, self.spec.tracking.log_artifacts)  # complete now
         if blocked is not None:
             raise blocked from failure
@@ -346,7 +396,14 @@ class C1Run:
         inventory = display_path(self.slot.inventory, launch)
         if record.status == GREEN:
             lines.append(f"  bundle    {record.paths['bundle']}")
-        lines += [f"  section   \"{record.title}\" in {inventory}", f"  CLI log   {record.paths['cli_log']}"]
+        if record.hub_error:
+            lines.append(f"  section   NOT written: {record.hub_error}")
+        else:
+            lines.append(f"  section   \"{record.title}\" in {inventory}")
+        log_error = self.tee.log_error if self.tee is not None else None
+        cli_log = record.paths["cli_log"] + (f" (incomplete: {outcome.os_error_line(log_error)})"
+                                             if log_error else "")
+        lines.append(f"  CLI log   {cli_log}")
         if record.status == GREEN:
             lines.append(f"GREEN: {record.title}; stats.json sha1 {record.stats_sha1}; inventory {inventory}")
         else:
@@ -358,7 +415,26 @@ class C1Run:
         self.timeline.mark(name)
         log.info("step: %s", name)
 
+    def _check_disk(self) -> None:
+        """The disk pre-flight (``ptycho.disk_preflight``): the dataset cache when it is to be made,
+        the run's weights, reconstruction, bundle and logs, against each file system's free space;
+        then space set aside for the evidence on the hub's and the SQLite store's file systems."""
+        needs = disk_needs(self.spec, self.job.launch_dir, self.slot)
+        if needs:
+            disk_preflight.check_disk(needs)
+        store = tracking.sqlite_file(tracking.absolute_uri(self.spec.tracking.uri, self.job.launch_dir))
+        folders = {os.stat(disk_preflight.nearest_existing(f)).st_dev: f for f in
+                   (self.slot.dir, *([store.parent] if store else []))}
+        self.reserves = [diskfull.Reserve(folder) for folder in folders.values()]
+        self.partials = diskfull.Partials(self.slot.run_dir, self.slot.bundle_dir.parent)
+
+    def _release_reserves(self) -> None:
+        for reserve in self.reserves:
+            reserve.release()
+
     def _run(self) -> None:
+        self._step("disk pre-flight")
+        self._check_disk()
         self._step("guard")
         self.guard = GuardRun(
             self.spec.guard.selector, self._guard_cwd(), self.spec.guard.timeout_s,
@@ -396,7 +472,6 @@ class C1Run:
 
     def _import_backend(self):
         threads = determinism.resolve_threads(self.spec.threads)
-        xla.quiet_tensorflow_log(self.spec.verbose)
         if self.spec.backend.name is Backend.tensorflow:
             self.record.xla.update(xla.import_tensorflow())
             self.record.compute = determinism.configure_tensorflow(threads)
@@ -426,8 +501,10 @@ class C1Run:
         self.tracker.log_params(tracking.flatten(config))
 
     def _describe_run(self) -> None:
-        """The MLflow run's description (its note): title, status, and where the hub keeps the evidence."""
-        self.tracker.describe(run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir)))
+        """The MLflow run's description (its note): title, status, and where the hub keeps the evidence
+        (and the blocker itself, when no file could take it)."""
+        text = run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir))
+        self.tracker.describe(text + (f"\n\n---\n\n{self.blocker_text}" if self.blocker_text else ""))
 
     def _load_data(self):
         from ptycho import preflight
@@ -528,7 +605,7 @@ class C1Run:
         tracker = self.tracker
         tags = {"status": self.record.status, "guard_status": self.record.guard}
         if self.record.blocker:
-            tags["blocker"] = self.record.blocker
+            tags.update(blocker=self.record.blocker, error=self.record.error or "-")
         tracker.set_tags(tags)
         if not green:
             tracker.rename(f"{self.slot.name} [{self.record.status}]")
@@ -538,12 +615,21 @@ class C1Run:
         if self.spec.tracking.log_artifacts:
             tracker.log_artifacts(self.slot.guard_log, "logs")  # the CLI log follows when it is complete
         tracker.end(green)
+        if diskfull.find_text(tracker.failure):  # a full store: once more, with the reserved space given back
+            self._release_reserves()
+            tracker.end_despite_failure(green, {"status": self.record.status, "blocker": self.record.blocker or "-",
+                                                "error": self.record.error or "-"})
         self.timeline.mark("end")
-        self.slot.run_dir.mkdir(parents=True, exist_ok=True)
-        hub.atomic_write_text(self.slot.run_dir / TIMINGS_FILE, json.dumps(self._timings(), indent=2) + "\n")
-        if tracker.failure is not None:
-            keep_journal(tracker, self.record, self.slot, self.outcome_path, self.lock_timeout_s,
-                         self.spec.tracking.log_artifacts)
+        try:
+            self.slot.run_dir.mkdir(parents=True, exist_ok=True)
+            hub.atomic_write_text(self.slot.run_dir / TIMINGS_FILE, json.dumps(self._timings(), indent=2) + "\n")
+            if tracker.failure is not None:
+                keep_journal(tracker, self.record, self.slot, self.outcome_path, self.lock_timeout_s,
+                             self.spec.tracking.log_artifacts)
+        except OSError as exc:
+            if green:
+                raise
+            log.error("timings and tracking journal not written: %s", outcome.os_error_line(exc))
 
     def _tracking_failed(self, failure: tracking.TrackingFailure) -> None:
         """The tracker gave up (it logs why): the hub's section and summary entry will say so."""
@@ -576,12 +662,31 @@ class C1Run:
         return timings
 
     def _fail(self, error: Exception) -> PhaseBlocked:
-        """Complete the evidence of a failed job; the PhaseBlocked to raise once the CLI log is closed."""
-        log.error("%s failed at step %r", self.record.title, self.record.step, exc_info=error)
+        """Complete the evidence of a failed job; the PhaseBlocked to raise once the CLI log is closed.
+
+        Out of disk space (:mod:`runners.diskfull`): one line instead of the stack (the blocker
+        keeps it), the run's partial files removed and its reserved space given back first, the
+        blocker wherever it fits (hub, launch folder, MLflow run), the error's frames released."""
+        full = diskfull.find(error, tracking.sqlite_file(self.tracker.uri) if self.tracker else None)
+        if full is not None and full.path == "-":  # a write that named no file: the folder whose disk is full
+            full = dataclasses.replace(full, path=str(diskfull.full_folder(self._written_folders()) or "-"))
+        if full is None:
+            log.error("%s failed at step %r", self.record.title, self.record.step, exc_info=error)
+        else:
+            removed = self.partials.remove(full.path)
+            self._release_reserves()
+            log.error("%s failed at step %r: %s%s", self.record.title, self.record.step, full.line(),
+                      f" (partial files removed: {', '.join(map(str, removed))})" if removed else "")
         if self.guard is not None:
             self.record.guard = self.guard.finish().status
-        outcome.block(self.record, self.slot, error, self.job.launch_dir, self.lock_timeout_s)
-        self.record.save(self.outcome_path)
+        outcome.block(self.record, self.slot, error, self.job.launch_dir, self.lock_timeout_s,
+                      reason=full.line() if full else None, elsewhere=self._blocker_in_mlflow)
+        if full is not None:
+            diskfull.release(error)
+        try:
+            self.record.save(self.outcome_path)
+        except OSError as exc:
+            log.error("could not save %s: %s", self.outcome_path, outcome.os_error_line(exc))
         if self.tracker is not None:  # a degraded tracker (no run) still keeps its journal
             try:
                 self._end_tracking(green=False)
@@ -589,3 +694,17 @@ class C1Run:
                 log.exception("could not close the MLflow run %s as FAILED", self.tracker.run_id)
         print(self._summary(), file=sys.stderr, flush=True)
         return PhaseBlocked(self.record.error, self.record.blocker, announced=True)
+
+    def _written_folders(self) -> list[Path]:
+        """The folders this job writes into: its slot, the hub's shared files, the dataset cache, the store."""
+        store = tracking.sqlite_file(tracking.absolute_uri(self.spec.tracking.uri, self.job.launch_dir))
+        cache = [] if self.spec.dataset.uses_files else [self.job.launch_dir / self.spec.dataset.cache_dir]
+        return [self.slot.dir, self.slot.root, *cache, *([store.parent] if store else []), self.job.launch_dir]
+
+    def _blocker_in_mlflow(self, markdown: str) -> str | None:
+        """Keep the blocker in the MLflow run's description (where neither the hub nor the launch
+        folder could take it); where it is, or None without a run."""
+        if self.tracker is None or self.tracker.run_id is None:
+            return None
+        self.blocker_text = markdown
+        return f"the description of MLflow run {self.tracker.run_id}"

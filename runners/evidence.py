@@ -47,12 +47,17 @@ class PhaseRecord:
     blocker: str | None = None
     output_file: str = "stats.json"  # the file whose sha1 is stats_sha1
     work_key: str | None = None  # runners.resume: what a rerun compares
+    hub_error: str | None = None  # why the hub could not take the section (a full disk); not rendered
 
     def save(self, path: Path) -> None:
-        """Atomic JSON write (temporary file + rename)."""
+        """Atomic JSON write (temporary file + rename); a failed write leaves no temporary file."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path) -> "PhaseRecord | None":

@@ -71,11 +71,20 @@ class HubPostHook(Callback):
             record = runner.new_record(spec, job, slot, env)
         done = (GREEN,) if error is None else (BLOCKED, INTERRUPTED)  # an isolated job's process may be interrupted
         if record.status in done and (record.status == GREEN or record.blocker):
+            if record.hub_error:
+                return  # the job found the hub full (or read-only) and said where its evidence went
             if not outcome.is_published(record, slot):
                 outcome.publish(record, slot, spec.hub.lock_timeout_s)
             return
         if error is None:
             return  # a job that returned without a GREEN record never reached the hub step
+        if isinstance(error, PhaseBlocked) and error.announced:
+            log.error("post-hook: %s wrote its blocker (%s) but not its record; no second blocker", record.slot,
+                      error.blocker)
+            return
         outcome.block(record, slot, error, job.launch_dir, spec.hub.lock_timeout_s)
-        record.save(job.output_dir / OUTCOME_FILE)
+        try:
+            record.save(job.output_dir / OUTCOME_FILE)
+        except OSError as exc:
+            log.error("post-hook: %s not saved: %s", OUTCOME_FILE, outcome.os_error_line(exc))
         log.error("post-hook wrote the blocker of %s: %s", record.slot, record.blocker)

@@ -10,9 +10,12 @@ unpickled from a launcher's worker) is remembered for it (:func:`blockers_seen`)
 """
 from __future__ import annotations
 
+import os
 import re
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from hydra.errors import CompactHydraException
 
@@ -93,14 +96,17 @@ def publish(record: PhaseRecord, slot: hub.HubSlot, lock_timeout_s: float) -> No
 
 
 def block(
-    record: PhaseRecord, slot: hub.HubSlot, error: BaseException, launch_dir: Path, lock_timeout_s: float
-) -> Path:
-    """Mark ``record`` BLOCKED by ``error``, write the blocker file and publish; the blocker path."""
+    record: PhaseRecord, slot: hub.HubSlot, error: BaseException, launch_dir: Path, lock_timeout_s: float,
+    *, reason: str | None = None, elsewhere: Callable[[str], str | None] | None = None,
+) -> Path | None:
+    """Mark ``record`` BLOCKED by ``error`` (``reason``: the one-line error to show, else the
+    error's first line), write the blocker file and publish; the blocker's path (None when it
+    went elsewhere: :func:`_write_blocker`)."""
     record.status = BLOCKED
-    record.error = f"{type(error).__name__}: {error}".splitlines()[0]
+    record.error = reason or f"{type(error).__name__}: {error}".splitlines()[0]
     stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     stale = display_path(slot.bundle_dir, launch_dir) if slot.bundle_dir.exists() else None
-    return _write_blocker(record, slot, stack, stale, launch_dir, lock_timeout_s)
+    return _write_blocker(record, slot, stack, stale, launch_dir, lock_timeout_s, elsewhere)
 
 
 def interrupted(
@@ -134,13 +140,52 @@ def interrupt_evidence(run, sig: interrupt.Signal, tee) -> None:
 
 
 def _write_blocker(record: PhaseRecord, slot: hub.HubSlot, stack: str, stale_bundle: str | None, launch_dir: Path,
-                   lock_timeout_s: float) -> Path:
-    path = hub.write_blocker(slot, blocker_markdown(record, stack, stale_bundle), lock_timeout_s,
-                             label=blocker_label(record, slot))
-    record.blocker = display_path(path, launch_dir)
+                   lock_timeout_s: float, elsewhere: Callable[[str], str | None] | None = None) -> Path | None:
+    """The blocker in the slot's ``red/``; where the hub cannot take it (a full disk, a read-only
+    file system), in the launch folder, else wherever ``elsewhere`` puts it (the MLflow run) and
+    says. Then the section and summary entry; where the hub cannot take them either,
+    ``record.hub_error`` says why. ``record.blocker`` names the place; the path, or None."""
+    markdown = blocker_markdown(record, stack, stale_bundle)
+    label = blocker_label(record, slot)
+    path = None
+    try:
+        path = hub.write_blocker(slot, markdown, lock_timeout_s, label=label)
+        record.blocker = display_path(path, launch_dir)
+    except OSError as exc:
+        path, record.blocker = _blocker_elsewhere(markdown, slot, label, launch_dir, (exc, slot.red_dir), elsewhere)
     _BLOCKERS_SEEN.append(record.blocker)
-    publish(record, slot, lock_timeout_s)
+    try:
+        publish(record, slot, lock_timeout_s)
+    except OSError as exc:
+        record.hub_error = f"section and summary entry not written: {os_error_line(exc, slot.inventory)}"
     return path
+
+
+def _blocker_elsewhere(markdown: str, slot: hub.HubSlot, label: str, launch_dir: Path,
+                       hub_failure: tuple[OSError, Path], elsewhere: Callable[[str], str | None] | None,
+                       ) -> tuple[Path | None, str]:
+    """(path, where) of a blocker the hub could not take: ``<launch folder>/blocked_<stamp>_<slot>_<label>.md``,
+    else ``elsewhere(markdown)``'s place, else a note that it was written nowhere."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", slot.name)
+    path = launch_dir / f"blocked_{stamp}_{name}_{label}.md"
+    hub_error = os_error_line(*hub_failure)
+    note = f"(the hub could not take it: {hub_error})"
+    try:
+        hub.atomic_write_text(path, markdown)
+        return path, f"{display_path(path, launch_dir)} {note}"
+    except OSError as exc:
+        launch_error = os_error_line(exc, path)
+    where = elsewhere(markdown) if elsewhere is not None else None
+    if where:
+        return None, f"{where} {note}"
+    return None, f"not written anywhere: the hub ({hub_error}) nor the launch folder ({launch_error})"
+
+
+def os_error_line(error: OSError, path: Path | None = None) -> str:
+    """``<path>: [Errno 28] No space left on device``: the file the error names, else ``path``."""
+    named = os.fsdecode(error.filename) if error.filename else path
+    return f"{named}: [Errno {error.errno}] {error.strerror or error}" if named else f"[Errno {error.errno}] {error}"
 
 
 def kill_run(client, run_id: str, record: PhaseRecord, timeout_s: float) -> str:

@@ -352,8 +352,8 @@ class PhaseConfig:
     ``threads``: the job's fixed compute threads (``ptycho.determinism``; null: every CPU in
     the process's affinity mask), so a rerun on the same machine repeats bit for bit;
     ``force``: run even when the slot holds a GREEN record of the same work (``runners.resume``);
-    ``verbose``: keep TensorFlow's native start-up and diagnostic lines (its C++ log) in the console
-    and the CLI log (by default they are left out, unless ``TF_CPP_MIN_LOG_LEVEL`` is set)."""
+    ``verbose``: keep TensorFlow's native log lines (start-up notes, its C++ INFO and WARNING lines)
+    in the console and the CLI log (by default they are left out, unless ``TF_CPP_MIN_LOG_LEVEL=0``)."""
 
     initiative: str = INITIATIVE_ID
     phase: PhaseKind = PhaseKind.c1

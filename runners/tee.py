@@ -8,10 +8,16 @@ that replaced them (pytest, notebooks). Leaving the context flushes Python's buf
 restores streams and descriptors and joins the threads, also when the body raised.
 The stand-in streams are never closed (nor do they own fds 1 and 2): a logging handler
 created inside the tee keeps writing to fds 1 and 2 after it.
+
+``drop`` (e.g. :func:`framework_chatter`) leaves whole lines out of both the console and the
+log: TensorFlow's native start-up notes, which its ``TF_CPP_MIN_LOG_LEVEL`` does not silence.
+A log that cannot be written (the disk is full) stops logging, never the run: the console goes
+on, and ``log_error`` says why the log stopped.
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -19,6 +25,25 @@ from typing import Callable
 
 _CHUNK = 65536
 _JOIN_TIMEOUT_S = 10.0
+# TensorFlow's native log lines (absl format: I/W + MMDD time thread file:line]) and their companions;
+# of its ERROR lines only the oneDNN note that is no error. Real errors stay.
+_CHATTER = re.compile(
+    rb"[IW]\d{4} \d+:\d+:\d+\.\d+ +\d+ [\w./-]+:\d+\] .*"
+    rb"|E\d{4} \d+:\d+:\d+\.\d+ +\d+ [\w./-]+:\d+\] oneDNN supports DT_INT32 only on platforms with AVX-512.*"
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\."
+)
+_CHATTER_STARTS = (b"I0", b"I1", b"W0", b"W1", b"E0", b"E1", b"WARNING: All log", b"To enable the following")
+
+
+def framework_chatter(line: bytes) -> bool:
+    """True for a line of TensorFlow's start-up chatter (``line`` without its newline)."""
+    return _CHATTER.fullmatch(line.rstrip(b"\r")) is not None
+
+
+def _may_be_chatter(tail: bytes) -> bool:
+    """A partial line that may still become chatter (held back until its newline comes)."""
+    return any(tail.startswith(start) or start.startswith(tail) for start in _CHATTER_STARTS)
 
 
 class FdTee:
@@ -27,9 +52,11 @@ class FdTee:
     ``banner`` is written to the log first, so the log is never empty.
     """
 
-    def __init__(self, log_path: Path, banner: str):
+    def __init__(self, log_path: Path, banner: str, drop: Callable[[bytes], bool] | None = None):
         self.log_path = Path(log_path)
         self.banner = banner
+        self.drop = drop
+        self.log_error: OSError | None = None  # why the log stopped being written (disk full...)
         self._lock = threading.Lock()
         self._saved: dict[int, int] = {}
         self._threads: list[threading.Thread] = []
@@ -37,9 +64,12 @@ class FdTee:
         self._streams = None
 
     def __enter__(self) -> "FdTee":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb", buffering=0)
-        self._log.write(self.banner.rstrip("\n").encode() + b"\n")
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "wb", buffering=0)
+        except OSError as exc:  # no log, but the run and its console go on
+            self.log_error, self._log = exc, open(os.devnull, "wb", buffering=0)
+        self._write_log(self.banner.rstrip("\n").encode() + b"\n")
         _flush_python_streams()
         for fd in (1, 2):
             self._saved[fd] = os.dup(fd)
@@ -89,13 +119,40 @@ class FdTee:
         return write
 
     def _drain(self, read_end: int, original_fd: int) -> None:
+        held = b""  # a partial line that may still turn out to be dropped
         try:
             while chunk := os.read(read_end, _CHUNK):
-                with self._lock:
-                    self._log.write(chunk)
-                _write_all(original_fd, chunk)
+                shown, held = self._filtered(held + chunk)
+                self._pass_on(shown, original_fd)
+            if held and not (self.drop and self.drop(held)):
+                self._pass_on(held, original_fd)
         finally:
             os.close(read_end)
+
+    def _filtered(self, data: bytes) -> tuple[bytes, bytes]:
+        """(what to pass on now, a partial last line held back) of ``data``, without ``drop``'s lines."""
+        if self.drop is None:
+            return data, b""
+        *lines, tail = data.split(b"\n")
+        shown = b"".join(line + b"\n" for line in lines if not self.drop(line))
+        if _may_be_chatter(tail):
+            return shown, tail
+        return shown + tail, b""
+
+    def _pass_on(self, data: bytes, original_fd: int) -> None:
+        if data:
+            self._write_log(data)
+            _write_all(original_fd, data)
+
+    def _write_log(self, data: bytes) -> None:
+        """Append to the log; after the first failure (a full disk, a quota) the log is left as it is."""
+        with self._lock:
+            if self.log_error is not None and self._log.name != os.devnull:
+                return
+            try:
+                self._log.write(data)
+            except OSError as exc:
+                self.log_error = exc
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -308,6 +308,22 @@ class Tracker:
         self._call("end", lambda: self.client.set_terminated(
             self.run_id, "FINISHED" if green else "FAILED", end_time=end_time_ms))
 
+    def end_despite_failure(self, green: bool, tags: Mapping[str, str]) -> None:
+        """End this tracker's run with ``tags`` once more after it degraded (a full store given room
+        again): one bounded attempt; ``failure`` stays as it was, so the hub still says tracking failed."""
+        if self.run_id is None or self.failure is None:
+            return
+        failure, self.failure = self.failure, None
+        on_failure, self._on_failure = self._on_failure, None  # the job's record keeps the first failure
+
+        def end() -> None:
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, str(value) or EMPTY)
+            self.client.set_terminated(self.run_id, "FINISHED" if green else "FAILED")
+
+        self._call("end (retried)", end)
+        self.failure, self._on_failure = failure, on_failure
+
     def run_status(self, run_id: str) -> str | None:
         """The status of run ``run_id`` (``RUNNING``, ``FINISHED``...), None when it does not exist
         (or tracking failed)."""

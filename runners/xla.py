@@ -50,16 +50,13 @@ def needs_isolation() -> bool:
     return seen is not None and seen != current_xla_env()
 
 
-QUIET_TF_LOG_LEVEL = "3"  # TensorFlow's C++ log: FATAL only (its start-up INFO and the oneDNN ERROR line are noise)
-
-
-def quiet_tensorflow_log(verbose: bool) -> None:
-    """Unless ``verbose``, keep TensorFlow's native log lines (oneDNN and CPU-feature notes, an
-    ``E0000 ... oneDNN supports DT_INT32 only on platforms with AVX-512`` line that is no error) out of
-    the console and the CLI log: ``TF_CPP_MIN_LOG_LEVEL=3``, read when TensorFlow loads. A value the
-    environment already sets is kept (the user asked for it)."""
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_TF_LOG_LEVEL)
+def framework_log_shown(verbose: bool) -> bool:
+    """Whether a job shows TensorFlow's native log lines (its start-up notes, an ``E0000 ... oneDNN
+    supports DT_INT32 only on platforms with AVX-512`` line that is no error): with ``verbose=true``,
+    or when the environment asks for every line (``TF_CPP_MIN_LOG_LEVEL=0``). Otherwise the job's
+    tee leaves them out (``runners.tee.framework_chatter``): TensorFlow prints its start-up notes
+    whatever ``TF_CPP_MIN_LOG_LEVEL`` says, before its logging reads the variable."""
+    return verbose or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0"
 
 
 def import_tensorflow() -> dict[str, str]:
