@@ -136,3 +136,41 @@ def test_the_runs_address_opens_the_runs_table_with_quality_and_status_columns(t
     assert "Send your first trace" not in page
     for column in ("quality.amp_mae_to_floor", "status", "backend", "gridsize"):
         assert column in page, column
+
+
+@pytest.fixture(scope="module")
+def quiet_run(tmp_path_factory, sim_cache):
+    """One tiny TF run from the command line, the environment setting no TF log level (as a user's)."""
+    workdir = tmp_path_factory.mktemp("quiet_run")
+    guard = workdir / "test_guard_green.py"
+    guard.write_text("def test_guard_passes():\n    assert True\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for key in ("TF_CPP_MIN_LOG_LEVEL", "TF_XLA_FLAGS", "USE_XLA_TRANSLATE"):
+        env.pop(key, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "runners.phase", "c1=scaled", "xla=off", "c1.n_images=32", "c1.n_groups=8",
+         "c1.model.n_filters_scale=1", "dataset.simulation.n_images=96", f"hub.root={workdir / 'hub'}",
+         "tracking.uri=sqlite:///mlflow.db", f"dataset.cache_dir={sim_cache}", f"guard.selector={guard} -q",
+         f"hydra.run.dir={workdir / 'outputs'}"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    return workdir, done
+
+
+@pytest.mark.slow
+def test_a_run_leaves_no_chatter_no_lock_and_a_run_that_reads_at_a_glance(quiet_run):
+    workdir, done = quiet_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (workdir / "hub" / "tf_baseline" / "phase_c1_scaled" / "cli" / "train_tf_phase_c1_scaled.log").read_text()
+    for text in (done.stdout + done.stderr, log):
+        assert "oneDNN" not in text and "absl::InitializeLog" not in text and "cpu_feature_guard" not in text
+        assert "step: data" in text
+    assert not (workdir / "mlflow.db.lock").exists() and (workdir / "mlflow.db").is_file()
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert list(run.data.metrics)[:2] == list(tracking.QUALITY_FIRST)
+    assert all(not math.isnan(run.data.metrics[name]) for name in tracking.QUALITY_FIRST)
+    assert run.data.tags["gridsize"] == "2" and run.data.tags["status"] == "GREEN"
+    assert run.data.tags["mlflow.note.content"].startswith("**Phase C1 — TF scaled baseline**: GREEN")
+    runs_line = next(line for line in done.stdout.splitlines() if "runs table: " in line)
+    assert runs_line.split("runs table: ")[1] == tracking.runs_view_url(tracking.LOCAL_UI, run.info.experiment_id)
+    assert "python -m runners.mlflow_ui --backend-store-uri sqlite:///" in done.stdout
