@@ -88,3 +88,36 @@ def test_outside_git_the_work_key_exists_so_resume_can_skip(tmp_path):
     key = resume.work_key({"c1": {"gridsize": 1}}, [], _state(copy))
     assert key is not None and len(key) == 40
     assert resume.work_key({"c1": {"gridsize": 1}}, [], "unknown") is None
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_a_sweep_rerun_from_a_copied_tree_without_git_skips_its_green_members(tmp_path, sim_cache, write_guard):
+    """The code outside any git checkout (as a copied tree or an installed package sees it)."""
+    pytest.importorskip("torch")
+    import os
+    import sys
+
+    code = tmp_path / "code"
+    for folder in envinfo.SOURCE_FOLDERS:
+        shutil.copytree(REPO / folder, code / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    for key in ("TF_XLA_FLAGS", "USE_XLA_TRANSLATE"):
+        env.pop(key, None)
+    args = [sys.executable, "-m", "runners.phase", "-m", "c1=scaled", "xla=off", "backend=pytorch", "gridsize=1,2",
+            "c1.n_images=32", "c1.n_groups=8", "dataset.simulation.n_images=96", f"hub.root={workdir / 'hub'}",
+            f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", f"dataset.cache_dir={sim_cache}",
+            f"guard.selector={write_guard(workdir, passing=True)}", f"hydra.sweep.dir={workdir / 'multirun'}"]
+
+    def sweep() -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+
+    first = sweep()
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    inventory = (workdir / "hub" / "analysis" / "artifact_inventory.txt").read_text()
+    assert inventory.count("Work key: ") == 2 and f"Git commit: unknown" in inventory
+    second = sweep()
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert second.stdout.count("skipped: GREEN at ") == 2, second.stdout[-3000:]
