@@ -43,7 +43,7 @@ GRID_PER_PROBE = 8  # |O|^2 grid spacing N / GRID_PER_PROBE px
 SMOOTHING = 1e-3  # gradient penalty of that grid, against the totals normalised to their median
 NEIGHBOURS = 6  # integration graph: each position's nearest positions ...
 MAX_EDGE_STEPS = 2.0  # ... at most this many median nearest-neighbour distances away
-CHUNK_PIXELS = 2**22  # pixels per chunk of patterns or patches: bounded memory
+CHUNK_PIXELS = 2**20  # pixels per chunk of patterns or patches: bounded memory (about 50 MB of complex128 temporaries)
 
 
 @dataclass(frozen=True, eq=False)

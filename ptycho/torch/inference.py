@@ -9,11 +9,12 @@ import numpy as np
 import torch
 
 from ptycho import stitching
+from ptycho.preflight import INFERENCE_BATCH_MAX as INFERENCE_BATCH
 from ptycho.torch.model import PtychoPINN
 from ptycho.torch.reassembly import reassemble_by_offsets
 
 
-def predict_patches(model: PtychoPINN, inputs: dict, batch_size: int = 32) -> np.ndarray:
+def predict_patches(model: PtychoPINN, inputs: dict, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
     """Object patches (B, N, N, C) complex64 for inputs {'diffraction', ...} (numpy, X = s * A).
 
     Only the encoder and decoders run (``PtychoPINN.object_patches``), as on the TF side: the
@@ -22,17 +23,11 @@ def predict_patches(model: PtychoPINN, inputs: dict, batch_size: int = 32) -> np
     if batch_size < 1:
         raise ValueError(f"predict_patches: batch_size must be >= 1; got {batch_size}")
     model.eval()
-    diffraction = inputs["diffraction"]
-    chunks = []
-    with torch.no_grad():
-        for begin in range(0, len(diffraction), batch_size):
-            batch = torch.as_tensor(np.array(diffraction[begin:begin + batch_size]), device=model.device)
-            chunks.append(model.object_patches(batch).cpu().numpy())
-    return np.concatenate(chunks).astype(np.complex64)
+    return _in_batches(model.object_patches, model.device, batch_size, inputs["diffraction"])
 
 
 def diffracted_patches(model: PtychoPINN, patches: np.ndarray, coords_relative: np.ndarray,
-                       batch_size: int = 32) -> np.ndarray:
+                       batch_size: int = INFERENCE_BATCH) -> np.ndarray:
     """The object patches the forward model diffracts, (B, N, N, C) complex64: with object_big at
     gridsize > 1 each group's patches overlap-averaged onto its canvas and cut out again at their
     offsets (``PtychoPINN.illuminated_patches``); otherwise ``patches`` themselves."""
@@ -40,15 +35,23 @@ def diffracted_patches(model: PtychoPINN, patches: np.ndarray, coords_relative: 
         raise ValueError(f"diffracted_patches: batch_size must be >= 1; got {batch_size}")
     if not model.reassembles:
         return patches
-    chunks = []
+    return _in_batches(model.illuminated_patches, model.device, batch_size, patches, coords_relative)
+
+
+def _in_batches(function, device, batch_size: int, *arrays: np.ndarray) -> np.ndarray:
+    """``function`` without gradients over ``batch_size`` rows of every array at a time, the results
+    (B, ...) complex64 written into one array (no list of chunks and their concatenation)."""
+    n = len(arrays[0])
+    out = None
     with torch.no_grad():
-        for begin in range(0, len(patches), batch_size):
+        for begin in range(0, n, batch_size):
             window = slice(begin, begin + batch_size)
-            # a copy: torch warns on a read-only array (a memory-mapped dataset's)
-            chunks.append(model.illuminated_patches(torch.as_tensor(np.array(patches[window]), device=model.device),
-                                                    torch.as_tensor(np.array(coords_relative[window]),
-                                                                    device=model.device)).cpu().numpy())
-    return np.concatenate(chunks).astype(np.complex64)
+            # copies: torch warns on a read-only array (a memory-mapped dataset's)
+            result = function(*(torch.as_tensor(np.array(array[window]), device=device) for array in arrays))
+            if out is None:
+                out = np.empty((n, *result.shape[1:]), np.complex64)
+            out[window] = result.cpu().numpy()
+    return out
 
 
 def stitch_patches(patches: np.ndarray, groups, crop: int | None = None,
