@@ -670,7 +670,9 @@ class C1Run:
         full = diskfull.find(error, tracking.sqlite_file(self.tracker.uri) if self.tracker else None)
         if full is not None and full.path == "-":  # a write that named no file: the folder whose disk is full
             full = dataclasses.replace(full, path=str(diskfull.full_folder(self._written_folders()) or "-"))
-        if full is None:
+        if isinstance(error, disk_preflight.DiskSpaceError):  # a refusal, not a fault: no stack on the console
+            log.error("%s refused by the disk pre-flight (nothing was run): %s", self.record.title, error)
+        elif full is None:
             log.error("%s failed at step %r", self.record.title, self.record.step, exc_info=error)
         else:
             removed = self.partials.remove(full.path)
