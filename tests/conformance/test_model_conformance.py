@@ -88,6 +88,7 @@ def test_PTY_AT_021_predicted_intensity_strictly_positive_before_the_log(data, g
     assert all(np.all(np.isfinite(g.numpy())) for g in gradients if g is not None)
 
 
+@pytest.mark.slow
 def test_PTY_AT_031_inference_determinism(data, groups, twin_models):
     grouped = group_data(data[0], groups, twin_models[0].intensity_scale)
     first, second = twin_models
@@ -98,6 +99,7 @@ def test_PTY_AT_031_inference_determinism(data, groups, twin_models):
     np.testing.assert_array_equal(once, inference.predict_patches(second, grouped.inputs()))
 
 
+@pytest.mark.slow
 def test_PTY_AT_032_training_without_ground_truth(data, tmp_path):
     """No objectGuess / Y: the job trains on the Poisson NLL alone (MAE switched off)."""
     train, test = (dataclasses.replace(d, object_guess=None, Y=None) for d in data)

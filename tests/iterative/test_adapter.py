@@ -66,6 +66,7 @@ def test_the_library_forward_model_reproduces_our_data(tiny):
         assert _relative_residual(shifted, tiny.diffraction) > 3 * residual, (dx, dy)
 
 
+@pytest.mark.slow
 def test_reconstruction_beats_the_constant_floor_by_far(tiny):
     result = iterative.reconstruct(tiny, iterative.IterativeSpec(epochs=3))
     assert len(result.loss_history) == 3 and result.loss_history[-1] < result.loss_history[0]

@@ -77,6 +77,7 @@ def test_torch_configuration_reports_what_is_in_force():
         torch.use_deterministic_algorithms(before[1])
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_torchs_idle_openmp_threads_sleep_unless_the_user_chose(preset, expected):

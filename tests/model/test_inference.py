@@ -38,6 +38,7 @@ def test_stitched_ground_truth_patches_reproduce_the_object(sim, gridsize):
     assert scores["amp_mae"] < 0.01 and scores["phase_mae"] < 0.02
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_stitched_prediction_covers_the_whole_scanned_area(smoke_runs, sim, sim_scale, gridsize):
     """The reference's gridsize-2 defect showed a single tile; ours covers the scan footprint."""
@@ -91,7 +92,7 @@ def test_bad_crop_is_a_clear_error(sim, crop):
 
 def test_the_canvas_pass_gives_the_same_patches_at_any_batch(smoke_runs):
     # diffracted_patches runs one traced graph over batches of any size, the last one partial
-    run = smoke_runs(2, False)
+    run = smoke_runs(2, True)
     inputs = {key: np.concatenate([value] * 3) for key, value in run.data.inputs().items()}  # 6 groups
     patches = inference.predict_patches(run.model, inputs, batch_size=4)
     whole = inference.diffracted_patches(run.model, patches, inputs["coords_relative"], batch_size=6)
@@ -100,6 +101,7 @@ def test_the_canvas_pass_gives_the_same_patches_at_any_batch(smoke_runs):
     assert not np.allclose(whole, patches, atol=1e-3)  # the group average changed them
 
 
+@pytest.mark.slow
 def test_a_job_infers_at_its_own_batch_not_trainings(sim, tmp_path, monkeypatch):
     from ptycho import workflow
     from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec

@@ -19,6 +19,7 @@ from ptycho.workflow import run_phase_job
 
 SCALED = GroupingSpec(gridsize=2, neighbor_count=7, n_groups=32, n_images=64, seed=0)
 SCALED_TRAINING = TrainSpec(max_epochs=1, batch_size=4)
+pytestmark = pytest.mark.slow  # the default 2048-position dataset and the full network
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,7 @@ def test_step_loss_is_the_loss_of_each_batch(tiny_history):
     assert len(set(steps.ravel())) == steps.size
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_losses(tiny, tiny_history, make_spec, sim):
     again = train(build_model(make_spec(1), sim[0].probe), tiny, TINY)
     for name in ("loss", "val_loss", "intensity_scale"):
@@ -106,6 +107,7 @@ def test_intensity_scale_trains(smoke_runs, make_spec):
     assert len(set(scales)) > 1
 
 
+@pytest.mark.slow
 def test_frozen_intensity_scale_stays_put(tiny, make_spec, sim):
     spec = make_spec(1, intensity_scale_trainable=False)
     history = train(build_model(spec, sim[0].probe), tiny.take(slice(0, 2)),
@@ -113,6 +115,7 @@ def test_frozen_intensity_scale_stays_put(tiny, make_spec, sim):
     assert history["intensity_scale"] == [pytest.approx(spec.intensity_scale, rel=1e-6)]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_raises(tiny, make_spec, sim):
     broken = tiny.take(slice(0, 2))
     broken.diffraction[0, 0, 0, 0] = np.nan

@@ -335,6 +335,7 @@ def _assert_clean_config_error(status: int, output: str, message: str) -> None:
     assert "Traceback" not in output and "blocker:" not in output and "raised" not in output, output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase, broken", [("c1=scaled", "root"), ("c1=scaled", "slot"), ("c2=tf_vs_torch", "root")])
 def test_the_runner_names_a_hub_path_that_is_a_file(tmp_path, run_cli, isolated_overrides, phase, broken):
     root = tmp_path / "hub"  # the hub.root isolated_overrides sets
@@ -350,6 +351,7 @@ def test_the_runner_names_a_hub_path_that_is_a_file(tmp_path, run_cli, isolated_
     _assert_clean_config_error(done.returncode, done.stdout, message)
 
 
+@pytest.mark.slow
 def test_the_runner_names_a_read_only_hub(tmp_path, isolated_overrides):
     root = tmp_path / "hub"
     root.mkdir()
@@ -365,6 +367,7 @@ def test_the_runner_names_a_read_only_hub(tmp_path, isolated_overrides):
     assert not any(root.iterdir())
 
 
+@pytest.mark.slow
 def test_the_runner_in_process_names_an_unwritable_hub(tmp_path, monkeypatch, phase_in_process):
     root = tmp_path / "hub"
     root.mkdir()

@@ -158,6 +158,7 @@ IN_PROCESS_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(IN_PROCESS_CASES))
 def test_bad_data_blocks_once_in_process(phase_run, tmp_path, case):
     train_edit, test_edit, overrides, words = IN_PROCESS_CASES[case]
@@ -168,6 +169,7 @@ def test_bad_data_blocks_once_in_process(phase_run, tmp_path, case):
         assert expected.format(train=train, test=test) in text, text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "lots"])
 def test_an_impossible_memory_budget_is_a_config_error(phase_run, value):
     status, output, root = phase_run(f"c1.memory_budget_gb={value}")
