@@ -105,7 +105,13 @@ def test_the_mlflow_run_answers_at_a_glance(xla_off):
     run = xla_off.run_of()
     metrics, tags = run.data.metrics, run.data.tags
     assert metrics["nll_excess"] > 0 and metrics["val_nll_excess"] > 0 and metrics["groups_per_s"] > 0
-    assert 0 < metrics["quality.amp_mae_to_floor"] < 2 and metrics["quality.floor_amp_mae"] > 0
+    # One epoch on 32 groups leaves the network's output close to a constant object: this run
+    # measured amp 1.049x and phase 0.759x the floor, an untrained network 1.012x and 0.758x (the
+    # phase comes from the centre-of-mass anchoring, phase_offsets=com). So the bounds cannot ask
+    # for learning; they catch an output worse than a constant object (a network emitting noise
+    # amplitudes: 1.28x) and stitching that loses the anchoring (phase_offsets=none: 1.00x).
+    assert 0 < metrics["quality.amp_mae_to_floor"] < 1.15 and metrics["quality.floor_amp_mae"] > 0
+    assert 0 < metrics["quality.phase_mae_to_floor"] < 0.85
     steps = xla_off.client.get_metric_history(run.info.run_id, "step_loss")
     history = json.loads((xla_off.hub / SLOT / "run_scaled" / "history.json").read_text())
     assert [m.step for m in steps] == list(range(len(history["step_loss"]))) and len(steps) > 1
