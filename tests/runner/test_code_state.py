@@ -92,18 +92,25 @@ def test_outside_git_the_work_key_exists_so_resume_can_skip(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.torch
-def test_a_sweep_rerun_from_a_copied_tree_without_git_skips_its_green_members(tmp_path, sim_cache, write_guard):
-    """The code outside any git checkout (as a copied tree or an installed package sees it)."""
+def test_a_sweep_rerun_from_pip_install_in_a_folder_without_git_skips_its_green_members(tmp_path, sim_cache,
+                                                                                        write_guard):
+    """``pip install .`` of a copy of the project (no .git anywhere), then the same sweep twice."""
     pytest.importorskip("torch")
     import os
     import sys
 
-    code = tmp_path / "code"
-    for folder in envinfo.SOURCE_FOLDERS:
-        shutil.copytree(REPO / folder, code / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    source = tmp_path / "source"
+    for name in (*envinfo.SOURCE_FOLDERS, "pyproject.toml", "README.md"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
+        copy(REPO / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                            if (REPO / name).is_dir() else {}))
+    installed = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(installed), str(source)], check=True, capture_output=True, timeout=300)
+    assert (installed / "conf" / "phase.yaml").is_file() and not (installed / ".git").exists()
     workdir = tmp_path / "work"
     workdir.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(code)}
+    env = {**os.environ, "PYTHONPATH": str(installed)}
     for key in ("TF_XLA_FLAGS", "USE_XLA_TRANSLATE"):
         env.pop(key, None)
     args = [sys.executable, "-m", "runners.phase", "-m", "c1=scaled", "xla=off", "backend=pytorch", "gridsize=1,2",
@@ -117,7 +124,7 @@ def test_a_sweep_rerun_from_a_copied_tree_without_git_skips_its_green_members(tm
     first = sweep()
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     inventory = (workdir / "hub" / "analysis" / "artifact_inventory.txt").read_text()
-    assert inventory.count("Work key: ") == 2 and f"Git commit: unknown" in inventory
+    assert inventory.count("Work key: ") == 2 and "Git commit: unknown" in inventory
     second = sweep()
     assert second.returncode == 0, second.stdout[-3000:]
     assert second.stdout.count("skipped: GREEN at ") == 2, second.stdout[-3000:]
