@@ -615,7 +615,7 @@ class C1Run:
         if self.spec.tracking.log_artifacts:
             tracker.log_artifacts(self.slot.guard_log, "logs")  # the CLI log follows when it is complete
         tracker.end(green)
-        if diskfull.find_text(tracker.failure):  # a full store: once more, with the reserved space given back
+        if tracker.failure is not None and tracker.failure.disk_full:  # once more, the reserved space given back
             self._release_reserves()
             tracker.end_despite_failure(green, {"status": self.record.status, "blocker": self.record.blocker or "-",
                                                 "error": self.record.error or "-"})

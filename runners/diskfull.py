@@ -80,12 +80,6 @@ def full_folder(candidates: list[Path]) -> Path | None:
     return None
 
 
-def find_text(failure) -> bool:
-    """True when a tracker's failure (``runners.tracking.TrackingFailure`` or None) was a full disk."""
-    text = failure.error if failure is not None else ""
-    return any(mark in text for mark in (_SQLITE_FULL, "No space left on device", "Disk quota exceeded"))
-
-
 def release(error: BaseException) -> None:
     """Clear the frames of ``error``'s traceback (and its causes'), then collect: what they held (an
     open HDF5 file) is closed now. Call once the blocker's stack trace is written."""

@@ -50,6 +50,8 @@ from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 from filelock import FileLock
 
+from runners import diskfull
+
 MAX_PARAM_CHARS = 500
 MAX_RUN_NAME_CHARS = 250  # runs.name is VARCHAR(250): PostgreSQL refuses a longer name (SQLite keeps it)
 BATCH = 100
@@ -130,6 +132,7 @@ class TrackingFailure:
 
     operation: str
     error: str
+    disk_full: bool = False  # the store's disk (or quota) was full: the job may retry once it gave room
 
 
 class Tracker:
@@ -410,11 +413,11 @@ class Tracker:
             self._degrade(operation, f"TimeoutError: no answer from {self.uri} within "
                                      f"{time.monotonic() - t0:.3g} s (tracking.timeout_s={self.timeout_s:g})")
         elif "error" in outcome:
-            self._degrade(operation, _one_line(outcome["error"]))
+            self._degrade(operation, _one_line(outcome["error"]), diskfull.find(outcome["error"]) is not None)
         return outcome.get("value")
 
-    def _degrade(self, operation: str, error: str) -> None:
-        self.failure = TrackingFailure(operation, error)
+    def _degrade(self, operation: str, error: str, disk_full: bool = False) -> None:
+        self.failure = TrackingFailure(operation, error, disk_full)
         log.warning("MLflow tracking FAILED at %s: %s; no more MLflow calls are made here, the evidence "
                     "stays in the hub (`python -m runners.sync` logs it later)", operation, error)
         if self._on_failure is not None:

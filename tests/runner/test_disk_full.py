@@ -262,3 +262,23 @@ def test_the_cli_log_stops_on_a_full_disk_and_the_run_goes_on(small_fs, capfd):
         print("still here", flush=True)
     assert tee.log_error is not None and tee.log_error.errno == 28
     assert "still here" in capfd.readouterr().out
+
+
+def test_a_full_sqlite_store_degrades_the_tracker_and_the_run_is_ended_once_there_is_room(small_fs):
+    """The store alone is full (the hub has room): the job goes on without MLflow, and ends the run
+    FAILED (not RUNNING) once the space it set aside on the store's disk is given back."""
+    from runners import tracking
+
+    fs = small_fs("store", 8)
+    tracker = tracking.Tracker(f"sqlite:///{fs / 'mlflow.db'}", "E", 30)
+    tracker.start("slot", {"status": "RUNNING"})
+    reserve = diskfull.Reserve(fs)
+    filling_phase.fill(fs)
+    tracker.log_points("step_loss", [[step, 1.0] for step in range(5000)])
+    assert tracker.failure is not None and tracker.failure.disk_full, tracker.failure
+    first = tracker.failure
+    reserve.release()
+    tracker.end_despite_failure(False, {"status": "BLOCKED", "error": "out of disk space"})
+    run = MlflowClient(tracker.uri).get_run(tracker.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["status"] == "BLOCKED"
+    assert tracker.failure == first  # the record still says where tracking failed first
