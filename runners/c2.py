@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from runners import hub, interrupt, outcome, tracking
+from runners import diskfull, hub, interrupt, outcome, tracking
 from runners.c2_inputs import LABELS, BundlePaths, C2InputError, Inputs, LookupFailed, RunPair, select_pairs
 from runners.envinfo import git_commit, library_versions, project_root
 from runners.evidence import OUTCOME_FILE, PhaseRecord, failed_tracking, run_description
@@ -225,6 +225,7 @@ class C2Run:
         self.record = new_record(spec, job, self.slot, {}, comparison.selection)
         self.outcome_path = job.output_dir / OUTCOME_FILE
         self.tracker: tracking.Tracker | None = None
+        self.partials = diskfull.Partials(analysis_dir(self.slot))
 
     def execute(self) -> PhaseRecord:
         analysis_dir(self.slot).mkdir(parents=True, exist_ok=True)
@@ -346,9 +347,16 @@ class C2Run:
         self.record.tracking = failed_tracking(failure.operation, failure.error, self.record.step)
 
     def _fail(self, error: Exception) -> PhaseBlocked:
-        log.error("%s failed at step %r: %s", self.record.title, self.record.step, error)
-        outcome.block(self.record, self.slot, error, self.job.launch_dir, self.spec.hub.lock_timeout_s)
-        self.record.save(self.outcome_path)
+        full = diskfull.settle(error, self.partials)  # out of space: one line, partial files removed
+        log.error("%s failed at step %r: %s", self.record.title, self.record.step, full.line() if full else error)
+        outcome.block(self.record, self.slot, error, self.job.launch_dir, self.spec.hub.lock_timeout_s,
+                      reason=full.line() if full else None)
+        if full is not None:
+            diskfull.release(error)
+        try:
+            self.record.save(self.outcome_path)
+        except OSError as exc:
+            log.error("could not save %s: %s", self.outcome_path, outcome.os_error_line(exc))
         if self.tracker is not None:  # a degraded tracker (no run) still keeps its journal
             try:
                 self._end_tracking(green=False)

@@ -29,7 +29,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ptycho import determinism
-from runners import c1, hub, interrupt, outcome, tracking
+from runners import c1, diskfull, hub, interrupt, outcome, tracking
 from runners.envinfo import git_commit, library_versions, project_root
 from runners.evidence import OUTCOME_FILE, PhaseRecord, run_description
 from runners.job import JobContext
@@ -112,6 +112,7 @@ class C3Run:
         self.outcome_path = job.output_dir / OUTCOME_FILE
         self.tracker: tracking.Tracker | None = None
         self.outcome_lines: list[str] = []  # quality and time, printed above the GREEN line
+        self.partials = diskfull.Partials(slot.run_dir, slot.bundle_dir.parent)
 
     def execute(self) -> PhaseRecord:
         self.slot.make_dirs()
@@ -267,9 +268,16 @@ class C3Run:
 
     def _fail(self, error: Exception) -> PhaseBlocked:
         """Complete the evidence of a failed job; the PhaseBlocked to raise once the CLI log is closed."""
-        log.error("%s failed at step %r: %s", self.record.title, self.record.step, error)
-        outcome.block(self.record, self.slot, error, self.job.launch_dir, self.lock_timeout_s)
-        self.record.save(self.outcome_path)
+        full = diskfull.settle(error, self.partials)  # out of space: one line, partial files removed
+        log.error("%s failed at step %r: %s", self.record.title, self.record.step, full.line() if full else error)
+        outcome.block(self.record, self.slot, error, self.job.launch_dir, self.lock_timeout_s,
+                      reason=full.line() if full else None)
+        if full is not None:
+            diskfull.release(error)
+        try:
+            self.record.save(self.outcome_path)
+        except OSError as exc:
+            log.error("could not save %s: %s", self.outcome_path, outcome.os_error_line(exc))
         if self.tracker is not None and self.tracker.run_id is not None:
             try:
                 self._end_tracking(green=False)

@@ -80,6 +80,14 @@ def full_folder(candidates: list[Path]) -> Path | None:
     return None
 
 
+def settle(error: BaseException, partials: "Partials", store: Path | None = None) -> DiskFull | None:
+    """When ``error`` is a full disk: ``partials`` removed; the DiskFull (else None, nothing done)."""
+    full = find(error, store)
+    if full is not None:
+        partials.remove(full.path)
+    return full
+
+
 def release(error: BaseException) -> None:
     """Clear the frames of ``error``'s traceback (and its causes'), then collect: what they held (an
     open HDF5 file) is closed now. Call once the blocker's stack trace is written."""

@@ -282,3 +282,23 @@ def test_a_full_sqlite_store_degrades_the_tracker_and_the_run_is_ended_once_ther
     run = MlflowClient(tracker.uri).get_run(tracker.run_id)
     assert run.info.status == "FAILED" and run.data.tags["status"] == "BLOCKED"
     assert tracker.failure == first  # the record still says where tracking failed first
+
+
+def test_only_this_runs_partial_files_go_the_complete_ones_stay(tmp_path):
+    run_dir, analysis = tmp_path / "run_scaled", tmp_path / "analysis"
+    run_dir.mkdir()
+    (run_dir / "model.weights.h5").write_bytes(b"earlier complete weights")
+    (run_dir / "history.json").write_text("{}")  # an earlier run's, left alone
+    partials = diskfull.Partials(run_dir, analysis)
+    (run_dir / "model.weights.h5").write_bytes(b"half")  # this run's write that failed
+    (run_dir / "model_spec.json").write_text("{}")  # this run's, complete
+    staging = analysis / ".forward_parity_debug_tf.tmp-abc"
+    staging.mkdir(parents=True)
+    (staging / "stats.json").write_text("{")
+    (run_dir / ".reconstruction.npz.123.tmp").write_bytes(b"x")
+    error = OSError(28, "No space left on device", str(run_dir / "model.weights.h5"))
+    full = diskfull.settle(error, partials)
+    assert full.path == str(run_dir / "model.weights.h5")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["history.json", "model_spec.json"]
+    assert list(staging.iterdir()) == []
+    assert diskfull.settle(ValueError("not a disk"), partials) is None
