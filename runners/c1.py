@@ -349,6 +349,7 @@ class C1Run:
         stopped or still in a kernel): guard log, blocker, section and summary entry, the MLflow run
         KILLED (bounded), the closing block; then the CLI log is closed. A job that had ended
         (blocked, or GREEN with its MLflow run closed) keeps its record."""
+        self._release_reserves()  # the process ends with os._exit: nothing after this gives them back
         if self.record.blocker is not None or self.timeline.span("tracking end", "end") is not None:
             tee.close(join_timeout_s=min(outcome.TEE_CLOSE_TIMEOUT_S, sig.remaining()))
             return

@@ -19,6 +19,7 @@ from pathlib import Path
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 RESERVE_BYTES = 1 << 20  # what a blocker, a section, a summary entry and an MLflow end need
+RESERVE_PREFIX = ".disk_reserve."
 FULL_BELOW_BYTES = 64 << 10  # a file system with less free space than this counts as full
 _H5_FILENAME = re.compile(r"filename = '([^']+)'")
 _H5_ERRNO = re.compile(r"errno = (\d+)")
@@ -139,12 +140,25 @@ class Partials:
         return removed
 
 
+def remove_stale_reserves(folder: Path) -> None:
+    """Remove the reserves in ``folder`` of processes that are gone (a job killed by SIGKILL keeps its own).
+    Hubs shared between hosts: a reserve of another host's pid that happens to be alive here stays (1 MB)."""
+    for path in folder.glob(f"{RESERVE_PREFIX}*"):
+        try:
+            os.kill(int(path.name[len(RESERVE_PREFIX):]), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except (ValueError, PermissionError, OSError):
+            continue
+
+
 class Reserve:
     """RESERVE_BYTES set aside in ``folder`` (a hidden file of real blocks) while the job runs, given back
     when it runs out of space, so that its evidence still fits; none when there is no room for it."""
 
     def __init__(self, folder: Path):
-        self.path = Path(folder) / f".disk_reserve.{os.getpid()}"
+        self.path = Path(folder) / f"{RESERVE_PREFIX}{os.getpid()}"
+        remove_stale_reserves(Path(folder))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "wb") as handle:

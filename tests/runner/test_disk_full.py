@@ -302,3 +302,15 @@ def test_only_this_runs_partial_files_go_the_complete_ones_stay(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == ["history.json", "model_spec.json"]
     assert list(staging.iterdir()) == []
     assert diskfull.settle(ValueError("not a disk"), partials) is None
+
+
+def test_a_reserve_is_real_space_given_back_and_a_dead_jobs_reserve_is_cleared(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f"{diskfull.RESERVE_PREFIX}{dead.pid}"
+    left.write_bytes(b"\0" * 10)
+    reserve = diskfull.Reserve(tmp_path)
+    assert not left.exists() and reserve.path.stat().st_size == diskfull.RESERVE_BYTES
+    assert reserve.path.stat().st_blocks * 512 >= diskfull.RESERVE_BYTES  # blocks, not a sparse hole
+    reserve.release()
+    assert list(tmp_path.iterdir()) == []
