@@ -17,6 +17,7 @@ Estimates (bytes; upper bounds from shapes, not measurements):
     debug bundle       the canvas M_s**2 * 8 and GRID_PATCHES patches N*N*8 (arrays.npz), and
                        BUNDLE_FIGURES_BYTES for the PNGs and JSON files
     logs               LOG_BYTES (CLI and guard logs, history, timings)
+    tracking store     TRACKING_STORE_BYTES in a local (SQLite) store's folder, given by the caller
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ WEIGHTS_BYTES_PER_PARAMETER = 12
 WEIGHTS_OVERHEAD_BYTES = 1 << 20  # HDF5 structure (measured 0.15 MB at the default)
 BUNDLE_FIGURES_BYTES = 8 << 20  # five PNGs and the JSON files (measured about 1 MB at the default)
 LOG_BYTES = 4 << 20
+TRACKING_STORE_BYTES = 4 << 20  # a run's rows in a local MLflow store (parameters, tags, up to 10,000 step losses)
 GRID_PATCHES = 16  # patches the bundle keeps (plots.GRID_MAX_PATCHES)
 BYTES_PER_MB = 10**6
 

@@ -103,7 +103,8 @@ def dataset_files(spec: PhaseConfig, launch_dir: Path) -> tuple[Path, Path]:
 def disk_needs(spec: PhaseConfig, launch_dir: Path, slot: hub.HubSlot) -> list[disk_preflight.DiskNeed]:
     """What a C1 job will write, for the disk pre-flight: the simulated dataset when its cache
     lacks it, the run's outputs in the slot (sized from the simulation, or from the files'
-    headers and positions). Empty for data files that cannot be read: the data step reports them."""
+    headers and positions), its rows in a SQLite MLflow store. Empty for data files that cannot
+    be read: the data step reports them."""
     from ptycho import preflight
     from ptycho.data import DataContractError
     from ptycho.simulate import SimulationSpec
@@ -127,6 +128,10 @@ def disk_needs(spec: PhaseConfig, launch_dir: Path, slot: hub.HubSlot) -> list[d
     needs += disk_preflight.run_outputs(
         slot.run_dir, slot.bundle_dir, slot.cli_log.parent, N=N, gridsize=settings.gridsize,
         n_filters_scale=settings.model.n_filters_scale, canvas_px=canvas, setting="hub.root")
+    store = tracking.sqlite_file(tracking.absolute_uri(spec.tracking.uri, launch_dir))
+    if store is not None:
+        needs.append(disk_preflight.DiskNeed("MLflow store", store.parent, disk_preflight.TRACKING_STORE_BYTES,
+                                             "tracking.uri"))
     return needs
 
 

@@ -314,3 +314,12 @@ def test_a_reserve_is_real_space_given_back_and_a_dead_jobs_reserve_is_cleared(t
     assert reserve.path.stat().st_blocks * 512 >= diskfull.RESERVE_BYTES  # blocks, not a sparse hole
     reserve.release()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_on_a_disk_without_room_is_refused_by_the_preflight_too(phase_run, small_fs, tmp_path):
+    fs = small_fs("store", 2)
+    status, output = phase_run(f"hub.root={tmp_path / 'hub'}", f"tracking.uri=sqlite:///{fs / 'mlflow.db'}")
+    assert status == 1, output[-3000:]
+    (blocker,) = (tmp_path / "hub" / SLOT / "red").glob("blocked_*_disk_pre_flight.md")
+    text = blocker.read_text()
+    assert f"{fs}: not enough disk space" in text and "MLflow store 4.19 MB" in text and "tracking.uri" in text
