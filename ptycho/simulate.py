@@ -146,15 +146,19 @@ def simulate_dataset(spec: SimulationSpec) -> tuple[PtychoData, PtychoData]:
     )
 
 
+def cached_dataset_paths(spec: SimulationSpec, cache_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """``<cache_dir>/simulated_<hash>_{train,test}.npz``, whether they exist yet or not."""
+    stem = f"simulated_{spec_hash(spec)}"
+    return Path(cache_dir) / f"{stem}_train.npz", Path(cache_dir) / f"{stem}_test.npz"
+
+
 def ensure_simulated_dataset(spec: SimulationSpec, cache_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Paths of ``<cache_dir>/simulated_<hash>_{train,test}.npz``, simulating them on first use.
 
     Files are written atomically, so concurrent callers at worst simulate twice and
     rename identical files into place.
     """
-    cache_dir = Path(cache_dir)
-    stem = f"simulated_{spec_hash(spec)}"
-    paths = (cache_dir / f"{stem}_train.npz", cache_dir / f"{stem}_test.npz")
+    paths = cached_dataset_paths(spec, cache_dir)
     if not all(p.is_file() for p in paths):
         for path, data in zip(paths, simulate_dataset(spec)):
             save_npz(path, data)

@@ -107,7 +107,7 @@ def disk_needs(spec: PhaseConfig, launch_dir: Path, slot: hub.HubSlot) -> list[d
     be read: the data step reports them."""
     from ptycho import preflight
     from ptycho.data import DataContractError
-    from ptycho.simulate import SimulationSpec
+    from ptycho.simulate import SimulationSpec, cached_dataset_paths
 
     needs = []
     settings, dataset = spec.c1, spec.dataset
@@ -121,7 +121,7 @@ def disk_needs(spec: PhaseConfig, launch_dir: Path, slot: hub.HubSlot) -> list[d
         simulation = SimulationSpec(**asdict(dataset.simulation))
         N, canvas = simulation.N, simulation.object_side + 2 * simulation.N
         cache = launch_dir / dataset.cache_dir
-        if not all(path.is_file() for path in simulated_files(simulation, cache)):
+        if not all(path.is_file() for path in cached_dataset_paths(simulation, cache)):
             needs.append(disk_preflight.DiskNeed(
                 "simulated dataset", cache, disk_preflight.simulated_dataset_bytes(
                     simulation.n_images, simulation.n_test, N, simulation.object_side), "dataset.cache_dir"))
@@ -133,14 +133,6 @@ def disk_needs(spec: PhaseConfig, launch_dir: Path, slot: hub.HubSlot) -> list[d
         needs.append(disk_preflight.DiskNeed("MLflow store", store.parent, disk_preflight.TRACKING_STORE_BYTES,
                                              "tracking.uri"))
     return needs
-
-
-def simulated_files(simulation, cache_dir: Path) -> tuple[Path, Path]:
-    """The cache's (train, test) files of ``simulation`` (``ptycho.simulate``'s names), made or not."""
-    from ptycho.simulate import spec_hash
-
-    stem = f"simulated_{spec_hash(simulation)}"
-    return cache_dir / f"{stem}_train.npz", cache_dir / f"{stem}_test.npz"
 
 
 def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[str, str]) -> PhaseRecord:
