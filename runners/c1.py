@@ -21,11 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-
 from omegaconf import OmegaConf
 
-from ptycho import determinism
-from ptycho import disk_preflight
+from ptycho import determinism, disk_preflight
 from runners import diskfull, hub, interrupt, outcome, resume, tracking, xla
 from runners.callbacks import keras_base, make_callbacks
 from runners.envinfo import XLA_ENV_KEYS, code_state, git_commit, library_versions, project_root
