@@ -676,7 +676,10 @@ class C1Run:
             log.error("%s failed at step %r: %s%s", self.record.title, self.record.step, full.line(),
                       f" (partial files removed: {', '.join(map(str, removed))})" if removed else "")
         if self.guard is not None:
-            self.record.guard = self.guard.finish().status
+            try:
+                self.record.guard = self.guard.finish().status
+            except OSError as exc:  # its log could not be written (the hub's disk is full): the blocker comes first
+                log.error("guard log not written: %s", outcome.os_error_line(exc, self.slot.guard_log))
         outcome.block(self.record, self.slot, error, self.job.launch_dir, self.lock_timeout_s,
                       reason=full.line() if full else None, elsewhere=self._blocker_in_mlflow)
         if full is not None:
