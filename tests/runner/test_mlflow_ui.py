@@ -174,3 +174,22 @@ def test_a_run_leaves_no_chatter_no_lock_and_a_run_that_reads_at_a_glance(quiet_
     runs_line = next(line for line in done.stdout.splitlines() if "runs table: " in line)
     assert runs_line.split("runs table: ")[1] == tracking.runs_view_url(tracking.LOCAL_UI, run.info.experiment_id)
     assert "python -m runners.mlflow_ui --backend-store-uri sqlite:///" in done.stdout
+
+
+def test_a_c2_run_has_a_description_and_its_parity_figures_first(tmp_path, monkeypatch, capfd, isolated_overrides):
+    from runners import outcome
+
+    from .conftest import run_in_process
+    from .test_runner_c2 import _bundle
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
+    tf, torch = _bundle(tmp_path / "tf"), _bundle(tmp_path / "torch")
+    status, out, err = run_in_process(["c2=tf_vs_torch", f"c2.tf_bundle={tf}", f"c2.torch_bundle={torch}",
+                                       *isolated_overrides(tmp_path)], capfd, monkeypatch)
+    assert status == 0, out[-2000:] + err[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert run.data.tags["mlflow.note.content"].startswith("**Phase C2 — TF vs PyTorch comparison**: GREEN")
+    assert "comparison.json" in run.data.tags["mlflow.note.content"]
+    assert list(run.data.metrics)[0] == "parity.worst_rel_diff"
