@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from ptycho import plots
 from runners import bench_quality
+
+from ..png_checks import assert_cells_not_blank, assert_figure, colour_fraction, read_png
 
 pytestmark = pytest.mark.torch
 
@@ -15,8 +18,22 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
                                  "--n-images", "64", "--backend", "pytorch", "--threads", "1",
                                  "--iterative-epochs", "2", "--learning-rate", "2e-4", "--out", str(out)])
     assert status == 0
-    for name in ("quality.json", "quality.md", "quality.png", "quality_simulated_iterative.png"):
+    for name in ("quality.json", "quality.md"):
         assert (out / name).stat().st_size > 0, name
+    # Truth | reconstruction | error, amplitude and phase rows (plots.save_truth_comparison: 13 in
+    # by 4 in per row), for the PINN and the iterative reference; quality.png stacks the two
+    # with a 40 px title band each, at their own size.
+    parts = [assert_figure(out / name, (13.0, 8.0), plots.DPI)
+             for name in ("quality_simulated.png", "quality_simulated_iterative.png")]
+    for part in parts:
+        assert_cells_not_blank(part, 2, 3)
+    stacked = read_png(out / "quality.png")
+    assert stacked.shape[:2] == (sum(part.shape[0] + 40 for part in parts), max(part.shape[1] for part in parts))
+    top = 0
+    for part in parts:  # each band shows its part (measured: 0.92 of the part's coloured share), not a title alone
+        band = stacked[top:top + part.shape[0] + 40]
+        assert colour_fraction(band) > 0.75 * colour_fraction(part), (colour_fraction(band), colour_fraction(part))
+        top += part.shape[0] + 40
 
     document = json.loads((out / "quality.json").read_text())
     assert document["complete"] is True and document["settings"]["device"] == "cpu"

@@ -9,6 +9,7 @@ import pytest
 from ptycho.bundle import write_debug_bundle
 from runners import hub
 
+from ..png_checks import assert_comparison_figure
 from .conftest import _run_cli
 
 
@@ -38,7 +39,7 @@ def test_matching_bundles_give_a_green_verdict(tmp_path):
     result = json.loads((analysis / "comparison.json").read_text())
     assert result["verdict"] == "GREEN" and not result["failures"]
     assert result["figure_from"] == "arrays.npz"  # numbers subtracted, not pictures
-    assert (analysis / "comparison.png").stat().st_size > 0
+    assert_comparison_figure(analysis)
     inventory = _inventory(tmp_path)
     assert "Phase C2 — TF vs PyTorch comparison" in inventory and "Status: GREEN" in inventory
 
@@ -75,7 +76,7 @@ def test_a_statistic_beyond_tolerance_gives_red_and_exit_1(tmp_path):
     assert done.returncode == 1, done.stdout
     analysis = tmp_path / "hub" / "tf_vs_torch" / "phase_c2" / "analysis"
     assert json.loads((analysis / "comparison.json").read_text())["figure_from"] == "rendered PNGs"
-    assert (analysis / "comparison.png").stat().st_size > 0
+    assert_comparison_figure(analysis)
     assert "verdict RED" in done.stdout and "patch_amplitude.mean" in done.stdout
     assert done.stdout.strip().splitlines()[-1].startswith("blocker: ")
     inventory = _inventory(tmp_path)
