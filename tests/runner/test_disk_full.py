@@ -159,6 +159,7 @@ def test_a_run_that_cannot_fit_is_blocked_before_any_work(phase_run, small_fs, t
 # 2. Out of space anyway -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 8 tiny runs, about 80 s together
 @pytest.mark.parametrize("step", filling_phase.STEPS)
 @pytest.mark.parametrize("store_on_full_disk", [False, True], ids=["hub", "hub_and_sqlite_store"])
 def test_a_disk_that_fills_at_a_step_ends_the_run_blocked_with_a_record(phase_run, small_fs, tmp_path, monkeypatch,

@@ -176,6 +176,7 @@ def test_a_run_leaves_no_chatter_no_lock_and_a_run_that_reads_at_a_glance(quiet_
     assert "python -m runners.mlflow_ui --backend-store-uri sqlite:///" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_c2_run_has_a_description_and_its_parity_figures_first(tmp_path, monkeypatch, capfd, isolated_overrides):
     from runners import outcome
 
