@@ -10,6 +10,7 @@ from ptycho import tf_helper
 
 GRIDSIZE = 2
 N = 64
+IMPULSES = [(20, 20), (30, 12), (40, 33), (25, 45)]  # (row, col) of the 1 in each image of a group
 
 
 def _structured_images(count, size=N):
@@ -19,15 +20,44 @@ def _structured_images(count, size=N):
     return np.stack(frames)[..., None].astype(np.float32)
 
 
-def test_non_xla_translation_guard(monkeypatch):
-    monkeypatch.setattr(tf_helper, "should_use_xla", lambda *args, **kwargs: False)
-    images = tf.constant(_structured_images(GRIDSIZE**2))
-    translations = tf.constant([[3.5, -2.25]], dtype=tf.float32)
+def _impulses(rows_cols, size=N):
+    """(len(rows_cols), size, size, 1) float32: image k is 0 but for a 1 at rows_cols[k] (row, col)."""
+    images = np.zeros((len(rows_cols), size, size, 1), np.float32)
+    for k, (row, col) in enumerate(rows_cols):
+        images[k, row, col, 0] = 1.0
+    return images
 
-    result = tf_helper.translate_core(images, translations)
+
+def _assert_moved_by(result, images, dx, dy):
+    """result (N, N, 1) is images (N, N, 1) moved dx columns right and dy rows down (integers), zero-filled."""
+    inside = (slice(max(dy, 0), N + min(dy, 0)), slice(max(dx, 0), N + min(dx, 0)))
+    np.testing.assert_array_equal(result[inside], np.roll(images, (dy, dx), axis=(0, 1))[inside])
+    vacated = np.ones((N, N), bool)
+    vacated[inside] = False
+    assert not np.any(result[vacated]), "the edge the image moved away from is not zero"
+
+
+def test_non_xla_translation_guard(monkeypatch):
+    """Flattened (b*C, N, N, 1) images with (b, 2) translations [dx, dy]: each group's translation
+    moves each of its C images dx columns right and dy rows down (out[y, x] = in[y - dy, x - dx]),
+    exactly for whole pixels, by bilinear weights for fractions."""
+    monkeypatch.setattr(tf_helper, "should_use_xla", lambda *args, **kwargs: False)
+    channels = GRIDSIZE**2
+    translations = np.array([[3.0, -2.0], [-5.0, 4.0]], dtype=np.float32)  # b = 2 groups
+    images = _structured_images(len(translations) * channels)
+
+    result = tf_helper.translate_core(tf.constant(images), tf.constant(translations)).numpy()
 
     assert result.shape == images.shape
-    assert np.any(result.numpy() != 0.0)
+    for k, (dx, dy) in enumerate(np.repeat(translations, channels, axis=0).astype(int)):
+        _assert_moved_by(result[k], images[k], dx, dy)
+    # A fractional shift (3.5, -2.25) spreads an impulse at (r, c) over rows r - 3, r - 2
+    # (weights 1/4, 3/4) and columns c + 3, c + 4 (1/2 each).
+    spread = tf_helper.translate_core(tf.constant(_impulses(IMPULSES)), tf.constant([[3.5, -2.25]])).numpy()
+    for k, (row, col) in enumerate(IMPULSES):
+        expected = np.zeros((N, N), np.float32)
+        expected[row - 3:row - 1, col + 3:col + 5] = [[0.125, 0.125], [0.375, 0.375]]
+        np.testing.assert_allclose(spread[k, :, :, 0], expected, atol=1e-6)
 
 
 def test_non_xla_translation_matching_batch(monkeypatch):

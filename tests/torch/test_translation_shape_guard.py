@@ -12,6 +12,7 @@ from ptycho.torch import ops, reassembly
 
 GRIDSIZE = 2
 N = 64
+IMPULSES = [(20, 20), (30, 12), (40, 33), (25, 45)]  # (row, col) of the 1 in each image of a group
 
 
 def _structured_images(count, size=N):
@@ -21,12 +22,41 @@ def _structured_images(count, size=N):
     return torch.from_numpy(np.stack(frames)[..., None].astype(np.float32))
 
 
+def _impulses(rows_cols, size=N):
+    """(len(rows_cols), size, size, 1) float32: image k is 0 but for a 1 at rows_cols[k] (row, col)."""
+    images = torch.zeros((len(rows_cols), size, size, 1))
+    for k, (row, col) in enumerate(rows_cols):
+        images[k, row, col, 0] = 1.0
+    return images
+
+
+def _assert_moved_by(result, images, dx, dy):
+    """result (N, N, 1) is images (N, N, 1) moved dx columns right and dy rows down (integers), zero-filled."""
+    inside = (slice(max(dy, 0), N + min(dy, 0)), slice(max(dx, 0), N + min(dx, 0)))
+    np.testing.assert_array_equal(result[inside], np.roll(images, (dy, dx), axis=(0, 1))[inside])
+    vacated = np.ones((N, N), bool)
+    vacated[inside] = False
+    assert not np.any(result[vacated]), "the edge the image moved away from is not zero"
+
+
 def test_translation_guard():
-    """Flattened (C, N, N, 1) images with one translation per group: no crash, content kept."""
-    images = _structured_images(GRIDSIZE**2)
-    result = ops.translate(images, torch.tensor([[3.5, -2.25]]))
+    """Flattened (b*C, N, N, 1) images with (b, 2) translations [dx, dy]: each group's translation
+    moves each of its C images dx columns right and dy rows down (out[y, x] = in[y - dy, x - dx]),
+    exactly for whole pixels, by bilinear weights for fractions."""
+    channels = GRIDSIZE**2
+    translations = torch.tensor([[3.0, -2.0], [-5.0, 4.0]])  # b = 2 groups
+    images = _structured_images(len(translations) * channels)
+    result = ops.translate(images, translations)
     assert result.shape == images.shape
-    assert bool(torch.any(result != 0.0))
+    for k, (dx, dy) in enumerate(translations.repeat_interleave(channels, dim=0).int().tolist()):
+        _assert_moved_by(result[k].numpy(), images[k].numpy(), dx, dy)
+    # A fractional shift (3.5, -2.25) spreads an impulse at (r, c) over rows r - 3, r - 2
+    # (weights 1/4, 3/4) and columns c + 3, c + 4 (1/2 each).
+    spread = ops.translate(_impulses(IMPULSES), torch.tensor([[3.5, -2.25]])).numpy()
+    for k, (row, col) in enumerate(IMPULSES):
+        expected = np.zeros((N, N), np.float32)
+        expected[row - 3:row - 1, col + 3:col + 5] = [[0.125, 0.125], [0.375, 0.375]]
+        np.testing.assert_allclose(spread[k, :, :, 0], expected, atol=1e-6)
 
 
 def test_integer_shifts_are_exact():
