@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 from ptycho.determinism import available_cpus
 from runners import hub, tracking
 
+from ..png_checks import assert_comparison_figure
+
 pytestmark = pytest.mark.slow
 SMALL = ["dataset.simulation.n_images=96"]  # 72 train / 24 test positions; c1 stays at 'scaled'
 EXPERIMENT = "FIX-PYTORCH-FORWARD-PARITY-001"
@@ -419,7 +421,7 @@ def test_c2_after_the_sweep_leaves_one_green_comparison_per_gridsize(sweep_then_
         assert (result["tf_run_id"], result["torch_run_id"]) == (tf_run.info.run_id, torch_run.info.run_id)
         assert result["parity_key"] == tf_run.data.tags["parity_key"]
         assert result["figure_from"] == "arrays.npz"
-        assert (run.hub / slot / "analysis" / "comparison.png").stat().st_size > 0
+        assert_comparison_figure(run.hub / slot / "analysis")
         assert run.section(slot).splitlines()[0] == f"Phase C2 — TF vs PyTorch comparison [gridsize={gridsize}]"
         assert c2_runs[slot].data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert c2_runs[slot].data.tags["tf_run_id"] == tf_run.info.run_id
