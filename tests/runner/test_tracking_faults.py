@@ -3,9 +3,15 @@ and the first use of a new SQLite store by several processes at once.
 
 A server that is down is a loopback port with nothing listening; a server that hangs is a
 loopback socket that accepts connections (the kernel's backlog) and never answers.
+
+Time is judged on the tracker's own records: what failed and why (an error, or "no answer ...
+within <s> s" measured by the tracker against its deadline), and ``Tracker.seconds``, the time it
+spent in MLflow. The wall clock gets bounds five times the intended ones: a loaded machine slows
+the MLflow import and the threads, not the tracker's decisions.
 """
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -47,14 +53,27 @@ def silent_uri():
     server.close()
 
 
+WALL_SLACK = 5  # times the intended bound, for the wall clock only
+
+
 def _timed(make):
     t0 = time.monotonic()
     value = make()
     return value, time.monotonic() - t0
 
 
+def _waited_s(failure, timeout_s: float) -> float:
+    """The seconds the tracker says it waited before giving up at its deadline ``timeout_s``."""
+    found = re.search(rf"^TimeoutError: no answer from \S+ within ([\d.]+) s \(tracking\.timeout_s={timeout_s:g}\)$",
+                      failure.error)
+    assert found, f"not given up at the deadline: {failure}"
+    return float(found.group(1))
+
+
 def _use_the_degraded_tracker(tracker, tmp_path):
-    """Every call of a phase job, each returning at once; the ones not logged land in the journal."""
+    """Every call of a phase job, each returning at once without calling MLflow (the tracker's time in
+    MLflow stays as it was); the ones not logged land in the journal."""
+    spent = tracker.seconds
     calls, seconds = _timed(lambda: [
         tracker.start("tf_baseline/phase_c1_scaled", {"backend": "tensorflow"}),
         tracker.log_params({"c1.gridsize": 2}),
@@ -67,22 +86,28 @@ def _use_the_degraded_tracker(tracker, tmp_path):
         tracker.end(green=True),
     ])
     assert calls[0] is None and tracker.run_id is None
-    assert seconds < 1.0, f"a degraded tracker still waited {seconds:.1f} s"
+    assert tracker.seconds == spent, f"a degraded tracker still called MLflow for {tracker.seconds - spent:.3g} s"
+    assert seconds < WALL_SLACK * 1.0, f"a degraded tracker still took {seconds:.1f} s"
     ops = [entry["op"] for entry in tracker.journal]
     assert ops[0] == "start" and ops[-1] == "end" and "log_metrics" in ops and "log_points" in ops
 
 
 def test_a_server_that_refuses_costs_seconds_not_minutes(tmp_path):
+    """The refusal itself comes back (MLflow's HTTP retries are cut to fit timeout_s): with its
+    default retries (minutes) the tracker would give up at its deadline instead."""
     tracker, seconds = _timed(lambda: tracking.Tracker(refused_uri(), "E", timeout_s=2))
-    assert tracker.failure is not None and seconds < 2 + 2.0, seconds
-    assert tracker.failure.operation == "set-up" and "127.0.0.1" in tracker.failure.error
+    assert tracker.failure is not None and tracker.failure.operation == "set-up"
+    assert "127.0.0.1" in tracker.failure.error and "Connection refused" in tracker.failure.error
+    assert not tracker.failure.error.startswith("TimeoutError"), tracker.failure
+    assert seconds < WALL_SLACK * (2 + 2.0), seconds  # the deadline, and the MLflow import
     _use_the_degraded_tracker(tracker, tmp_path)
 
 
 def test_a_server_that_never_answers_is_given_up_after_timeout_s(silent_uri, tmp_path):
     tracker, seconds = _timed(lambda: tracking.Tracker(silent_uri, "E", timeout_s=1.5))
-    assert tracker.failure is not None and 1.4 < seconds < 1.5 + 2.0, seconds
-    assert "tracking.timeout_s" in tracker.failure.error
+    assert tracker.failure is not None and tracker.failure.operation == "set-up"
+    assert _waited_s(tracker.failure, 1.5) >= 1.5  # not before its deadline
+    assert 1.5 <= seconds < WALL_SLACK * (1.5 + 2.0), seconds
     _use_the_degraded_tracker(tracker, tmp_path)
 
 
@@ -104,7 +129,9 @@ def test_an_unwritable_sqlite_store_is_a_tracking_failure(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     tracker, seconds = _timed(lambda: tracking.Tracker(f"sqlite:///{blocker}/mlflow.db", "E", timeout_s=2))
-    assert tracker.failure is not None and seconds < 4, seconds
+    assert tracker.failure is not None and tracker.failure.operation == "set-up"
+    assert tracker.failure.error.startswith("FileExistsError"), tracker.failure  # the error, not the deadline
+    assert seconds < WALL_SLACK * 4, seconds
     _use_the_degraded_tracker(tracker, tmp_path)
 
 
@@ -123,7 +150,9 @@ def test_a_locked_sqlite_store_is_a_tracking_failure(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert run_id is None and tracker.failure is not None and seconds < 1.5 + 2.0, seconds
+    assert run_id is None and tracker.failure is not None
+    assert _waited_s(tracker.failure, 1.5) >= 1.5  # waited for the lock up to its deadline, no longer
+    assert seconds < WALL_SLACK * (1.5 + 2.0), seconds
 
 
 def test_a_working_store_keeps_a_journal_of_every_call(tmp_path):
