@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import psutil
 from omegaconf import OmegaConf
 
 from ptycho import determinism, disk_preflight
@@ -123,9 +124,13 @@ def disk_needs(spec: PhaseConfig, launch_dir: Path, slot: hub.HubSlot) -> list[d
             needs.append(disk_preflight.DiskNeed(
                 "simulated dataset", cache, disk_preflight.simulated_dataset_bytes(
                     simulation.n_images, simulation.n_test, N, simulation.object_side), "dataset.cache_dir"))
-    needs += disk_preflight.run_outputs(
+    outputs = disk_preflight.run_outputs(
         slot.run_dir, slot.bundle_dir, slot.cli_log.parent, N=N, gridsize=settings.gridsize,
         n_filters_scale=settings.model.n_filters_scale, canvas_px=canvas, setting="hub.root")
+    # An output larger than this machine's memory is never made: the data step's memory pre-flight refuses
+    # that job and names its cause (a far scan position, too wide a network), which a disk figure would hide.
+    ceiling = psutil.virtual_memory().total
+    needs += [dataclasses.replace(need, bytes=min(need.bytes, ceiling)) for need in outputs]
     store = tracking.sqlite_file(tracking.absolute_uri(spec.tracking.uri, launch_dir))
     if store is not None:
         needs.append(disk_preflight.DiskNeed("MLflow store", store.parent, disk_preflight.TRACKING_STORE_BYTES,

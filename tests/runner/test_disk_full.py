@@ -258,9 +258,11 @@ def test_the_cli_log_stops_on_a_full_disk_and_the_run_goes_on(small_fs, capfd):
     fs = small_fs("fs", 1)
     with FdTee(fs / "cli.log", "# banner") as tee:
         filling_phase.fill(fs)
-        for _ in range(200):
-            print("x" * 200, flush=True)
-        print("still here", flush=True)
+        # through file descriptor 1, as the job's output reaches the tee (pytest's capture may hold sys.stdout);
+        # twice the file system's size, so the log cannot fit it into pages it already holds
+        for _ in range(1000):
+            os.write(1, b"x" * 2000 + b"\n")
+        os.write(1, b"still here\n")
     assert tee.log_error is not None and tee.log_error.errno == 28
     assert "still here" in capfd.readouterr().out
 

@@ -10,8 +10,11 @@ from runners.evidence import PhaseRecord, inventory_section
 from .conftest import _run_cli
 
 SMALL = ["dataset.simulation.n_images=96"]
-SWEEP = ["-m", "c1=scaled", "xla=off", "gridsize=1,2", *SMALL]
 SLOT = "tf_baseline/phase_c1_scaled"
+# The sweep runs on the PyTorch port: resume is the runner's, the same for both backends, and a TF
+# member at xla=off runs in a fresh process of its own (2 TF imports per member, 4 sweeps)
+SWEEP = ["-m", "c1=scaled", "xla=off", "gridsize=1,2", "backend=pytorch", *SMALL]
+SWEEP_SLOT = "torch_baseline/phase_c1_scaled"
 
 
 def _slot(root, name=SLOT):
@@ -68,10 +71,13 @@ def _sweep(workdir, isolated_overrides, *extra):
 
 def _section(workdir, gridsize):
     text = (workdir / "hub" / "analysis" / "artifact_inventory.txt").read_text()
-    return hub.read_section(text, f"{SLOT}__gridsize={gridsize}")
+    return hub.read_section(text, f"{SWEEP_SLOT}__gridsize={gridsize}")
 
 
+@pytest.mark.slow
+@pytest.mark.torch
 def test_a_crashed_sweep_rerun_does_only_the_missing_work(workdir, isolated_overrides):
+    pytest.importorskip("torch")
     from mlflow.tracking import MlflowClient
 
     first, first_s = _sweep(workdir, isolated_overrides)
@@ -87,7 +93,7 @@ def test_a_crashed_sweep_rerun_does_only_the_missing_work(workdir, isolated_over
     assert _section(workdir, 1) == before  # member 1: skipped, its record untouched
     assert "Status: GREEN" in _section(workdir, 2)
     run_id = re.search(r"run_id=(\w+)", before).group(1)
-    assert f"skipped: GREEN at " in second.stdout and f"run {run_id}: {SLOT}__gridsize=1 holds" in second.stdout
+    assert f"skipped: GREEN at " in second.stdout and f"run {run_id}: {SWEEP_SLOT}__gridsize=1 holds" in second.stdout
     out = second.stdout
     assert out[out.index("== Sweep "):].splitlines()[0].endswith("2 GREEN / 0 BLOCKED of 2 jobs (1 skipped: done before) ==")
 
