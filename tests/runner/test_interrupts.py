@@ -9,6 +9,11 @@ Real subprocess runs at tiny sizes, signalled once their log says they reached t
 steps that last seconds (imports, guard wait with a sleeping guard, an epoch of a longer fit) in
 ``python -m runners.phase`` itself; the steps that last milliseconds in
 tests/runner/pausing_phase.py (the same command with a pause patched in at that step).
+
+The 2 s are the code's own deadlines (runners.interrupt: the watchdog ends the process
+EXIT_AFTER_S after the signal, whatever the writer does); a run is judged on what the code did
+within them (its exit status as announced, its evidence complete, its watchdog silent, its MLflow
+budget), and on the wall clock only to 5x: a loaded machine delays the signal and the exit.
 """
 import json
 import os
@@ -25,7 +30,7 @@ import pytest
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
-from runners import hub, tracking
+from runners import hub, interrupt, outcome, tracking
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +38,8 @@ PAUSING = Path(__file__).with_name("pausing_phase.py")
 TINY = ["c1=scaled", "xla=off", "c1.n_images=32", "c1.n_groups=8", "c1.batch_size=4", "c1.model.n_filters_scale=1",
         "dataset.simulation.n_images=96"]
 LONG_FIT = ["c1.n_groups=24", "c1.n_images=64", "c1.max_epochs=3"]  # epochs of a second or more
-EXIT_LIMIT_S = 2.0
+EXIT_LIMIT_S = 2.0  # the promise (runners.phase, runners.interrupt)
+WALL_SLACK = 5  # the wall clock's bounds are this many times the code's
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 SLEEPING_GUARD = "import time\n\ndef test_guard_sleeps():\n    time.sleep(120)\n"
 EXPERIMENT = "FIX-PYTORCH-FORWARD-PARITY-001"
@@ -159,8 +165,12 @@ def _interrupted(run: Launched, elapsed: float, signum: int, step: str, *, label
     name = signal.Signals(signum).name
     out = run.output
     print(f"{name} at step {step!r}: exit {run.process.returncode} after {elapsed:.2f} s")
-    assert elapsed < EXIT_LIMIT_S, f"exit took {elapsed:.2f} s after {name}:\n{out[-3000:]}"
+    assert elapsed < WALL_SLACK * EXIT_LIMIT_S, f"exit took {elapsed:.2f} s after {name}:\n{out[-3000:]}"
     assert run.process.returncode == EXIT_CODES[signum], out[-3000:]
+    # The writer took the signal and said how it would end; its evidence (below) was done before
+    # the watchdog's deadline, which would otherwise have cut it short and said so.
+    assert f"{name} received: writing the evidence, then exit {EXIT_CODES[signum]}" in out, out[-3000:]
+    assert "the evidence took longer than" not in out, out[-3000:]
     assert run.orphans() == [], f"processes left running: {run.orphans()}"
     blocker = _hub_record(run.workdir / "hub", slot, step, name, label or _label(step))
     shown = blocker.relative_to(run.workdir)
@@ -211,6 +221,23 @@ def _mlflow_runs(workdir: Path) -> list:
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(EXPERIMENT)
     return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def _mlflow_budget_s(output: str) -> float:
+    """The seconds the writer gave MLflow to end the run (its ``(up to <s> s)``), within its shares."""
+    found = re.search(r"ending the MLflow run as KILLED \(up to ([\d.]+) s\)", output)
+    assert found, output[-2000:]
+    budget = float(found.group(1))
+    assert 0 < budget <= min(outcome.MLFLOW_KILL_TIMEOUT_S, interrupt.CALLBACKS_UNTIL_S), budget
+    return budget
+
+
+def test_the_code_keeps_its_deadlines_inside_the_promise():
+    """The watchdog's exit, and inside it the callbacks' and the forwarded children's shares, come
+    before the 2 s the runner promises; the runs below add only the machine's delays to them."""
+    assert interrupt.FORWARDED_UNTIL_S < interrupt.CALLBACKS_UNTIL_S < interrupt.EXIT_AFTER_S < EXIT_LIMIT_S
+    assert interrupt.CALLBACKS_UNTIL_S + interrupt.CHILD_WAIT_S <= interrupt.EXIT_AFTER_S  # then the children go
+    assert outcome.MLFLOW_KILL_TIMEOUT_S <= interrupt.CALLBACKS_UNTIL_S
 
 
 def test_sigint_while_the_backend_imports_stops_the_guard_and_leaves_a_record(launch):
@@ -295,16 +322,22 @@ def test_sigint_at_tracking_end_after_the_green_section(launch):
 
 
 def test_a_silent_mlflow_is_given_up_on_and_a_second_ctrl_c_exits_at_once(launch):
+    """The second Ctrl-C comes while the writer waits for MLflow to end the run: the process ends
+    there, before the writer records MLflow's (missing) answer in the section, as it does when no
+    second signal comes (test_mlflow_that_does_not_answer_...)."""
     run = launch(pause=["step:data", "--mlflow-hangs"])
     run.wait_for(r"paused at step:data")
     run.process.send_signal(signal.SIGINT)
-    run.wait_for(r"ending the MLflow run", timeout_s=2)  # the hub's record comes before MLflow's answer
-    time.sleep(0.4)
+    run.wait_for(r"ending the MLflow run", timeout_s=WALL_SLACK * EXIT_LIMIT_S)  # the hub's record comes first
+    _mlflow_budget_s(run.output)
+    time.sleep(interrupt.DUPLICATE_WINDOW_S + 0.1)  # a second signal, not the same one again
     elapsed = run.signal(signal.SIGINT)
-    assert elapsed < 0.5, f"the second Ctrl-C took {elapsed:.2f} s"
+    assert elapsed < WALL_SLACK * 0.5, f"the second Ctrl-C took {elapsed:.2f} s"
     assert run.process.returncode == 130
     section = hub.read_section((run.workdir / "hub" / "analysis" / "artifact_inventory.txt").read_text(), _slot())
     assert "Status: INTERRUPTED (step: data; signal SIGINT)" in section
+    mlflow = next(line for line in section.splitlines() if line.startswith("MLflow: "))
+    assert not re.search(r"(^|\s)end=", mlflow), f"the writer outlived the second Ctrl-C: {mlflow}"
 
 
 def test_mlflow_that_does_not_answer_is_reported_and_the_exit_stays_in_time(launch):
@@ -312,9 +345,10 @@ def test_mlflow_that_does_not_answer_is_reported_and_the_exit_stays_in_time(laun
     run.wait_for(r"paused at step:tracking results")
     elapsed = run.signal(signal.SIGTERM)
     _interrupted(run, elapsed, signal.SIGTERM, "tracking results", mlflow_status="RUNNING")
-    assert re.search(r"MLflow.*no answer within", run.output), run.output[-2000:]
+    budget = _mlflow_budget_s(run.output)
+    assert re.search(rf"MLflow.*no answer within {budget:.1f} s", run.output), run.output[-2000:]
     section = hub.read_section((run.workdir / "hub" / "analysis" / "artifact_inventory.txt").read_text(), _slot())
-    assert "end=not ended: no answer within" in section, section
+    assert f"end=not ended: no answer within {budget:.1f} s" in section, section
 
 
 def test_an_interrupted_sweep_member_is_journaled_as_interrupted(launch, tmp_path):
