@@ -19,6 +19,8 @@ from runners.schema import IterativeEngine, PhaseKind, PositionSet, register_con
 
 from ..png_checks import assert_figure, colour_fraction
 
+pytestmark = pytest.mark.slow  # Phase C3 runner runs
+
 REPO = Path(__file__).resolve().parents[2]
 SLOT = "iterative_reference/phase_c3_iterative"
 TITLE = "Phase C3 — iterative reference"

@@ -151,6 +151,7 @@ def test_ground_truth_terms_without_ground_truth_are_refused(tiny, make_spec, si
         train(build_model(make_spec(1, mae_weight=1.0), sim[0].probe), no_truth, TINY)
 
 
+@pytest.mark.slow
 def test_offsets_beyond_the_canvas_are_refused(smoke_runs):
     run = smoke_runs(2, True)
     far = GroupedData(run.data.diffraction, run.data.coords_relative * 10)

@@ -9,7 +9,7 @@ from runners import bench_quality
 
 from ..png_checks import assert_cells_not_blank, assert_figure, colour_fraction, read_png
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.slow]  # the quality study's command
 
 
 def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):

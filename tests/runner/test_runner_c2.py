@@ -12,6 +12,8 @@ from runners import hub
 from ..png_checks import assert_comparison_figure
 from .conftest import _run_cli
 
+pytestmark = pytest.mark.slow  # C1 and C2 runner runs
+
 
 def _bundle(folder: Path, scale: float = 1.0) -> Path:
     rng = np.random.default_rng(0)

@@ -16,6 +16,8 @@ from runners import hub, outcome, xla
 
 from .conftest import run_in_process
 
+pytestmark = pytest.mark.slow  # runner runs in process
+
 
 TINY = ["c1=scaled", "xla=off", "c1.n_images=32", "c1.n_groups=8", "c1.batch_size=4", "c1.model.n_filters_scale=1"]
 SMALL_SIMULATION = "dataset.simulation.n_images=96"

@@ -101,6 +101,7 @@ def test_logging_inside_the_tee_reaches_the_log_and_outlives_it(tmp_path, capfd,
     assert capfd.readouterr().err.splitlines() == ["during the tee", "after the tee"]
 
 
+@pytest.mark.slow
 def test_a_run_after_absl_was_imported_under_pytest_capture(isolated_overrides, tmp_path):
     """The reported crash, end to end: a pytest session with fd capture (absl stands for TensorFlow)."""
     argv = ["phase", *isolated_overrides(tmp_path), CONFIG_ERROR]

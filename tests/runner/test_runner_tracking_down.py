@@ -19,6 +19,8 @@ from runners import hub, outcome, sync, xla
 from .conftest import run_in_process
 from .test_tracking_faults import http_env_restored, refused_uri, silent_uri  # noqa: F401 (fixtures)
 
+pytestmark = pytest.mark.slow  # runner runs against a dead or silent server
+
 
 TINY = ["c1=scaled", "xla=off", "backend=pytorch", "c1.n_images=32", "c1.n_groups=8", "c1.batch_size=4",
         "c1.model.n_filters_scale=1"]

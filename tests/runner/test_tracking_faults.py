@@ -190,6 +190,7 @@ print(json.dumps({"run_id": run_id, "failure": tracker.failure and tracker.failu
 """
 
 
+@pytest.mark.slow
 def test_eight_jobs_set_up_a_new_sqlite_store_together(tmp_path):
     """The first sweep of a new user: eight processes open one new store at the same moment."""
     db = tmp_path / "mlflow.db"

@@ -20,7 +20,7 @@ from ptycho.torch import workflow as pt_workflow
 from runners.c1 import core_specs
 from runners.schema import register_configs, to_spec
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.slow]  # the default phase on both backends
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 

@@ -20,7 +20,7 @@ from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 from ptycho.torch import ops, training
 from ptycho.torch.model import build_model
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.slow]  # a fit on the default data
 CENTRE = slice(24, 40)  # the best-lit 16 x 16 pixels of a 64 x 64 patch
 
 
