@@ -13,6 +13,7 @@ from ptycho.spec import GroupingSpec, JobResult, ModelSpec, TrainSpec
 from ptycho.torch import workflow as pt_workflow
 from ptycho import workflow as tf_workflow
 
+pytestmark = pytest.mark.slow  # a whole job on each backend
 JOB = dict(grouping=GroupingSpec(gridsize=2, neighbor_count=7, n_groups=8, n_images=32, seed=2),
            model_spec=ModelSpec(gridsize=2),
            train_spec=TrainSpec(max_epochs=2, batch_size=4, validation_split=0.25))

@@ -23,6 +23,7 @@ from ptycho.stitching import canvas_size_for
 from ptycho.torch import model as pt_model
 from ptycho.torch import optim, training as pt_training, weights
 
+pytestmark = pytest.mark.slow  # both backends trained side by side
 N_STEPS = 10
 BATCH = 2
 CURVE_RTOL = 0.01  # of a difference of losses on one batch (its floor cancels), or of an MAE
