@@ -689,10 +689,7 @@ class C1Run:
                       reason=full.line() if full else None, elsewhere=self._blocker_in_mlflow)
         if full is not None:
             diskfull.release(error)
-        try:
-            self.record.save(self.outcome_path)
-        except OSError as exc:
-            log.error("could not save %s: %s", self.outcome_path, outcome.os_error_line(exc))
+        outcome.save_record(self.record, self.outcome_path)
         if self.tracker is not None:  # a degraded tracker (no run) still keeps its journal
             try:
                 self._end_tracking(green=False)

@@ -347,16 +347,8 @@ class C2Run:
         self.record.tracking = failed_tracking(failure.operation, failure.error, self.record.step)
 
     def _fail(self, error: Exception) -> PhaseBlocked:
-        full = diskfull.settle(error, self.partials)  # out of space: one line, partial files removed
-        log.error("%s failed at step %r: %s", self.record.title, self.record.step, full.line() if full else error)
-        outcome.block(self.record, self.slot, error, self.job.launch_dir, self.spec.hub.lock_timeout_s,
-                      reason=full.line() if full else None)
-        if full is not None:
-            diskfull.release(error)
-        try:
-            self.record.save(self.outcome_path)
-        except OSError as exc:
-            log.error("could not save %s: %s", self.outcome_path, outcome.os_error_line(exc))
+        outcome.block_failed_job(self.record, self.slot, error, self.job.launch_dir, self.spec.hub.lock_timeout_s,
+                                 self.partials, self.outcome_path)
         if self.tracker is not None:  # a degraded tracker (no run) still keeps its journal
             try:
                 self._end_tracking(green=False)

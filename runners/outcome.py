@@ -10,6 +10,7 @@ unpickled from a launcher's worker) is remembered for it (:func:`blockers_seen`)
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import traceback
@@ -19,11 +20,12 @@ from typing import Callable
 
 from hydra.errors import CompactHydraException
 
-from runners import hub, interrupt
+from runners import diskfull, hub, interrupt
 from runners.evidence import (
     BLOCKED, GREEN, INTERRUPTED, PhaseRecord, blocker_markdown, inventory_section, summary_entry,
 )
 
+log = logging.getLogger(__name__)
 
 GUARD_WAIT_STEP = "guard wait"  # the C1 step at which a red guard stops the run
 INTERRUPT_LOCK_TIMEOUT_S = 0.3  # the hub's lock, when an interrupt writes the evidence
@@ -180,6 +182,27 @@ def _blocker_elsewhere(markdown: str, slot: hub.HubSlot, label: str, launch_dir:
     if where:
         return None, f"{where} {note}"
     return None, f"not written anywhere: the hub ({hub_error}) nor the launch folder ({launch_error})"
+
+
+def block_failed_job(record: PhaseRecord, slot: hub.HubSlot, error: BaseException, launch_dir: Path,
+                     lock_timeout_s: float, partials: "diskfull.Partials", outcome_path: Path) -> None:
+    """The evidence of a failed C2 or C3 job before its tracking ends: on a full disk this run's partial
+    files removed and one line, else the error logged; the blocker, section and summary entry; the error's
+    frames released (what they held is closed); the record saved where the disk lets it."""
+    full = diskfull.settle(error, partials)
+    log.error("%s failed at step %r: %s", record.title, record.step, full.line() if full else error)
+    block(record, slot, error, launch_dir, lock_timeout_s, reason=full.line() if full else None)
+    if full is not None:
+        diskfull.release(error)
+    save_record(record, outcome_path)
+
+
+def save_record(record: PhaseRecord, path: Path) -> None:
+    """``record.save(path)``; a failed write (a full disk) is logged: the blocker has been written already."""
+    try:
+        record.save(path)
+    except OSError as exc:
+        log.error("could not save %s: %s", path, os_error_line(exc))
 
 
 def os_error_line(error: OSError, path: Path | None = None) -> str:
