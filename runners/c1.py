@@ -25,7 +25,7 @@ import psutil
 from omegaconf import OmegaConf
 
 from ptycho import determinism, disk_preflight
-from runners import diskfull, hub, interrupt, outcome, resume, tracking, xla
+from runners import cxi_input, diskfull, hub, interrupt, outcome, resume, tracking, xla
 from runners.callbacks import keras_base, make_callbacks
 from runners.envinfo import XLA_ENV_KEYS, code_state, git_commit, library_versions, project_root
 from runners.evidence import (
@@ -34,7 +34,7 @@ from runners.evidence import (
 from runners.guard import GuardFailed, GuardRun
 from runners.job import JobContext
 from runners.outcome import PhaseBlocked, PhaseConfigError, display_path
-from runners.schema import Backend, PhaseConfig
+from runners.schema import Backend, DataFormat, PhaseConfig
 from runners.sync import keep_journal
 from runners.tee import FdTee, framework_chatter
 from runners.timeline import Timeline
@@ -92,6 +92,8 @@ def slot_name(spec: PhaseConfig, job: JobContext, derived: str) -> str:
 def dataset_files(spec: PhaseConfig, launch_dir: Path) -> tuple[Path, Path]:
     """(train, test) NPZ paths of ``spec.dataset``: the files given, or the simulated ones (made on first use)."""
     dataset = spec.dataset
+    if dataset.format is DataFormat.cxi:  # converted into NPZ files of the contract (runners/cxi_input.py)
+        return cxi_input.converted_paths(spec, launch_dir)
     if dataset.uses_files:
         return launch_dir / dataset.train_data_file, launch_dir / dataset.test_data_file
     from ptycho.simulate import SimulationSpec, ensure_simulated_dataset
@@ -314,6 +316,7 @@ class C1Run:
         self.core_timings: dict[str, float] = {}
         self.terminal = None  # progress-bar writer while a terminal is attached
         self.result = None
+        self.cxi_inputs: cxi_input.CxiInputs | None = None  # dataset.format=cxi: the conversion (data step)
         self.last_epoch: dict[str, float] = {}  # the last epoch's metrics, for the closing block
         self.epochs_done = 0
         self.inference_batch: int | None = None  # set by the memory pre-flight (data step)
@@ -459,6 +462,9 @@ class C1Run:
         self.timeline.mark("core_done")
         self.result = result
         self.core_timings = dict(result.timings_s)
+        if self.cxi_inputs is not None:
+            for path in cxi_input.write_outputs(self.cxi_inputs, self.slot.run_dir):
+                log.info("CXI output: %s", display_path(path, self.job.launch_dir))
         self._step("tracking results")
         self._log_results(result)
         self._step("hub")
@@ -511,10 +517,10 @@ class C1Run:
         from ptycho import preflight
         from ptycho.data import file_sha1, load_npz
 
-        paths = self._dataset_files()
+        budget = preflight.MemoryBudget.of(self.settings.memory_budget_gb, "c1.memory_budget_gb")
+        paths = self._dataset_files(budget)
         # headers, positions and the memory estimate first: nothing large is allocated before
         files = [preflight.inspect_file(path) for path in paths]
-        budget = preflight.MemoryBudget.of(self.settings.memory_budget_gb, "c1.memory_budget_gb")
         specs = core_specs(self.spec, files[0].N)
         estimate = preflight.check_job(*files, **specs, do_stitching=self.settings.do_stitching, budget=budget)
         self.inference_batch = preflight.inference_batch_size(estimate, budget, specs["model_spec"])
@@ -529,6 +535,11 @@ class C1Run:
             "train": display_path(paths[0], self.job.launch_dir), "train_sha1": digests[0],
             "test": display_path(paths[1], self.job.launch_dir), "test_sha1": digests[1],
         }
+        if self.cxi_inputs is not None:  # the converted files above; the CXI files and the report here
+            self.record.dataset.update({**configured_dataset(self.spec, self.job.launch_dir), "format": "cxi",
+                                        "train": display_path(paths[0], self.job.launch_dir),
+                                        "test": display_path(paths[1], self.job.launch_dir),
+                                        "cxi_report": display_path(self.cxi_inputs.report_path, self.job.launch_dir)})
         settings = self.settings
         self.record.parity_key = tracking.parity_key(digests[0], digests[1], {
             "N": train.N, "gridsize": settings.gridsize, "n_images": settings.n_images or train.n_images,
@@ -539,7 +550,11 @@ class C1Run:
         self.tracker.set_tags({"parity_key": self.record.parity_key})
         return train, test
 
-    def _dataset_files(self) -> tuple[Path, Path]:
+    def _dataset_files(self, budget) -> tuple[Path, Path]:
+        if self.spec.dataset.format is DataFormat.cxi:
+            self.cxi_inputs = cxi_input.prepare(self.spec, self.job.launch_dir, budget.bytes)
+            log.info("%s", self.cxi_inputs.text())
+            return self.cxi_inputs.paths
         return dataset_files(self.spec, self.job.launch_dir)
 
     def _core_arguments(self, train) -> dict:
@@ -557,7 +572,7 @@ class C1Run:
                 base, wait_for_guard=self._wait_for_guard, log_epoch=self._log_epoch, mark=self._mark_training,
                 say=log.info, progress=self.terminal,
             ),
-            "nphotons": self.spec.dataset.nphotons,
+            "nphotons": self.spec.dataset.nphotons or (self.cxi_inputs.photons_per_frame if self.cxi_inputs else None),
             "inference_batch_size": self.inference_batch,
             **({"device": self.spec.backend.device} if self.spec.backend.name is Backend.pytorch else {}),
         }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar, Optional
+from typing import ClassVar, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -36,6 +36,13 @@ class XlaMode(str, Enum):
 class DatasetSource(str, Enum):
     simulated = "simulated"
     files = "files"
+
+
+class DataFormat(str, Enum):
+    """How data files are read: the NPZ contract (``ptycho.data``) or CXI (``ptycho.cxi``, converted)."""
+
+    npz = "npz"
+    cxi = "cxi"
 
 
 class ObjectKind(str, Enum):
@@ -101,6 +108,22 @@ class SimulationConfig:
 
 
 @dataclass
+class CxiConfig:
+    """Mirror of ``ptycho.cxi.CxiConversion`` (the core checks the values again) plus ``probe_file``:
+    a probe on the converted grid (.npy complex (N, N), or .npz with ``probeGuess``) used instead of
+    the file's. Relative paths: from the launch directory."""
+
+    N: Optional[int] = None
+    binning: int = 1
+    center: Optional[List[float]] = None
+    mask_fill: str = "partner"
+    max_masked_fraction: float = 0.5
+    clip_negative: bool = False
+    probe_file: Optional[str] = None
+    probe_fallback: Optional[str] = None
+
+
+@dataclass
 class DatasetConfig:
     """Where the train/test NPZ files come from. Relative paths: from the launch directory."""
 
@@ -111,9 +134,15 @@ class DatasetConfig:
     cache_dir: str = "datasets/simulated"
     nphotons: Optional[float] = None
     simulation: Optional[SimulationConfig] = None
+    format: DataFormat = DataFormat.npz
+    cxi: Optional[CxiConfig] = None
 
     def __post_init__(self) -> None:
         given = (self.train_data_file is not None, self.test_data_file is not None)
+        if self.format is DataFormat.cxi:
+            _require(all(given), "dataset.train_data_file", "set (with dataset.test_data_file) for format=cxi", None)
+            if self.cxi is None:
+                self.cxi = CxiConfig()
         if any(given) and not all(given):
             missing = "dataset.test_data_file" if given[0] else "dataset.train_data_file"
             raise ValueError(f"{missing}: must be set too when the other data file is set")
