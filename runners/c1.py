@@ -550,9 +550,9 @@ class C1Run:
         self.tracker.set_tags({"parity_key": self.record.parity_key})
         return train, test
 
-    def _dataset_files(self, budget) -> tuple[Path, Path]:
+    def _dataset_files(self, budget=None) -> tuple[Path, Path]:
         if self.spec.dataset.format is DataFormat.cxi:
-            self.cxi_inputs = cxi_input.prepare(self.spec, self.job.launch_dir, budget.bytes)
+            self.cxi_inputs = cxi_input.prepare(self.spec, self.job.launch_dir, budget and budget.bytes)
             log.info("%s", self.cxi_inputs.text())
             return self.cxi_inputs.paths
         return dataset_files(self.spec, self.job.launch_dir)
