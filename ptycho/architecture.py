@@ -33,6 +33,8 @@ KERNEL_PX = 3
 DECODERS = ("amplitude_decoder", "phase_decoder")
 OUTPUT_CONVS = ("head/centre_conv", "head/outer_conv")  # no ReLU after them
 AMPLITUDE_START_RANGE = (0.05, 0.95)  # a0 the sigmoid centre can start at (logit stays within +-3)
+RING_WEIGHT = 0.01  # weight of a patch's outer ring in the group's overlap average (overlap_weights)
+OVERLAP_MODES = ("weighted", "uniform")  # ModelSpec.overlap: how a group's patches are averaged
 
 
 def filter_ladder(N: int, n_filters_scale: int) -> dict[str, tuple[int, ...] | int]:
@@ -135,6 +137,20 @@ def border_mask(N: int) -> np.ndarray:
     mask = np.ones((N, N), np.float32)
     mask[N // 4: N - N // 4, N // 4: N - N // 4] = 0.0
     return mask
+
+
+def overlap_weights(N: int) -> np.ndarray:
+    """(N, N) float32 weights of a patch's pixels in its group's overlap average (``ModelSpec.overlap``
+    'weighted'): 1 on the central N/2 x N/2 square that the decoders' main branch draws at full
+    resolution, RING_WEIGHT on the outer ring that the 4-channel side branch draws.
+
+    With equal weights (the 'uniform' overlap average) the ring of every neighbour enters the object
+    each pattern sees at the same weight as that pattern's own centre: at gridsize 2 the true
+    centres with a flat ring score 220x the loss of the true patches, and the readout's amplitude
+    error is 6x the true patches'; the ring decides what the loss sees. Weighted, a neighbour's ring
+    counts only where no centre covers the pixel (docs/resolution.md).
+    """
+    return (RING_WEIGHT + (1.0 - RING_WEIGHT) * (1.0 - border_mask(N))).astype(np.float32)
 
 
 def prepare_probe(probe: np.ndarray, N: int, probe_mask: bool) -> np.ndarray:

@@ -12,8 +12,11 @@ Forward pass, for inputs ``diffraction`` X (B, N, N, C) float32 = s * A_file and
     phase  = phase_decoder(encoder(x))            (B, N, N, C) rad, pi*tanh centre
     object = amp * exp(i phase)                   (B, N, N, C) complex64     -> output "object"
     if object_big and C > 1:                      (identity for a single patch, so skipped)
-        canvas = reassemble_patches(object, coords_relative, canvas_size)   (B, M, M, 1)
-        object = extract_patches_at_offsets(canvas, coords_relative, N)
+        object = overlap_patches(object, coords_relative, overlap_weights(N))   spec.overlap 'weighted':
+                 each position sees its group's patches moved into its frame, centres at weight 1,
+                 outer rings at RING_WEIGHT
+        or, 'uniform': canvas = reassemble_patches(object, coords_relative, canvas_size)  (B, M, M, 1)
+                       object = extract_patches_at_offsets(canvas, coords_relative, N)
     A_pred = pad_and_diffract(object * probe) * exp(log_scale)             -> output "amplitude"
     I_pred = A_pred**2                            photons                   -> output "intensity"
 
@@ -36,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ptycho import architecture, layers, tf_helper
+from ptycho import architecture, layers, tf_helper, tf_reassembly
 from ptycho.architecture import prepare_probe
 from ptycho.spec import LOSS_TERMS, ModelSpec
 
@@ -60,6 +63,8 @@ class PtychoPINN(keras.Model):
         self.spec = spec
         self.use_xla = tf_helper.should_use_xla(spec.use_xla_translate)
         self.probe = tf.constant(prepare_probe(probe, spec.N, spec.probe_mask)[None, :, :, None])
+        self.overlap_weights = (tf.constant(architecture.overlap_weights(spec.N))
+                                if spec.overlap == "weighted" else None)
         self.log_scale = self.add_weight(
             shape=(), name="log_scale", trainable=spec.intensity_scale_trainable,
             initializer=keras.initializers.Constant(math.log(spec.intensity_scale)),
@@ -103,16 +108,20 @@ class PtychoPINN(keras.Model):
         return tf.complex(amplitude * tf.cos(phase), amplitude * tf.sin(phase))
 
     def illuminated_patches(self, obj, coords):
-        """Object patches as the probe sees them: (B, N, N, C) complex64, via the canvas when object_big."""
+        """Object patches as the probe sees them: (B, N, N, C) complex64, each the group's overlap
+        average in its position's frame when object_big (``ModelSpec.overlap``)."""
         if not self.spec.reassembles:
             return obj
+        if self.overlap_weights is not None:
+            return tf_reassembly.overlap_patches(obj, coords, self.overlap_weights, use_xla=self.use_xla)
         canvas = self.object_canvas(obj, coords)
         return tf_helper.extract_patches_at_offsets(canvas, coords, self.spec.N, use_xla=self.use_xla)
 
     def object_canvas(self, obj, coords):
-        """(B, M, M, 1) complex64: each group's C patches shifted to their offsets, overlap-averaged."""
+        """(B, M, M, 1) complex64: each group's C patches shifted to their offsets, overlap-averaged
+        with the weights of ``ModelSpec.overlap``."""
         size = self.spec.canvas_size or self.spec.N
-        return tf_helper.reassemble_patches(obj, coords, size, use_xla=self.use_xla)
+        return tf_helper.reassemble_patches(obj, coords, size, use_xla=self.use_xla, weights=self.overlap_weights)
 
     def set_initial_weights(self) -> None:
         """Set every convolution to ``architecture.initial_weights`` of the spec (the numbers the

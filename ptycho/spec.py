@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptycho.architecture import AMPLITUDE_START_RANGE
+from ptycho.architecture import AMPLITUDE_START_RANGE, OVERLAP_MODES
 from ptycho.data import SUPPORTED_N
 
 LOSS_TERMS = ("loss", "poisson_nll", "diffraction_mae", "amplitude_mae", "realspace_mse")
@@ -96,6 +96,11 @@ class ModelSpec:
     sqrt(I_obs)| over the diffraction amplitudes, the reference's "MAE loss", does not). learning_rate:
     Adam's (1e-4: at 1e-3 the first Adam steps killed 40-60% of the bottleneck ReLUs). seed: of
     the initial weights (``architecture.initial_weights``, the same numbers for both backends).
+    overlap: how a group's patches are averaged into the object each of its patterns sees, when
+    ``reassembles``: 'weighted' (default; each patch's central N/2 square at weight 1, its outer ring at
+    ``architecture.RING_WEIGHT``, every patch moved straight into each position's frame) or 'uniform'
+    (every pixel at weight 1 through the shared canvas, the reference's and this project's before
+    issue 22; see ``architecture.overlap_weights``).
     """
 
     N: int = 64
@@ -115,6 +120,7 @@ class ModelSpec:
     learning_rate: float = 1e-4
     canvas_size: int | None = None
     seed: int = 0
+    overlap: str = "weighted"
 
     def __post_init__(self) -> None:
         _require(_is_int(self.N) and self.N in SUPPORTED_N, "N", f"one of {SUPPORTED_N}", self.N)
@@ -139,6 +145,7 @@ class ModelSpec:
                  "use_xla_translate", "None or a bool", self.use_xla_translate)
         _require(self.canvas_size is None or (_is_int(self.canvas_size) and self.canvas_size >= self.N),
                  "canvas_size", f"None or an integer >= N={self.N}", self.canvas_size)
+        _require(self.overlap in OVERLAP_MODES, "overlap", f"one of {OVERLAP_MODES}", self.overlap)
 
     @property
     def channels(self) -> int:

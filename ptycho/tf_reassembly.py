@@ -39,12 +39,13 @@ def extract_patches_at_offsets(canvas, coords_relative, N, use_xla=None):
     return tf_helper.flat_to_channels(patches, channels)
 
 
-def reassemble_patches(patches, coords_relative, canvas_size, use_xla=None):
+def reassemble_patches(patches, coords_relative, canvas_size, use_xla=None, weights=None):
     """Shift-and-sum the C patches of each group onto an M x M canvas, overlap-normalised.
 
     patches: (B, N, N, C) complex64 (or float32); coords_relative: (B, 1, 2, C) pixels;
     canvas_size: M >= N. Patch c is zero-padded centred to M x M and translated by
-    -coords_relative[..., c]; the sum is divided by the translated count of ones.
+    -coords_relative[..., c]; the sum is divided by the translated count of ones, or, with
+    ``weights`` (N, N) > 0, the weighted sum by the translated sum of weights.
     Returns (B, M, M, 1) of the patches' dtype.
     """
     patches = tf.convert_to_tensor(patches)
@@ -53,15 +54,55 @@ def reassemble_patches(patches, coords_relative, canvas_size, use_xla=None):
         raise ValueError(f"reassemble_patches: canvas_size {canvas_size} is smaller than N={side}")
     shifts, channels = _flat_shifts(coords_relative, patches)
     flat = tf_helper.to_real_channels(tf_helper.channels_to_flat(patches))  # (B*C, N, N, k)
+    if weights is not None:
+        weight = tf.reshape(tf.convert_to_tensor(weights, tf.float32), [1, side, side, 1])
+        flat = tf.concat([flat * weight, tf.broadcast_to(weight, tf.shape(flat[..., :1]))], axis=-1)
     start = (canvas_size - side) // 2
     shape, origin = (canvas_size, canvas_size), (-start, -start)
     use_xla = tf_helper.should_use_xla(use_xla)
     placed = tf_helper._warp(flat, -shifts, shape, origin, "bilinear", use_xla)
     depth = placed.shape[-1]
     summed = tf.reduce_sum(tf.reshape(placed, [-1, channels, *shape, depth]), axis=1)
-    count = _overlap_count(shifts, side, canvas_size, start, channels)
+    if weights is None:
+        count = _overlap_count(shifts, side, canvas_size, start, channels)
+    else:
+        summed, count = summed[..., :-1], summed[..., -1:]
     normalised = summed / tf.maximum(count, COUNT_FLOOR)
     return tf_helper.from_real_channels(normalised, patches.dtype)
+
+
+def overlap_patches(patches, coords_relative, weights, use_xla=None):
+    """The object each position of a group sees: the group's C patches moved into its frame, averaged.
+
+    patches: (B, N, N, C) complex64; coords_relative: (B, 1, 2, C) pixels; weights: (N, N) float32 > 0,
+    each patch pixel's weight (``architecture.overlap_weights``). Patch s moves into position t's frame
+    by +(coords_relative[..., t] - coords_relative[..., s]) (what placing it on a shared canvas and
+    cropping at t does), so output t is
+        sum_s translate(w * patch_s) / sum_s translate(w)
+    One translation per (t, s) pair and none for s = t: a patch reaches its own position without
+    interpolation (the canvas round trip interpolates twice). Returns (B, N, N, C) complex64.
+    """
+    patches = tf.convert_to_tensor(patches)
+    side = _square_side(patches, "patches", "(B, N, N, C)")
+    shifts, channels = _pair_shifts(coords_relative, patches)
+    weight = tf.reshape(tf.convert_to_tensor(weights, tf.float32), [1, 1, side, side])
+    source = tf.transpose(patches, [0, 3, 1, 2])  # (B, C, N, N)
+    stack = tf.stack([tf.math.real(source) * weight, tf.math.imag(source) * weight,
+                      tf.broadcast_to(weight, tf.shape(source))], axis=-1)  # (B, C_s, N, N, 3)
+    tiled = tf.reshape(tf.repeat(stack[:, None], channels, axis=1), [-1, side, side, 3])  # (b, t, s) order
+    moved = tf_helper._warp(tiled, shifts, (side, side), (0, 0), "bilinear", tf_helper.should_use_xla(use_xla))
+    summed = tf.reduce_sum(tf.reshape(moved, [-1, channels, channels, side, side, 3]), axis=2)  # (B, C_t, N, N, 3)
+    total = tf.maximum(summed[..., 2], COUNT_FLOOR)
+    seen = tf.complex(summed[..., 0] / total, summed[..., 1] / total)
+    return tf.transpose(seen, [0, 2, 3, 1])
+
+
+def _pair_shifts(coords_relative, batched):
+    """(B*C*C, 2) [dx, dy] translations coords[t] - coords[s] in (b, t, s) order, and C."""
+    flat, channels = _flat_shifts(coords_relative, batched)
+    per_group = tf.reshape(flat, [-1, channels, 2])  # (B, C, 2)
+    pairs = per_group[:, :, None, :] - per_group[:, None, :, :]  # (B, C_t, C_s, 2)
+    return tf.reshape(pairs, [-1, 2]), channels
 
 
 def _overlap_count(shifts, side, canvas_size, start, channels):

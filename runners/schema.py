@@ -16,6 +16,7 @@ from typing import ClassVar, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ptycho.architecture import OVERLAP_MODES
 from ptycho.phase_job import STITCH_SOURCES
 from ptycho.stitching import PHASE_OFFSETS
 from ptycho.torch.device import DEVICE_NAMES, check_device_name
@@ -208,9 +209,12 @@ class ModelConfig:
     realspace_weight: float = 0.0
     diffraction_mae_weight: float = 0.0
     learning_rate: float = 1e-4
+    overlap: str = "weighted"  # how a group's patches are averaged in the forward model (ptycho.architecture.OVERLAP_MODES)
 
     def __post_init__(self) -> None:
         _require(self.n_filters_scale >= 1, "c1.model.n_filters_scale", ">= 1", self.n_filters_scale)
+        _require(self.overlap in OVERLAP_MODES, "c1.model.overlap", f"one of {', '.join(OVERLAP_MODES)}",
+                 self.overlap)
         _require(self.learning_rate > 0, "c1.model.learning_rate", "> 0", self.learning_rate)
         for key in ("nll_weight", "diffraction_mae_weight", "mae_weight", "realspace_weight"):
             _require(getattr(self, key) >= 0, f"c1.model.{key}", ">= 0", getattr(self, key))

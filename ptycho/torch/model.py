@@ -11,8 +11,9 @@ Forward pass, inputs ``diffraction`` (B, N, N, C) float32 = s * A_file and
     phase  = phase_decoder(encoder(x))            (B, N, N, C) rad, pi*tanh centre
     object = amp * exp(i phase)                   (B, N, N, C) complex64    -> "object"
     if object_big and C > 1:
-        canvas = reassemble_patches(object, coords_relative, canvas_size)  (B, M, M, 1)
-        object = extract_patches_at_offsets(canvas, coords_relative, N)
+        object = overlap_patches(object, coords_relative, overlap_weights(N))   spec.overlap 'weighted'
+        or, 'uniform': canvas = reassemble_patches(object, coords_relative, canvas_size)  (B, M, M, 1)
+                       object = extract_patches_at_offsets(canvas, coords_relative, N)
     A_pred = pad_and_diffract(object * probe) * exp(log_scale)            -> "amplitude"
     I_pred = A_pred**2                                                     -> "intensity"
 
@@ -150,6 +151,9 @@ class PtychoPINN(nn.Module):
                              "gridsize > 1; compute it from the groups' offsets")
         probe = prepare_probe(probe, spec.N, spec.probe_mask)
         self.register_buffer("probe", torch.from_numpy(probe)[None, :, :, None], persistent=False)
+        weights = architecture.overlap_weights(spec.N) if spec.overlap == "weighted" else None
+        self.register_buffer("overlap_weights", None if weights is None else torch.from_numpy(weights),
+                             persistent=False)
         log_scale = torch.tensor(math.log(spec.intensity_scale), dtype=torch.float32)
         self.log_scale = nn.Parameter(log_scale, requires_grad=spec.intensity_scale_trainable)
         ladder = architecture.filter_ladder(spec.N, spec.n_filters_scale)
@@ -194,16 +198,20 @@ class PtychoPINN(nn.Module):
         return torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
 
     def illuminated_patches(self, obj, coords_relative):
-        """Object patches as the probe sees them, (B, N, N, C) complex64, via the canvas when object_big."""
+        """Object patches as the probe sees them, (B, N, N, C) complex64, each the group's overlap
+        average in its position's frame when object_big (``ModelSpec.overlap``)."""
         if not self.reassembles:
             return obj
+        if self.overlap_weights is not None:
+            return reassembly.overlap_patches(obj, coords_relative, self.overlap_weights)
         canvas = self.object_canvas(obj, coords_relative)
         return reassembly.extract_patches_at_offsets(canvas, coords_relative, self.spec.N)
 
     def object_canvas(self, obj, coords_relative):
-        """(B, M, M, 1) complex64: each group's C patches at their offsets, overlap-averaged."""
+        """(B, M, M, 1) complex64: each group's C patches at their offsets, overlap-averaged with the
+        weights of ``ModelSpec.overlap``."""
         size = self.spec.canvas_size or self.spec.N
-        return reassembly.reassemble_patches(obj, coords_relative, size)
+        return reassembly.reassemble_patches(obj, coords_relative, size, weights=self.overlap_weights)
 
     @property
     def device(self) -> torch.device:

@@ -32,12 +32,13 @@ def extract_patches_at_offsets(canvas: torch.Tensor, coords_relative, N: int) ->
     return ops.flat_to_channels(patches, channels)
 
 
-def reassemble_patches(patches: torch.Tensor, coords_relative, canvas_size: int) -> torch.Tensor:
+def reassemble_patches(patches: torch.Tensor, coords_relative, canvas_size: int, weights=None) -> torch.Tensor:
     """Shift-and-sum the C patches of each group onto an M x M canvas, overlap-normalised.
 
     patches: (B, N, N, C) complex64 (or float32); coords_relative: (B, 1, 2, C) pixels;
     canvas_size: M >= N. Patch c is zero-padded centred to M x M and translated by
-    -coords_relative[..., c]; the sum is divided by the translated count of ones.
+    -coords_relative[..., c]; the sum is divided by the translated count of ones, or, with
+    ``weights`` (N, N) > 0, the weighted sum by the translated sum of weights.
     Returns (B, M, M, 1) of the patches' dtype.
     """
     side = _square_side(patches, "patches", "(B, N, N, C)")
@@ -45,13 +46,38 @@ def reassemble_patches(patches: torch.Tensor, coords_relative, canvas_size: int)
         raise ValueError(f"reassemble_patches: canvas_size {canvas_size} is smaller than N={side}")
     shifts, channels = _flat_shifts(coords_relative, patches)
     flat = ops.to_real_channels(ops.channels_to_flat(patches))  # (B*C, N, N, k)
-    with_count = torch.cat([flat, torch.ones_like(flat[..., :1])], dim=-1)
+    if weights is None:
+        with_count = torch.cat([flat, torch.ones_like(flat[..., :1])], dim=-1)
+    else:
+        weight = torch.as_tensor(weights, dtype=flat.dtype, device=flat.device).reshape(1, side, side, 1)
+        with_count = torch.cat([flat * weight, weight.expand(flat.shape[0], -1, -1, 1)], dim=-1)
     start = (canvas_size - side) // 2
     placed = ops.warp(with_count, -shifts, (canvas_size, canvas_size), (-start, -start))
     width = with_count.shape[-1]
     summed = placed.reshape(-1, channels, canvas_size, canvas_size, width).sum(dim=1)
     normalised = summed[..., :-1] / summed[..., -1:].clamp_min(COUNT_FLOOR)
     return ops.from_real_channels(normalised, patches.dtype)
+
+
+def overlap_patches(patches: torch.Tensor, coords_relative, weights) -> torch.Tensor:
+    """The object each position of a group sees: the group's C patches moved into its frame, averaged.
+
+    The twin of ``ptycho.tf_reassembly.overlap_patches`` (its docstring): patches (B, N, N, C)
+    complex64, coords_relative (B, 1, 2, C), weights (N, N) > 0; returns (B, N, N, C) complex64.
+    """
+    side = _square_side(patches, "patches", "(B, N, N, C)")
+    shifts, channels = _flat_shifts(coords_relative, patches)
+    shifts = shifts.to(patches.device).reshape(-1, channels, 2)
+    shifts = (shifts[:, :, None, :] - shifts[:, None, :, :]).reshape(-1, 2)  # coords[t] - coords[s], (b, t, s)
+    weight = torch.as_tensor(weights, dtype=torch.float32, device=patches.device).reshape(1, 1, side, side)
+    source = patches.permute(0, 3, 1, 2)  # (B, C_s, N, N)
+    stack = torch.stack([source.real * weight, source.imag * weight, weight.expand(source.shape)], dim=-1)
+    tiled = stack[:, None].expand(-1, channels, -1, -1, -1, -1).reshape(-1, side, side, 3)
+    moved = ops.warp(tiled, shifts, (side, side), (0, 0))
+    summed = moved.reshape(-1, channels, channels, side, side, 3).sum(dim=2)  # (B, C_t, N, N, 3)
+    total = summed[..., 2].clamp_min(COUNT_FLOOR)
+    seen = torch.complex(summed[..., 0] / total, summed[..., 1] / total)
+    return seen.permute(0, 2, 3, 1)
 
 
 def _square_side(x, name, layout):
