@@ -351,6 +351,23 @@ def _convert(f, source, spec, given_probe, origin_ij, max_bytes):
     return data, report
 
 
+def frame_count(path: str | os.PathLike) -> int:
+    """Frames in a CXI file, from its data's shape alone (no array read). Raises CxiFormatError."""
+    h5py = _h5py()
+    source = str(path)
+    _check_file(Path(path), source)
+    try:
+        with h5py.File(path, "r") as f:
+            data_path = _first(f, DATA_PATHS, source, "diffraction frames (n, H, W) counts")
+            _check_dataset(f[data_path], data_path, source)
+            shape = f[data_path].shape
+    except OSError as exc:
+        raise CxiFormatError(source, None, "an HDF5 (CXI) file", f"unreadable ({exc})") from exc
+    if len(shape) != 3:
+        raise CxiFormatError(source, data_path, "a 3-D stack of frames (n, H, W)", f"shape {shape}")
+    return int(shape[0])
+
+
 def fresnel_check(source: str, beam_m: float, wavelength: float, distance: float, detector_width_m: float,
                   beam_px: float) -> float:
     """The illumination's Fresnel number ``F = a**2 / (wavelength * distance)``; NearFieldError when

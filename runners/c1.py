@@ -29,7 +29,7 @@ from runners import cxi_input, diskfull, hub, interrupt, outcome, resume, tracki
 from runners.callbacks import keras_base, make_callbacks
 from runners.envinfo import XLA_ENV_KEYS, code_state, git_commit, library_versions, project_root
 from runners.evidence import (
-    GREEN, OUTCOME_FILE, RUNNING, PhaseRecord, failed_tracking, run_description, tracking_text,
+    GREEN, OUTCOME_FILE, RUNNING, PhaseRecord, failed_tracking, quality_warning, run_description, tracking_text,
 )
 from runners.guard import GuardFailed, GuardRun
 from runners.job import JobContext
@@ -255,7 +255,12 @@ def check_dataset_size(spec: PhaseConfig, launch_dir: Path) -> None:
 
     path = launch_dir / spec.dataset.train_data_file
     try:
-        n_positions, _ = check_layout(read_npz_headers(path), str(path))
+        if spec.dataset.format is DataFormat.cxi:
+            from ptycho.cxi import frame_count
+
+            n_positions = frame_count(path)
+        else:
+            n_positions, _ = check_layout(read_npz_headers(path), str(path))
     except DataContractError:
         return
     settings = spec.c1
@@ -386,6 +391,8 @@ class C1Run:
         if self.result is not None and self.result.quality:
             lines.append(f"  quality   {quality_line(self.result.quality)} "
                          f"(patch phase offsets: {self.settings.phase_offsets})")
+        if record.quality_warning:
+            lines.append(f"  WARNING   {record.quality_warning}")
         if self.last_epoch:
             lines.append(f"  training  {epochs_line(self.last_epoch, self.epochs_done)}")
         if record.mlflow.get("run_id"):
@@ -461,6 +468,7 @@ class C1Run:
         result = workflow.run_phase_job(train, test, **self._core_arguments(train))
         self.timeline.mark("core_done")
         self.result = result
+        self.record.quality_warning = quality_warning(result.quality)
         self.core_timings = dict(result.timings_s)
         if self.cxi_inputs is not None:
             for path in cxi_input.write_outputs(self.cxi_inputs, self.slot.run_dir):
@@ -611,7 +619,9 @@ class C1Run:
             "intensity_scale": result.intensity_scale,
         })
         self.tracker.log_series("step_loss", result.history.get("step_loss", []))
-        self.tracker.set_tags({"guard_status": self.record.guard, "stats_sha1": result.stats_sha1})
+        self.tracker.set_tags({"guard_status": self.record.guard, "stats_sha1": result.stats_sha1,
+                               **({"quality_warning": self.record.quality_warning}
+                                  if self.record.quality_warning else {})})
         if self.spec.tracking.log_artifacts:
             self.tracker.log_artifacts(self.slot.bundle_dir, "bundle")
             self.tracker.log_artifacts(self.job.output_dir / ".hydra", "hydra")

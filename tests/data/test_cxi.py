@@ -372,6 +372,17 @@ def test_dataset_cxi_converts_both_files_into_the_contract(scan, tmp_path):
     assert inputs.photons_per_frame == pytest.approx(inputs.reports[0].counts_per_frame_mean)
 
 
+def test_the_size_check_counts_the_cxi_frames(scan, tmp_path):
+    from runners.c1 import check_dataset_size
+
+    _write_cdtools(tmp_path / "train.cxi", scan[0])
+    spec = _compose(["c1=scaled", "dataset=cxi", "dataset.train_data_file=train.cxi",
+                     "dataset.test_data_file=train.cxi", "c1.n_images=13", "c1.n_groups=8"])
+    with pytest.raises(ValueError, match="c1.n_images: must be <= 12"):
+        check_dataset_size(spec, tmp_path)
+    assert cxi.frame_count(tmp_path / "train.cxi") == 12
+
+
 def test_dataset_cxi_needs_both_files(tmp_path):
     with pytest.raises(Exception, match="dataset.train_data_file"):
         _compose(["c1=scaled", "dataset=cxi"])
