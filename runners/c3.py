@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from ptycho import determinism
 from runners import c1, diskfull, hub, interrupt, outcome, tracking
 from runners.envinfo import git_commit, library_versions, project_root
-from runners.evidence import OUTCOME_FILE, PhaseRecord, run_description
+from runners.evidence import OUTCOME_FILE, PhaseRecord, quality_warning, run_description
 from runners.job import JobContext
 from runners.outcome import PhaseBlocked, PhaseConfigError, display_path
 from runners.schema import PhaseConfig, PositionSet
@@ -165,6 +165,9 @@ class C3Run:
             f"{data.n_images} positions, {result.seconds:.1f} s ({result.cpu_seconds:.1f} s CPU)",
             "  quality         " + (c1.quality_line(quality) if quality else "not measured (no objectGuess)"),
         ]
+        self.record.quality_warning = quality_warning(quality)
+        if self.record.quality_warning:
+            self.outcome_lines.append(f"  WARNING         {self.record.quality_warning}")
         self._step("tracking results")
         self._log_results(stats, quality, result)
         self._step("hub")
@@ -252,7 +255,9 @@ class C3Run:
             "timing.reconstruction_s": result.seconds, "timing.reconstruction_cpu_s": result.cpu_seconds,
             "n_positions": float(self.record.parameters["n_positions"]),
         })
-        self.tracker.set_tags({"stats_sha1": self.record.stats_sha1, "library_version": result.version})
+        self.tracker.set_tags({"stats_sha1": self.record.stats_sha1, "library_version": result.version,
+                               **({"quality_warning": self.record.quality_warning}
+                                  if self.record.quality_warning else {})})
         if self.spec.tracking.log_artifacts:
             self.tracker.log_artifacts(self.slot.bundle_dir, "bundle")
             self.tracker.log_artifacts(self.slot.run_dir / HISTORY_FILE, "run")

@@ -48,6 +48,7 @@ class PhaseRecord:
     output_file: str = "stats.json"  # the file whose sha1 is stats_sha1
     work_key: str | None = None  # runners.resume: what a rerun compares
     hub_error: str | None = None  # why the hub could not take the section (a full disk); not rendered
+    quality_warning: str | None = None  # quality_warning(): the reconstruction is no better than a constant
 
     def save(self, path: Path) -> None:
         """Atomic JSON write (temporary file + rename); a failed write leaves no temporary file."""
@@ -65,6 +66,18 @@ class PhaseRecord:
         if not path.is_file():
             return None
         return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def quality_warning(quality: dict[str, float]) -> str | None:
+    """A warning when the reconstruction scores no better than the constant object (``*_to_floor`` >= 1),
+    else None. GREEN keeps meaning "the pipeline ran"; this line says the picture is not to be trusted."""
+    worse = [f"{label} error {quality[key]:.2f}x" for key, label in
+             (("amp_mae_to_floor", "amplitude"), ("phase_mae_to_floor", "phase"))
+             if quality.get(key) is not None and quality[key] >= 1.0]
+    if not worse:
+        return None
+    return (f"{' and '.join(worse)} the constant object's: the reconstruction is no better than a constant "
+            "(the pipeline ran; the network did not learn this data)")
 
 
 def one_line(text: str) -> str:
@@ -117,6 +130,7 @@ def inventory_section(record: PhaseRecord) -> str:
         *([f"Inputs: {_kv(record.inputs)}"] if record.inputs else []),
         f"Guard: {record.guard}; log {record.paths.get('guard_log', '-')}",
         f"CLI log: {record.paths.get('cli_log', '-')}",
+        *([f"Quality warning: {record.quality_warning}"] if record.quality_warning else []),
     ]
     if record.status == GREEN:
         lines += [
@@ -145,6 +159,8 @@ def summary_entry(record: PhaseRecord) -> str:
         ]
     else:
         lines += [f"- step {record.step}: {record.error}", f"- blocker `{record.blocker}`; MLflow run `{run}`"]
+    if record.quality_warning:
+        lines.append(f"- **Quality warning**: {record.quality_warning}")
     if record.tracking:
         lines.append(f"- Tracking: {tracking_text(record.tracking)}")
     return "\n".join(map(one_line, lines))
@@ -155,7 +171,8 @@ def run_description(record: PhaseRecord, inventory: str) -> str:
     evidence (``inventory``: the inventory file as shown to the user) and the command."""
     where = f"blocker `{record.blocker}`" if record.blocker else f"bundle `{record.paths.get('bundle', '-')}`"
     failed = f" at step {record.step!r}: {record.error}" if record.error else ""
-    return (f"**{record.title}**: {record.status}{failed}\n\n"
+    warning = f"\n\n**Quality warning**: {record.quality_warning}" if record.quality_warning else ""
+    return (f"**{record.title}**: {record.status}{failed}{warning}\n\n"
             f"Hub section `{record.slot}` in `{inventory}`; {where}; CLI log `{record.paths.get('cli_log', '-')}`."
             f"\n\nCommand: `{record.command}`")
 
