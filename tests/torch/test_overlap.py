@@ -119,3 +119,18 @@ def test_neighbours_rings_do_not_decide_what_a_pattern_sees(true_groups):
         errors[mode] = float(np.mean(np.abs(with_flat - with_truth)[:, centre]))
     assert errors["weighted"] < 0.1 * errors["uniform"], errors
     assert errors["weighted"] < 0.01 * np.mean(np.abs(truth)), errors
+
+
+@pytest.mark.parametrize("mode", architecture.OVERLAP_MODES)
+def test_both_backends_models_see_the_same_object_and_canvas(true_groups, probe, mode):
+    data, models = true_groups
+    keras_model = models[mode]
+    twin = pt_model.build_model(keras_model.spec, probe)
+    patches, coords = data.object, data.coords_relative
+    seen = keras_model.illuminated_patches(tf.constant(patches), tf.constant(coords)).numpy()
+    canvas = keras_model.object_canvas(tf.constant(patches), tf.constant(coords)).numpy()
+    with torch.no_grad():
+        seen_twin = twin.illuminated_patches(torch.from_numpy(patches), torch.from_numpy(coords)).numpy()
+        canvas_twin = twin.object_canvas(torch.from_numpy(patches), torch.from_numpy(coords)).numpy()
+    assert np.abs(seen_twin - seen).max() < 1e-5 * np.abs(seen).max()
+    assert np.abs(canvas_twin - canvas).max() < 1e-5 * np.abs(canvas).max()
