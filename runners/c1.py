@@ -544,9 +544,8 @@ class C1Run:
             "test": display_path(paths[1], self.job.launch_dir), "test_sha1": digests[1],
         }
         if self.cxi_inputs is not None:  # the converted files above; the CXI files and the report here
-            self.record.dataset.update({**configured_dataset(self.spec, self.job.launch_dir), "format": "cxi",
-                                        "train": display_path(paths[0], self.job.launch_dir),
-                                        "test": display_path(paths[1], self.job.launch_dir),
+            given = configured_dataset(self.spec, self.job.launch_dir)
+            self.record.dataset.update({"format": "cxi", "train_cxi": given["train"], "test_cxi": given["test"],
                                         "cxi_report": display_path(self.cxi_inputs.report_path, self.job.launch_dir)})
         settings = self.settings
         self.record.parity_key = tracking.parity_key(digests[0], digests[1], {

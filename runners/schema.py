@@ -126,7 +126,8 @@ class CxiConfig:
 
 @dataclass
 class DatasetConfig:
-    """Where the train/test NPZ files come from. Relative paths: from the launch directory."""
+    """Where the train/test files come from (``format``: npz, or cxi converted by runners/cxi_input.py).
+    Relative paths: from the launch directory."""
 
     name: str = MISSING
     source: DatasetSource = MISSING
@@ -140,13 +141,13 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         given = (self.train_data_file is not None, self.test_data_file is not None)
+        if any(given) and not all(given):
+            missing = "dataset.test_data_file" if given[0] else "dataset.train_data_file"
+            raise ValueError(f"{missing}: must be set too when the other data file is set")
         if self.format is DataFormat.cxi:
             _require(all(given), "dataset.train_data_file", "set (with dataset.test_data_file) for format=cxi", None)
             if self.cxi is None:
                 self.cxi = CxiConfig()
-        if any(given) and not all(given):
-            missing = "dataset.test_data_file" if given[0] else "dataset.train_data_file"
-            raise ValueError(f"{missing}: must be set too when the other data file is set")
         if self.source is DatasetSource.files:
             _require(all(given), "dataset.train_data_file", "set (with dataset.test_data_file) for source=files", None)
         else:

@@ -384,8 +384,9 @@ def test_the_size_check_counts_the_cxi_frames(scan, tmp_path):
 
 
 def test_dataset_cxi_needs_both_files(tmp_path):
-    with pytest.raises(Exception, match="dataset.train_data_file"):
-        _compose(["c1=scaled", "dataset=cxi"])
+    assert _compose(["c1=scaled", "dataset=cxi"]).dataset.train_data_file == "datasets/scan_train.cxi"
+    with pytest.raises(ValueError, match="dataset.test_data_file: must be set too"):
+        _compose(["c1=scaled", "dataset=cxi", "dataset.test_data_file=null"])
 
 
 @pytest.mark.slow
@@ -410,6 +411,8 @@ def test_a_phase_run_on_cxi_files_leaves_the_report_and_the_object(scan, tmp_pat
     slot = tmp_path / "hub" / "tf_baseline" / "phase_c1_scaled"
     log = next((slot / "cli").glob("*.log")).read_text()
     assert "CXI conversion of" in log and "object pixel" in log
+    inventory = (tmp_path / "hub" / "analysis" / "artifact_inventory.txt").read_text()
+    assert "format=cxi" in inventory and "train_cxi=train.cxi" in inventory, inventory
     run_dir = slot / "run_scaled"
     assert (run_dir / "cxi_conversion.json").is_file()
     back = cxi.read_object_cxi(run_dir / "object.cxi")
