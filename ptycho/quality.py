@@ -50,6 +50,8 @@ def reconstruction_quality(recon: np.ndarray, truth: np.ndarray,
                           data_range = the truth's value range over the mask
       frc50               frequency (cycles/pixel) where the FRC of the aligned complex
                           images first drops below 0.5; 0.5 (Nyquist) if it never does
+      amp_psnr            PSNR of the fitted amplitude (dB): 20 log10(peak / amp_rmse), peak
+                          the truth's largest amplitude over the mask; inf when amp_rmse is 0
       amp_scale, phase_offset  the fitted global factors (phase in rad)
     """
     recon, truth, mask = _check_pair(recon, truth, mask)
@@ -61,16 +63,25 @@ def reconstruction_quality(recon: np.ndarray, truth: np.ndarray,
     dphase = np.angle(aligned * np.conj(truth))
     phase_r, phase_t = np.angle(truth) + dphase, np.angle(truth)
     amp_err = amp_r[mask] - amp_t[mask]
+    amp_rmse = float(np.sqrt(np.mean(amp_err**2)))
     return {
         "amp_mae": float(np.mean(np.abs(amp_err))),
-        "amp_rmse": float(np.sqrt(np.mean(amp_err**2))),
+        "amp_rmse": amp_rmse,
         "phase_mae": float(np.mean(np.abs(dphase[mask]))),
         "amp_ssim": ssim(amp_r, amp_t, data_range=_value_range(amp_t[mask]), mask=mask),
         "phase_ssim": ssim(phase_r, phase_t, data_range=_value_range(phase_t[mask]), mask=mask),
         "frc50": frc_threshold_frequency(aligned, truth, mask=mask),
+        "amp_psnr": psnr(float(np.max(amp_t[mask])), amp_rmse),
         "amp_scale": float(scale),
         "phase_offset": float(phi0),
     }
+
+
+def psnr(peak: float, rmse: float) -> float:
+    """Peak signal-to-noise ratio in dB, 20 log10(peak / rmse): inf for rmse 0, -inf for peak 0."""
+    if rmse == 0:
+        return float("inf")
+    return float(20 * np.log10(peak / rmse)) if peak > 0 else float("-inf")
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float | None = None,

@@ -97,6 +97,26 @@ def test_mask_restricts_every_metric_to_the_covered_region():
     assert reconstruction_quality(recon, truth)["amp_mae"] > 0.01
 
 
+def test_amplitude_psnr_on_a_known_pair():
+    """Truth amplitude 1 | 2 on a checkerboard, the reconstruction a constant 1.5: the least-squares scale
+    is exactly 1 (the error is orthogonal to the reconstruction), every pixel is 0.5 off, so the PSNR is
+    20 log10(2 / 0.5) = 12.04 dB; the global fit makes it scale free; pixels off the mask do not count."""
+    checker = (np.indices((M, M)).sum(axis=0) % 2).astype(float)
+    phase = np.exp(1j * 0.7)
+    truth = (1.0 + checker) * phase
+    recon = np.full((M, M), 1.5) * np.exp(1j * 2.0)
+    q = reconstruction_quality(recon, truth)
+    assert q["amp_scale"] == pytest.approx(1.0) and q["amp_rmse"] == pytest.approx(0.5)
+    assert q["amp_psnr"] == pytest.approx(20 * np.log10(4.0)) == pytest.approx(12.0412, abs=1e-4)
+    assert reconstruction_quality(7 * recon, truth)["amp_psnr"] == pytest.approx(q["amp_psnr"])
+    mask = np.zeros((M, M), bool)
+    mask[:, : M // 2] = True
+    brighter = truth.copy()
+    brighter[:, M // 2:] = 10.0  # a peak off the mask: not the PSNR's peak
+    assert reconstruction_quality(recon, brighter, mask=mask)["amp_psnr"] == pytest.approx(q["amp_psnr"])
+    assert reconstruction_quality(truth, truth)["amp_psnr"] > 200  # exact up to rounding: hundreds of dB or inf
+
+
 @pytest.mark.parametrize(
     "recon, truth, mask, message",
     [

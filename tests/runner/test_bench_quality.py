@@ -1,7 +1,9 @@
 """In-process smoke run of the reconstruction-quality study (runners.bench_quality) at a tiny budget."""
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ptycho import plots
@@ -106,3 +108,194 @@ def test_rejects_an_unknown_stitch_source(capsys):
         bench_quality.parse_args(["--stitch-from", "group"])
     assert "--stitch-from: invalid choice: 'group'" in capsys.readouterr().err
     assert bench_quality.parse_args(["--stitch-from", "patches"]).stitch_from == "patches"
+
+
+# --- the ablation (issue 22): several losses and overlaps in one study; no training below ---
+
+ABLATION_CELLS = [(1, "poisson_nll", "-"), (1, "diffraction_mae", "-"),
+                  (2, "poisson_nll", "weighted"), (2, "poisson_nll", "uniform"),
+                  (2, "diffraction_mae", "weighted"), (2, "diffraction_mae", "uniform")]
+
+
+def test_loss_and_overlap_take_several_values_and_default_to_the_runners():
+    default = bench_quality.parse_args([])
+    assert (default.loss, default.overlap, default.gridsizes, default.ablation) == (
+        ["poisson_nll"], ["weighted"], [1, 2], False)
+    args = bench_quality.parse_args(["--loss", "diffraction_mae", "poisson_nll", "diffraction_mae",
+                                     "--overlap", "uniform", "weighted"])
+    assert (args.loss, args.overlap) == (["diffraction_mae", "poisson_nll"], ["uniform", "weighted"])
+
+
+def test_ablation_sets_gridsizes_losses_and_overlaps_and_keeps_the_rest():
+    args = bench_quality.parse_args(["--ablation", "--datasets", "lines", "--seeds", "3", "--epochs", "4"])
+    assert (args.gridsizes, args.loss, args.overlap) == (
+        [1, 2], ["poisson_nll", "diffraction_mae"], ["weighted", "uniform"])
+    assert (args.datasets, args.seeds, args.epochs, args.ablation) == (["lines"], 3, 4, True)
+    assert bench_quality.study_cells(args.gridsizes, args.loss, args.overlap) == ABLATION_CELLS
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--loss", "mse"], "argument --loss: invalid choice: 'mse'"),
+    (["--loss", "poisson_nll", "l2"], "argument --loss: invalid choice: 'l2'"),
+    (["--overlap", "max"], "argument --overlap: invalid choice: 'max'"),
+    (["--overlap"], "argument --overlap: expected at least one argument"),
+    (["--ablation", "--loss", "poisson_nll"], "--ablation sets --gridsizes, --loss and --overlap itself; drop --loss"),
+    (["--ablation", "--gridsizes", "2", "--overlap", "uniform"], "drop --gridsizes --overlap or --ablation"),
+])
+def test_rejects_bad_losses_overlaps_and_ablation_clashes(argv, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        bench_quality.parse_args(argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_runs_keep_their_folder_names_at_the_defaults():
+    assert bench_quality.run_name("simulated", 1, "poisson_nll", "-", 0) == "simulated_gs1_seed0"
+    assert bench_quality.run_name("simulated", 2, "poisson_nll", "weighted", 4) == "simulated_gs2_seed4"
+    long_name = bench_quality.run_name("lines", 2, "diffraction_mae", "uniform", 1)
+    assert long_name == "lines_gs2_diffraction_mae_uniform_seed1"
+    assert bench_quality.run_name("lines", 1, "diffraction_mae", "-", 1) == "lines_gs1_diffraction_mae_seed1"
+
+
+def _fake_stitched(test, seed: int, noise: float):
+    """The test object itself as a stitched canvas (centred on it), noisy, its outer 20 px uncovered."""
+    from ptycho import stitching
+
+    truth = np.asarray(test.object_guess)
+    rng = np.random.default_rng(seed)
+    canvas = (truth * (1 + noise * rng.standard_normal(truth.shape))).astype(np.complex64)
+    covered = np.zeros(truth.shape, bool)
+    covered[20:-20, 20:-20] = True
+    return stitching.Stitched(canvas, covered, np.zeros((1, 2)), np.array([truth.shape[1] / 2, truth.shape[0] / 2]), 32)
+
+
+@pytest.fixture
+def untrained_study(monkeypatch):
+    """bench_quality.main with run_one and the iterative reference replaced: each 'run' saves a noisy copy
+    of the truth as its reconstruction (noise growing with the seed) and returns the record run_one would."""
+    from ptycho import stitching
+    from ptycho.phase_job import RECONSTRUCTION_FILE
+
+    calls = []
+
+    def fake_run_one(run_phase_job, train, test, dataset, gridsize, seed, args, floor, loss, overlap):
+        calls.append((dataset, gridsize, loss, overlap, seed))
+        run_dir = args.out / "runs" / bench_quality.run_name(dataset, gridsize, loss, overlap, seed) / "run"
+        run_dir.mkdir(parents=True)
+        stitched = _fake_stitched(test, len(calls), 0.02 * (seed + 1))
+        np.savez(run_dir / RECONSTRUCTION_FILE, canvas=stitched.canvas, covered=stitched.covered,
+                 offsets_xy=stitched.offsets_xy, centre_xy=stitched.centre_xy, crop=stitched.crop)
+        quality = stitching.stitched_quality(bench_quality.load_stitched(run_dir), test.object_guess)
+        return {"dataset": dataset, "gridsize": gridsize, "loss": loss, "overlap": overlap, "seed": seed,
+                **{key: quality[key] for key in bench_quality.METRICS},
+                "amp_mae_to_floor": bench_quality.ratio(quality["amp_mae"], floor["amp_mae"]),
+                "phase_mae_to_floor": bench_quality.ratio(quality["phase_mae"], floor["phase_mae"]),
+                "n_groups_train": 8, "train_s": 1.0 + seed, "inference_stitching_s": 0.5, "run_dir": str(run_dir)}
+
+    def fake_iterative(test, epochs, threads, device="cpu"):
+        stitched = _fake_stitched(test, 99, 0.01)
+        quality = stitching.stitched_quality(stitched, test.object_guess)
+        return {**{key: quality[key] for key in bench_quality.METRICS}, "seconds": 3.0, "engine": "lbfgs",
+                "epochs": epochs, "library": "fake"}, stitched
+
+    monkeypatch.setattr(bench_quality, "run_one", fake_run_one)
+    monkeypatch.setattr(bench_quality, "iterative_reference", fake_iterative)
+    return calls
+
+
+def _shades(image: np.ndarray) -> int:
+    """How many colours the colour-mapped pixels show (a panel of one value: one or two)."""
+    channels = image.astype(np.int16)
+    coloured = image[channels.max(axis=-1) - channels.min(axis=-1) > 40]
+    return len(np.unique(coloured, axis=0))
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip()[1:-1].split("|")]
+
+
+def test_the_ablation_runs_every_cell_and_reports_each(tmp_path, untrained_study, capsys):
+    out = tmp_path / "ablation"
+    assert bench_quality.main(["--ablation", "--seeds", "2", "--n-images", "64", "--threads", "1",
+                               "--out", str(out)]) == 0
+    expected = [(dataset, *cell[:2], cell[2], seed) for dataset in ("simulated", "lines")
+                for cell in ABLATION_CELLS for seed in (0, 1)]
+    assert untrained_study == expected  # dataset x gridsize x loss x overlap x seed, in that order
+
+    document = json.loads((out / "quality.json").read_text())
+    assert document["complete"] is True and document["settings"]["ablation"] is True
+    assert document["settings"]["cells"] == [list(cell) for cell in ABLATION_CELLS]
+    assert [(r["dataset"], r["gridsize"], r["loss"], r["overlap"], r["seed"]) for r in document["runs"]] == expected
+    summaries = [(s["dataset"], s["gridsize"], s["loss"], s["overlap"], s["n_seeds"]) for s in document["summaries"]]
+    assert summaries == [(dataset, *cell, 2) for dataset in ("simulated", "lines") for cell in ABLATION_CELLS]
+    for reference in document["references"]:  # floor, ceiling and iterative carry the PSNR too
+        assert all(math.isfinite(reference[name]["amp_psnr"]) for name in ("floor", "ceiling", "iterative"))
+        assert reference["floor"]["amp_psnr"] < reference["ceiling"]["amp_psnr"]
+
+    lines = (out / "quality.md").read_text().splitlines()
+    header = _cells(next(line for line in lines if line.startswith("| dataset |")))
+    assert header[:6] == ["dataset", "gridsize", "row", "loss", "overlap", "seed"]
+    assert {"amp_psnr (dB)", "train s", "infer+stitch s", "frc50 (cyc/px)", "amp_ssim"} <= set(header)
+    rows = [_cells(line) for line in lines if line.startswith(("| simulated |", "| lines |"))]
+    assert all(len(row) == len(header) for row in rows)
+    psnr = header.index("amp_psnr (dB)")
+    for dataset in ("simulated", "lines"):
+        for gridsize, loss, overlap in ABLATION_CELLS:
+            cell = [row for row in rows if (row[0], row[1], row[3], row[4]) == (dataset, str(gridsize), loss, overlap)]
+            assert [row[2] for row in cell] == ["PINN", "PINN", "summary of 2 seeds"], (dataset, gridsize, loss,
+                                                                                       overlap)
+            run = next(r for r in document["runs"] if (r["dataset"], r["gridsize"], r["loss"], r["overlap"],
+                                                       r["seed"]) == (dataset, gridsize, loss, overlap, 0))
+            assert cell[0][psnr] == f"{run['amp_psnr']:.2f}"
+        for gridsize in (1, 2):
+            references = [row for row in rows if row[:2] == [dataset, str(gridsize)] and row[3] == "-"]
+            assert [row[2] for row in references] == ["floor", "ceiling", "iterative"]
+            assert all(float(row[psnr]) > 0 for row in references)
+    assert "loss poisson_nll / diffraction_mae, learning rate" in (out / "quality.md").read_text()
+    assert "(loss diffraction_mae, overlap uniform)" in capsys.readouterr().out
+
+    # quality_zoom.png: per dataset truth | 6 cells | iterative, each panel a colour map
+    n_cols = len(ABLATION_CELLS) + 2
+    width = n_cols * bench_quality.ZOOM_PANEL_IN + bench_quality.ZOOM_BAR_IN
+    zoom = assert_figure(out / "quality_zoom.png", (width, 2 * bench_quality.ZOOM_ROW_IN + 0.5), plots.DPI)
+    panels = zoom[:, : int(n_cols * bench_quality.ZOOM_PANEL_IN * plots.DPI)]
+    top = int(0.5 * plots.DPI)  # the title band
+    band = (zoom.shape[0] - top) // 2
+    for row in range(2):
+        for col in range(n_cols):
+            panel = panels[top + row * band: top + (row + 1) * band,
+                           col * panels.shape[1] // n_cols: (col + 1) * panels.shape[1] // n_cols]
+            assert colour_fraction(panel) > 0.2 and _shades(panel) > 50, (row, col, colour_fraction(panel))
+    assert (out / "quality.png").is_file()  # the stacked figure still comes, from the first gridsize-2 cell
+
+
+def test_the_zoom_crops_the_canvas_centre_pixel_for_pixel(tmp_path):
+    """64 x 64 object pixels at the centre of the test canvas, truth and PINN the same pixels of the object
+    (the PINN here the truth itself, scaled: the global fit undoes it); drawn as blocks, not a blur."""
+    from ptycho.phase_job import RECONSTRUCTION_FILE
+    from ptycho.simulate import SimulationSpec, simulate_dataset
+
+    _, test = simulate_dataset(SimulationSpec(object_kind="lines", seed=0, n_images=64))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # the canvas: object rows 12..151, columns 20..159 (its pixel (70, 70) is object pixel x 90, y 82)
+    canvas = 3 * test.object_guess[12:152, 20:160]
+    np.savez(run_dir / RECONSTRUCTION_FILE, canvas=canvas, covered=np.ones(canvas.shape, bool),
+             offsets_xy=np.zeros((1, 2)), centre_xy=np.array([90.2, 81.7]), crop=np.int64(32))
+    runs = [{"dataset": "lines", "gridsize": 1, "loss": "poisson_nll", "overlap": "-", "seed": 0,
+             "amp_mae": 0.0, "run_dir": str(run_dir)}]
+    y0, x0, panels = bench_quality.zoom_panels(runs, test, None)
+    assert (y0, x0) == (82 - 32, 90 - 32) and [title for title, _ in panels][::2] == ["truth", "iterative: n/a"]
+    (_, truth), (_, pinn) = panels[:2]
+    np.testing.assert_array_equal(truth, np.abs(test.object_guess[50:114, 58:122]))
+    np.testing.assert_allclose(pinn, truth, rtol=1e-5)
+
+    path = bench_quality.write_zoom_figure(tmp_path, runs, {"lines": test}, {"lines": None})
+    image = assert_figure(path, (3 * bench_quality.ZOOM_PANEL_IN + bench_quality.ZOOM_BAR_IN,
+                                 bench_quality.ZOOM_ROW_IN + 0.5), plots.DPI)
+    third = int(bench_quality.ZOOM_PANEL_IN * plots.DPI)
+    left, middle, right = (image[:, k * third:(k + 1) * third] for k in range(3))
+    assert colour_fraction(left) > 0.3 and colour_fraction(middle) > 0.3 and colour_fraction(right) < 0.05  # n/a: text
+    coloured = (left.astype(int).max(axis=-1) - left.astype(int).min(axis=-1)) > 40
+    rows = left[coloured.any(axis=1)][:, coloured.any(axis=0)]
+    changes = np.count_nonzero(np.any(np.diff(rows.astype(int), axis=1) != 0, axis=-1), axis=1)
+    assert np.median(changes) <= 64 + 2  # at most one colour change per object pixel along a row: no interpolation
