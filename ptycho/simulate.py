@@ -7,8 +7,13 @@ From a :class:`SimulationSpec` (seeded) this builds
   soft-edged disks and line segments shared by amplitude and phase (structure at several
   scales, not noise); 'lines': the PtychoPINN community's amplitude-only object of blurred
   random line segments, phase 0 (:func:`make_lines_object`);
-* a probe (N, N) complex64: a soft-edged disk of radius N/4 (taper to zero at 5N/16, exactly
-  zero beyond) with a quadratic (defocus-like) phase of 3*pi at the support edge;
+* a probe (N, N) complex64 by ``probe_kind``: 'default', a soft-edged disk of radius N/4 (taper
+  to zero at 5N/16, exactly zero beyond) with a quadratic (defocus-like) phase of 3*pi at the
+  support edge (:func:`make_probe`); 'disk', a flat-phase disk of radius N/4 with a one-pixel
+  edge (:func:`make_disk_probe`); 'defocus', a circular lens pupil's beam away from focus, a disk
+  of radius 3N/8 with Fresnel rings (:func:`make_defocus_probe`);
+* ``amplitude_range`` (optional): the object's amplitude mapped linearly from the kind's own
+  range onto [lo, hi] (phase unchanged);
 * a scan: a Fermat spiral (or jittered raster) whose median nearest-neighbour distance is
   ``scan_step_px`` (default N/6, so neighbouring illuminations overlap heavily), in object
   pixels, all patches fully inside the object;
@@ -17,6 +22,21 @@ From a :class:`SimulationSpec` (seeded) this builds
 * diffraction following physics.py: ``A = |FFT2(P * Y)|`` normalised as in DESIGN §7,
   observed as ``sqrt(Poisson((s_sim * A)**2)) / s_sim`` with
   ``s_sim = sqrt(nphotons / mean_n sum_xy |P * Y|**2)`` (CONTRACTS "Scaling").
+  ``amplitude_units='counts'`` stores ``sqrt(Poisson((s_sim * A)**2))`` itself (physical scale:
+  the squares are the photon counts) and the probe times ``s_sim``, so that both files keep the
+  contract's relation ``mean_n sum_xy A_file**2 ~= mean_n sum_xy |probeGuess * Y|**2``.
+
+Units and the loader. The NPZ contract (ptycho/normalization.py) fixes the data's scale only
+up to one factor: the pipeline computes ``s = sqrt(nphotons / mean_n sum_xy A_file**2)`` from the
+train file (``nphotons`` there is the job's) and feeds the model ``X = s * A_file``. For a
+'normalised' file (``A_file = sqrt(counts) / s_sim``, probe of peak amplitude 1) ``s`` is about
+``s_sim * sqrt(nphotons_job / nphotons_sim)``; for a 'counts' file (``A_file = sqrt(counts)``,
+probe ``s_sim`` times larger) about ``sqrt(nphotons_job / nphotons_sim)``, 1 when they agree. ``X``, the
+encoder's unit-RMS input ``X / s / rms(A_file)``, the implied starting object amplitude
+(Parseval against the stored probe) and the predicted amplitude ``|FFT(O * probeGuess)| * s`` are
+the same in both units: only ``ModelSpec.intensity_scale`` (log_scale) differs, by ``s_sim``.
+``s_sim`` of a spec is :func:`diffraction_scale`; in a 'counts' file it is also
+``sqrt(sum |probeGuess|**2 / sum |make_probe_of_kind(N, probe_kind)|**2)``.
 
 The split is spatial: the test split holds the ``round(test_fraction * n)`` positions with the
 largest ``ycoords`` (a band at the bottom of the object), the train split the rest; both keep
@@ -49,6 +69,18 @@ _FERMAT_NN_RATIO = 1.69  # median nearest-neighbour distance of r = c*sqrt(k + 1
 _PROBE_EDGE_PHASE_RAD = 3.0 * math.pi
 _EDGE_MARGIN_PX = 2  # keeps the bilinear footprint of every patch inside the object
 _FLOAT_FIELDS = ("nphotons", "test_fraction", "scan_step_px")
+OBJECT_AMPLITUDE_RANGES = {"mixed": (0.5, 1.0), "lines": (LINES_BACKGROUND, 1.0)}  # each kind's own range
+PROBE_KINDS = ("default", "disk", "defocus")
+AMPLITUDE_UNITS = ("normalised", "counts")
+# Fields left out of spec_hash at these values, so that specs from before the field existed keep
+# their hash (and their cached files): a field added later goes here with its default.
+_HASH_DEFAULTS = {"object_kind": DEFAULT_OBJECT_KIND, "amplitude_range": None, "probe_kind": "default",
+                  "amplitude_units": "normalised"}
+# probe_kind='defocus' (make_defocus_probe): in ray optics a disk of radius 3N/8 (3/4 of the frame
+# across); its Fresnel number R**2 / (lambda z) (pixel units) sets the rings across it
+DEFOCUS_RADIUS_FRACTION = 3 / 8
+DEFOCUS_FRESNEL_NUMBER = 8.0
+DEFOCUS_PUPIL_TAPER = 0.25  # outer share of the pupil radius over which the pupil falls (cos**2) to 0
 
 
 @dataclass(frozen=True)
@@ -60,7 +92,12 @@ class SimulationSpec:
     pixels, None for the smallest that holds the scan. test_fraction: share of positions in the
     test split. scan: 'fermat' or 'raster' (jittered). scan_step_px: nearest-neighbour distance
     of the scan in pixels, None for N / 6. object_kind: one of OBJECT_KINDS, 'mixed' (default)
-    or 'lines' (amplitude-only line segments).
+    or 'lines' (amplitude-only line segments). amplitude_range: None (the object kind's own
+    amplitude range, OBJECT_AMPLITUDE_RANGES) or (lo, hi), 0 < lo < hi, finite: the amplitude is
+    mapped linearly from the kind's range onto [lo, hi], the phase kept (a list is accepted and
+    stored as a tuple of floats). probe_kind: one of PROBE_KINDS (:func:`make_probe_of_kind`).
+    amplitude_units: 'normalised' (diffraction = sqrt(counts) / s_sim, the unit probe) or
+    'counts' (diffraction = sqrt(counts), the probe times s_sim); see the module docstring.
     """
 
     N: int = 64
@@ -72,6 +109,9 @@ class SimulationSpec:
     scan: str = "fermat"
     scan_step_px: float | None = None
     object_kind: str = DEFAULT_OBJECT_KIND
+    amplitude_range: tuple[float, float] | None = None
+    probe_kind: str = "default"
+    amplitude_units: str = "normalised"
 
     def __post_init__(self) -> None:
         _require(_is_int(self.N) and self.N in SUPPORTED_N, "N", f"one of {SUPPORTED_N}", self.N)
@@ -88,6 +128,13 @@ class SimulationSpec:
             "None or a finite number > 0", self.scan_step_px,
         )
         _require(self.object_kind in OBJECT_KINDS, "object_kind", f"one of {OBJECT_KINDS}", self.object_kind)
+        _require(_is_amplitude_range(self.amplitude_range), "amplitude_range",
+                 "None or (lo, hi), finite numbers with 0 < lo < hi", self.amplitude_range)
+        if self.amplitude_range is not None:
+            object.__setattr__(self, "amplitude_range", tuple(float(v) for v in self.amplitude_range))
+        _require(self.probe_kind in PROBE_KINDS, "probe_kind", f"one of {PROBE_KINDS}", self.probe_kind)
+        _require(self.amplitude_units in AMPLITUDE_UNITS, "amplitude_units", f"one of {AMPLITUDE_UNITS}",
+                 self.amplitude_units)
         minimum = _minimum_object_size(self)
         _require(
             self.object_size is None or (_is_int(self.object_size) and self.object_size >= minimum),
@@ -110,14 +157,15 @@ class SimulationSpec:
 def spec_hash(spec: SimulationSpec) -> str:
     """12 hex digits identifying the spec and the simulator version.
 
-    The default object_kind is left out, so the default object's hash (and cached files)
-    are those from before the field existed.
+    Fields added after the first version (object_kind, amplitude_range, probe_kind,
+    amplitude_units) are left out at their defaults (_HASH_DEFAULTS), so a spec that uses none
+    of them keeps the hash (and the cached files) it had before they existed.
     """
-    fields = asdict(spec)
-    if fields["object_kind"] == DEFAULT_OBJECT_KIND:
-        del fields["object_kind"]
+    fields = {key: v for key, v in asdict(spec).items()
+              if not (key in _HASH_DEFAULTS and v == _HASH_DEFAULTS[key])}
     canonical = {
-        key: (v if v is None or isinstance(v, str) else float(v) if key in _FLOAT_FIELDS else int(v))
+        key: (v if v is None or isinstance(v, str) else [float(x) for x in v] if key == "amplitude_range"
+              else float(v) if key in _FLOAT_FIELDS else int(v))
         for key, v in fields.items()
     }
     text = json.dumps({"simulator_version": SIMULATOR_VERSION, **canonical}, sort_keys=True)
@@ -126,16 +174,16 @@ def spec_hash(spec: SimulationSpec) -> str:
 
 def simulate_dataset(spec: SimulationSpec) -> tuple[PtychoData, PtychoData]:
     """Simulate the dataset of ``spec``; returns (train, test) with ground truth kept."""
-    object_rng, noise_rng, _ = _generators(spec.seed)
-    make = make_lines_object if spec.object_kind == "lines" else make_object
-    obj = make(spec.object_side, object_rng)
-    probe = make_probe(spec.N)
-    xcoords, ycoords = scan_positions(spec)
-    patches = extract_patches(obj, xcoords, ycoords, spec.N)
+    noise_rng = _generators(spec.seed)[1]
+    obj, probe, xcoords, ycoords, patches = _noise_free_parts(spec)
     psi = physics.illuminate(probe, patches)
     scale = physics.intensity_scale(psi, spec.nphotons)
     counts_amplitude = physics.poisson_observe(scale * physics.far_field_amplitude(psi), noise_rng)
-    diffraction = (counts_amplitude / scale).astype(np.float32)
+    if spec.amplitude_units == "counts":
+        diffraction = counts_amplitude.astype(np.float32)
+        probe = (probe.astype(np.complex128) * scale).astype(np.complex64)
+    else:
+        diffraction = (counts_amplitude / scale).astype(np.float32)
     splits = split_train_test(ycoords, spec.n_test)
     return tuple(
         PtychoData(
@@ -144,6 +192,82 @@ def simulate_dataset(spec: SimulationSpec) -> tuple[PtychoData, PtychoData]:
         )
         for idx in splits
     )
+
+
+def diffraction_scale(spec: SimulationSpec) -> float:
+    """``s_sim`` of ``spec``: the factor from the unit probe's amplitudes to sqrt(photon counts).
+
+    A 'normalised' file stores ``sqrt(counts) / s_sim``, a 'counts' file ``sqrt(counts)`` and its
+    probe times ``s_sim``. Computed over the whole scan (train and test), as the simulation does.
+    """
+    _, probe, _, _, patches = _noise_free_parts(spec)
+    return physics.intensity_scale(physics.illuminate(probe, patches), spec.nphotons)
+
+
+def make_simulated_object(spec: SimulationSpec, rng: np.random.Generator) -> np.ndarray:
+    """(M, M) complex64 object of ``spec``: its object_kind, its amplitude_range applied."""
+    make = make_lines_object if spec.object_kind == "lines" else make_object
+    obj = make(spec.object_side, rng)
+    if spec.amplitude_range is None:
+        return obj
+    return rescale_amplitude(obj, OBJECT_AMPLITUDE_RANGES[spec.object_kind], spec.amplitude_range)
+
+
+def rescale_amplitude(obj: np.ndarray, source: tuple[float, float], target: tuple[float, float]) -> np.ndarray:
+    """``obj`` with its amplitude mapped linearly from ``source`` = (a, b) onto ``target`` = (lo, hi).
+
+    ``|O'| = lo + (hi - lo) * (|O| - a) / (b - a)``, phase unchanged; complex64.
+    """
+    (a, b), (lo, hi) = source, target
+    obj = np.asarray(obj, dtype=np.complex128)
+    amplitude = np.abs(obj)
+    new_amplitude = lo + (hi - lo) * (amplitude - a) / (b - a)
+    return (new_amplitude * np.exp(1j * np.angle(obj))).astype(np.complex64)
+
+
+def make_probe_of_kind(N: int, kind: str = "default") -> np.ndarray:
+    """(N, N) complex64 unit probe of ``kind`` (one of PROBE_KINDS), centred at pixel N/2."""
+    makers = {"default": make_probe, "disk": make_disk_probe, "defocus": make_defocus_probe}
+    if kind not in makers:
+        raise ValueError(f"make_probe_of_kind: kind must be one of {PROBE_KINDS}; got {kind!r}")
+    return makers[kind](N)
+
+
+def make_disk_probe(N: int) -> np.ndarray:
+    """(N, N) complex64 flat-phase disk of radius N/4: amplitude 1 within N/4 - 1/2, 0 beyond
+    N/4 + 1/2, linear across the one pixel between (a hard aperture, anti-aliased); phase 0."""
+    amplitude = np.clip(N / 4 + 0.5 - _radius_map(N), 0.0, 1.0)
+    return amplitude.astype(np.complex64)
+
+
+def make_defocus_probe(N: int) -> np.ndarray:
+    """(N, N) complex64 defocused probe: the beam of a circular lens pupil at a distance z from focus.
+
+    Angular spectrum (Fresnel) propagation of the focus: ``P = IFFT2[pupil(f) exp(-i pi lambda z
+    |f|**2)]``, f in cycles per pixel, lengths in pixels. The pupil is a disk of radius f_c whose
+    outer DEFOCUS_PUPIL_TAPER share falls to zero as cos**2 (a soft aperture, so the beam has no
+    long edge-diffraction tails). In ray optics the beam is a disk of radius
+    ``R = lambda z f_c = DEFOCUS_RADIUS_FRACTION * N`` (3N/8); in wave optics it carries Fresnel
+    rings, set by the Fresnel number ``R**2 / (lambda z) = DEFOCUS_FRESNEL_NUMBER`` (8), so
+    ``lambda z = R**2 / 8`` (48 px**2 at N = 64) and ``f_c = 8 / R`` (the unscattered beam fills a
+    disk of radius ``f_c N = 64 / 3 ~ 21`` detector pixels at every N). It is computed on a 2N grid
+    and cropped: about 2e-4 of its energy falls outside the frame, and the frame's outer 2-pixel
+    ring holds 3.6e-4 of it at N = 64 (1.3e-4 at 128, 6e-5 at 256), so N stays sufficient. It
+    spreads wider than the default probe: 32 % of its energy lies beyond radius N/4, against 17 %.
+    Peak amplitude 1.
+    """
+    radius = DEFOCUS_RADIUS_FRACTION * N
+    lambda_z = radius**2 / DEFOCUS_FRESNEL_NUMBER
+    f_cut = radius / lambda_z
+    M = 2 * N
+    freq = np.fft.fftfreq(M)
+    f_r = np.hypot(freq[:, None], freq[None, :])
+    width = DEFOCUS_PUPIL_TAPER * f_cut
+    pupil = np.where(f_r < f_cut, np.cos(0.5 * np.pi * np.clip((f_r - (f_cut - width)) / width, 0.0, 1.0)) ** 2, 0.0)
+    field = np.fft.fftshift(np.fft.ifft2(pupil * np.exp(-1j * np.pi * lambda_z * f_r**2)))
+    start = (M - N) // 2
+    probe = field[start: start + N, start: start + N]
+    return (probe / np.abs(probe).max()).astype(np.complex64)
 
 
 def cached_dataset_paths(spec: SimulationSpec, cache_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -263,6 +387,14 @@ def _scan_offsets(spec: SimulationSpec) -> tuple[np.ndarray, np.ndarray]:
     return dx, dy
 
 
+def _noise_free_parts(spec: SimulationSpec):
+    """(object, unit probe, xcoords, ycoords, patches) of ``spec``, before any photon is counted."""
+    obj = make_simulated_object(spec, _generators(spec.seed)[0])
+    probe = make_probe_of_kind(spec.N, spec.probe_kind)
+    xcoords, ycoords = scan_positions(spec)
+    return obj, probe, xcoords, ycoords, extract_patches(obj, xcoords, ycoords, spec.N)
+
+
 def _generators(seed: int) -> list[np.random.Generator]:
     """Independent streams for the object, the photon noise and the scan jitter."""
     return [np.random.default_rng(child) for child in np.random.SeedSequence(int(seed)).spawn(3)]
@@ -335,6 +467,14 @@ def _is_number(value) -> bool:
 
 def _is_positive(value) -> bool:
     return _is_number(value) and value > 0
+
+
+def _is_amplitude_range(value) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_number(v) for v in value):
+        return False
+    return 0 < value[0] < value[1]
 
 
 def _require(condition: bool, field: str, expected: str, got) -> None:

@@ -53,6 +53,21 @@ class ObjectKind(str, Enum):
     lines = "lines"
 
 
+class ProbeKind(str, Enum):
+    """Simulated probes (``ptycho.simulate.PROBE_KINDS``)."""
+
+    default = "default"
+    disk = "disk"
+    defocus = "defocus"
+
+
+class AmplitudeUnits(str, Enum):
+    """How simulated diffraction is stored (``ptycho.simulate.AMPLITUDE_UNITS``)."""
+
+    normalised = "normalised"
+    counts = "counts"
+
+
 class PhaseKind(str, Enum):
     """Phase kinds the runner dispatches on (``runners.phases.PHASE_RUNNERS``)."""
 
@@ -95,9 +110,16 @@ class SimulationConfig:
     scan: str = "fermat"
     scan_step_px: Optional[float] = None
     object_kind: ObjectKind = ObjectKind.mixed
+    amplitude_range: Optional[List[float]] = None
+    probe_kind: ProbeKind = ProbeKind.default
+    amplitude_units: AmplitudeUnits = AmplitudeUnits.normalised
 
     def __post_init__(self) -> None:
         _require(self.N in (64, 128, 256), f"{self._key}.N", "one of 64, 128, 256", self.N)
+        _require(self.amplitude_range is None or (
+            len(self.amplitude_range) == 2 and all(math.isfinite(v) for v in self.amplitude_range)
+            and 0 < self.amplitude_range[0] < self.amplitude_range[1]),
+            f"{self._key}.amplitude_range", "null or [lo, hi] with 0 < lo < hi", self.amplitude_range)
         _require(self.n_images >= 2, f"{self._key}.n_images", ">= 2", self.n_images)
         _require(self.nphotons > 0, f"{self._key}.nphotons", "> 0", self.nphotons)
         _require(0 < self.test_fraction < 1, f"{self._key}.test_fraction", "in (0, 1)", self.test_fraction)
