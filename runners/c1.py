@@ -106,17 +106,30 @@ def disk_needs(spec: PhaseConfig, launch_dir: Path, slot: hub.HubSlot) -> list[d
     lacks it, the run's outputs in the slot (sized from the simulation, or from the files'
     headers and positions), its rows in a SQLite MLflow store. Empty for data files that cannot
     be read: the data step reports them."""
+    found = data_disk_needs(spec, launch_dir)
+    if found is None:
+        return []
+    N, canvas, needs = found
+    outputs = disk_preflight.run_outputs(
+        slot.run_dir, slot.bundle_dir, slot.cli_log.parent, N=N, gridsize=spec.c1.gridsize,
+        n_filters_scale=spec.c1.model.n_filters_scale, canvas_px=canvas, setting="hub.root")
+    return needs + within_memory(outputs) + store_disk_needs(spec, launch_dir)
+
+
+def data_disk_needs(spec: PhaseConfig, launch_dir: Path) -> tuple[int, int, list[disk_preflight.DiskNeed]] | None:
+    """(N, the canvas side in pixels, [the simulated dataset when its cache lacks it]) of ``spec.dataset``
+    (C1 and C3); None for data files that cannot be read."""
     from ptycho import preflight
     from ptycho.data import DataContractError
     from ptycho.simulate import SimulationSpec, cached_dataset_paths
 
     needs = []
-    settings, dataset = spec.c1, spec.dataset
+    dataset = spec.dataset
     if dataset.uses_files:
         try:
             test = preflight.inspect_file(launch_dir / dataset.test_data_file)
         except (DataContractError, OSError, ValueError):
-            return []
+            return None
         N, canvas = test.N, int(max(np.ptp(test.xcoords), np.ptp(test.ycoords))) + 2 * test.N
     else:
         simulation = SimulationSpec(**asdict(dataset.simulation))
@@ -126,18 +139,36 @@ def disk_needs(spec: PhaseConfig, launch_dir: Path, slot: hub.HubSlot) -> list[d
             needs.append(disk_preflight.DiskNeed(
                 "simulated dataset", cache, disk_preflight.simulated_dataset_bytes(
                     simulation.n_images, simulation.n_test, N, simulation.object_side), "dataset.cache_dir"))
-    outputs = disk_preflight.run_outputs(
-        slot.run_dir, slot.bundle_dir, slot.cli_log.parent, N=N, gridsize=settings.gridsize,
-        n_filters_scale=settings.model.n_filters_scale, canvas_px=canvas, setting="hub.root")
-    # An output larger than this machine's memory is never made: the data step's memory pre-flight refuses
-    # that job and names its cause (a far scan position, too wide a network), which a disk figure would hide.
+    return N, canvas, needs
+
+
+def within_memory(outputs: list[disk_preflight.DiskNeed]) -> list[disk_preflight.DiskNeed]:
+    """``outputs`` capped at this machine's memory. An output larger than that is never made: the data
+    step's memory pre-flight refuses that job and names its cause (a far scan position, too wide a
+    network), which a disk figure would hide."""
     ceiling = psutil.virtual_memory().total
-    needs += [dataclasses.replace(need, bytes=min(need.bytes, ceiling)) for need in outputs]
+    return [dataclasses.replace(need, bytes=min(need.bytes, ceiling)) for need in outputs]
+
+
+def store_disk_needs(spec: PhaseConfig, launch_dir: Path) -> list[disk_preflight.DiskNeed]:
+    """A run's rows in a SQLite MLflow store (C1, C2, C3); none for a tracking server."""
     store = tracking.sqlite_file(tracking.absolute_uri(spec.tracking.uri, launch_dir))
-    if store is not None:
-        needs.append(disk_preflight.DiskNeed("MLflow store", store.parent, disk_preflight.TRACKING_STORE_BYTES,
-                                             "tracking.uri"))
-    return needs
+    if store is None:
+        return []
+    return [disk_preflight.DiskNeed("MLflow store", store.parent, disk_preflight.TRACKING_STORE_BYTES, "tracking.uri")]
+
+
+def store_folder(spec: PhaseConfig, launch_dir: Path) -> list[Path]:
+    """[the SQLite store's folder], or [] for a tracking server: where a job sets space aside for its MLflow end."""
+    store = tracking.sqlite_file(tracking.absolute_uri(spec.tracking.uri, launch_dir))
+    return [store.parent] if store else []
+
+
+def written_folders(spec: PhaseConfig, launch_dir: Path, slot: hub.HubSlot, cache: bool = True) -> list[Path]:
+    """The folders a job writes into: its slot, the hub's shared files, the dataset cache (``cache``: when
+    it simulates), the store, the launch folder."""
+    cache_dir = [launch_dir / spec.dataset.cache_dir] if cache and not spec.dataset.uses_files else []
+    return [slot.dir, slot.root, *cache_dir, *store_folder(spec, launch_dir), launch_dir]
 
 
 def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[str, str]) -> PhaseRecord:
@@ -282,6 +313,19 @@ def run_in_fresh_process(job: JobContext, slot: hub.HubSlot) -> PhaseRecord:
     return record
 
 
+def loss_photons(dataset, cxi_inputs=None) -> float | None:
+    """Photons per pattern the network's loss works at: ``dataset.nphotons`` when given, else what the
+    data were made with (a CXI scan's mean counts per frame, a simulation's ``nphotons``); None leaves
+    the core's default (``ptycho.batches.DEFAULT_NPHOTONS``) for files that do not say."""
+    if dataset.nphotons is not None:
+        return dataset.nphotons
+    if cxi_inputs is not None:
+        return cxi_inputs.photons_per_frame
+    if dataset.simulation is not None and not dataset.uses_files:
+        return dataset.simulation.nphotons
+    return None
+
+
 def quality_line(quality: dict[str, float]) -> str:
     """``amp_mae 0.0438 (0.76x the constant-object floor), phase_mae 0.349 rad (0.92x), SSIM ..., FRC50 ...``."""
     parts = []
@@ -325,8 +369,7 @@ class C1Run:
         self.last_epoch: dict[str, float] = {}  # the last epoch's metrics, for the closing block
         self.epochs_done = 0
         self.inference_batch: int | None = None  # set by the memory pre-flight (data step)
-        self.reserves: list[diskfull.Reserve] = []  # space set aside for the evidence (runners.diskfull)
-        self.partials = diskfull.Partials()  # this run's folders, once the disk pre-flight passed
+        self.space = diskfull.JobSpace()  # pre-flight, space set aside for the evidence, partial files
         self.blocker_text: str | None = None  # the blocker, when only the MLflow run could take it
         self.tee: FdTee | None = None
 
@@ -346,7 +389,7 @@ class C1Run:
             else:
                 print(self._summary(), flush=True)
             finally:
-                self._release_reserves()
+                self.space.release()
         tracking.copy_log(self.tracker, self.slot.cli_log, self.spec.tracking.log_artifacts)  # complete now
         if blocked is not None:
             raise blocked from failure
@@ -357,7 +400,7 @@ class C1Run:
         stopped or still in a kernel): guard log, blocker, section and summary entry, the MLflow run
         KILLED (bounded), the closing block; then the CLI log is closed. A job that had ended
         (blocked, or GREEN with its MLflow run closed) keeps its record."""
-        self._release_reserves()  # the process ends with os._exit: nothing after this gives them back
+        self.space.release()  # the process ends with os._exit: nothing after this gives it back
         if self.record.blocker is not None or self.timeline.span("tracking end", "end") is not None:
             tee.close(join_timeout_s=min(outcome.TEE_CLOSE_TIMEOUT_S, sig.remaining()))
             return
@@ -430,18 +473,9 @@ class C1Run:
         """The disk pre-flight (``ptycho.disk_preflight``): the dataset cache when it is to be made,
         the run's weights, reconstruction, bundle and logs, against each file system's free space;
         then space set aside for the evidence on the hub's and the SQLite store's file systems."""
-        needs = disk_needs(self.spec, self.job.launch_dir, self.slot)
-        if needs:
-            disk_preflight.check_disk(needs)
-        store = tracking.sqlite_file(tracking.absolute_uri(self.spec.tracking.uri, self.job.launch_dir))
-        folders = {os.stat(disk_preflight.nearest_existing(f)).st_dev: f for f in
-                   (self.slot.dir, *([store.parent] if store else []))}
-        self.reserves = [diskfull.Reserve(folder) for folder in folders.values()]
-        self.partials = diskfull.Partials(self.slot.run_dir, self.slot.bundle_dir.parent)
-
-    def _release_reserves(self) -> None:
-        for reserve in self.reserves:
-            reserve.release()
+        self.space.claim(disk_needs(self.spec, self.job.launch_dir, self.slot),
+                         [self.slot.dir, *store_folder(self.spec, self.job.launch_dir)],
+                         [self.slot.run_dir, self.slot.bundle_dir.parent])
 
     def _run(self) -> None:
         self._step("disk pre-flight")
@@ -519,7 +553,7 @@ class C1Run:
         """The MLflow run's description (its note): title, status, and where the hub keeps the evidence
         (and the blocker itself, when no file could take it)."""
         text = run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir))
-        self.tracker.describe(text + (f"\n\n---\n\n{self.blocker_text}" if self.blocker_text else ""))
+        self.tracker.describe(outcome.described(text, self.blocker_text))
 
     def _load_data(self):
         from ptycho import preflight
@@ -579,7 +613,7 @@ class C1Run:
                 base, wait_for_guard=self._wait_for_guard, log_epoch=self._log_epoch, mark=self._mark_training,
                 say=log.info, progress=self.terminal,
             ),
-            "nphotons": self.spec.dataset.nphotons or (self.cxi_inputs.photons_per_frame if self.cxi_inputs else None),
+            "nphotons": loss_photons(self.spec.dataset, self.cxi_inputs),
             "inference_batch_size": self.inference_batch,
             **({"device": self.spec.backend.device} if self.spec.backend.name is Backend.pytorch else {}),
         }
@@ -639,11 +673,8 @@ class C1Run:
         tracker.log_metrics({f"timing.{key}": value for key, value in timings.items()})
         if self.spec.tracking.log_artifacts:
             tracker.log_artifacts(self.slot.guard_log, "logs")  # the CLI log follows when it is complete
-        tracker.end(green)
-        if tracker.failure is not None and tracker.failure.disk_full:  # once more, the reserved space given back
-            self._release_reserves()
-            tracker.end_despite_failure(green, {"status": self.record.status, "blocker": self.record.blocker or "-",
-                                                "error": self.record.error or "-"})
+        self.space.end_run(tracker, green, {"status": self.record.status, "blocker": self.record.blocker or "-",
+                                            "error": self.record.error or "-"})
         self.timeline.mark("end")
         try:
             self.slot.run_dir.mkdir(parents=True, exist_ok=True)
@@ -692,25 +723,15 @@ class C1Run:
         Out of disk space (:mod:`runners.diskfull`): one line instead of the stack (the blocker
         keeps it), the run's partial files removed and its reserved space given back first, the
         blocker wherever it fits (hub, launch folder, MLflow run), the error's frames released."""
-        full = diskfull.find(error, tracking.sqlite_file(self.tracker.uri) if self.tracker else None)
-        if full is not None and full.path == "-":  # a write that named no file: the folder whose disk is full
-            full = dataclasses.replace(full, path=str(diskfull.full_folder(self._written_folders()) or "-"))
-        if isinstance(error, disk_preflight.DiskSpaceError):  # a refusal, not a fault: no stack on the console
-            log.error("%s refused by the disk pre-flight (nothing was run): %s", self.record.title, error)
-        elif full is None:
-            log.error("%s failed at step %r", self.record.title, self.record.step, exc_info=error)
-        else:
-            removed = self.partials.remove(full.path)
-            self._release_reserves()
-            log.error("%s failed at step %r: %s%s", self.record.title, self.record.step, full.line(),
-                      f" (partial files removed: {', '.join(map(str, removed))})" if removed else "")
+        full = outcome.report_failure(self.record, error, self.space, logger=log, written=self._written_folders(),
+                                      store=tracking.sqlite_file(self.tracker.uri) if self.tracker else None)
         if self.guard is not None:
             try:
                 self.record.guard = self.guard.finish().status
             except OSError as exc:  # its log could not be written (the hub's disk is full): the blocker comes first
                 log.error("guard log not written: %s", outcome.os_error_line(exc, self.slot.guard_log))
         outcome.block(self.record, self.slot, error, self.job.launch_dir, self.lock_timeout_s,
-                      reason=full.line() if full else None, elsewhere=self._blocker_in_mlflow)
+                      reason=full.line() if full else None, elsewhere=outcome.blocker_in_run(self))
         if full is not None:
             diskfull.release(error)
         outcome.save_record(self.record, self.outcome_path)
@@ -723,15 +744,4 @@ class C1Run:
         return PhaseBlocked(self.record.error, self.record.blocker, announced=True)
 
     def _written_folders(self) -> list[Path]:
-        """The folders this job writes into: its slot, the hub's shared files, the dataset cache, the store."""
-        store = tracking.sqlite_file(tracking.absolute_uri(self.spec.tracking.uri, self.job.launch_dir))
-        cache = [] if self.spec.dataset.uses_files else [self.job.launch_dir / self.spec.dataset.cache_dir]
-        return [self.slot.dir, self.slot.root, *cache, *([store.parent] if store else []), self.job.launch_dir]
-
-    def _blocker_in_mlflow(self, markdown: str) -> str | None:
-        """Keep the blocker in the MLflow run's description (where neither the hub nor the launch
-        folder could take it); where it is, or None without a run."""
-        if self.tracker is None or self.tracker.run_id is None:
-            return None
-        self.blocker_text = markdown
-        return f"the description of MLflow run {self.tracker.run_id}"
+        return written_folders(self.spec, self.job.launch_dir, self.slot)

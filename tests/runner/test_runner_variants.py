@@ -42,3 +42,14 @@ def test_a_bad_choice_fails_at_composition_naming_the_key_and_choices(compose_ph
         compose_phase([f"dataset.simulation.{key}={value}"])
     message = str(caught.value.__cause__)
     assert f"dataset.simulation.{key}" in message and choices in message
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ([], 1e9),
+    (["dataset.simulation.nphotons=1e4"], 1e4),  # the loss works at the photons the data were made with
+    (["dataset.simulation.nphotons=1e4", "dataset.nphotons=1e6"], 1e6),  # an explicit level wins
+    (["dataset.train_data_file=a.npz", "dataset.test_data_file=b.npz"], None),  # files that do not say
+])
+def test_the_loss_works_at_the_simulated_photon_level(compose_phase, overrides, expected):
+    from runners.c1 import loss_photons
+    assert loss_photons(to_spec(compose_phase(overrides)).dataset) == expected
