@@ -115,3 +115,50 @@ def write_guard():
 def run_cli():
     """run_cli(args, cwd, timeout=300) -> CompletedProcess (stdout and stderr merged)."""
     return _run_cli
+
+
+# The CLI runs of issues 3 and 4 (test_runner_cli*.py): split over files so that --dist loadfile
+# can put them on different workers; each file runs its own commands (module-scoped fixtures).
+CLI_SMALL = ["dataset.simulation.n_images=96"]  # 72 train / 24 test positions; c1 stays at 'scaled'
+CLI_EXPERIMENT = "FIX-PYTORCH-FORWARD-PARITY-001"
+CLI_SLOT = "tf_baseline/phase_c1_scaled"
+
+
+class Run:
+    """A finished CLI run: its folder, completed process and MLflow client."""
+
+    def __init__(self, workdir, done):
+        from mlflow.tracking import MlflowClient
+
+        self.workdir, self.done = workdir, done
+        self.hub = workdir / "hub"
+        self.client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+
+    @property
+    def last_line(self):
+        return self.done.stdout.strip().splitlines()[-1]
+
+    def section(self, slot=CLI_SLOT):
+        from runners import hub
+
+        return hub.read_section((self.hub / "analysis" / "artifact_inventory.txt").read_text(), slot)
+
+    def runs(self):
+        experiment = self.client.get_experiment_by_name(CLI_EXPERIMENT)
+        return self.client.search_runs([experiment.experiment_id])
+
+    def run_of(self, slot=CLI_SLOT):
+        (found,) = [r for r in self.runs() if r.info.run_name == slot]
+        return found
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, isolated_overrides, run_cli):
+    """cli_run(name, *args, prepare=None) -> Run of ``python -m runners.phase *args`` in a new folder."""
+    def start(name, *args, prepare=None):
+        workdir = tmp_path_factory.mktemp(name)
+        if prepare:
+            prepare(workdir)
+        return Run(workdir, run_cli([*args, *isolated_overrides(workdir)], cwd=workdir, timeout=600))
+
+    return start

@@ -1,63 +1,24 @@
-"""The commands of issues 3 and 4 run as subprocesses on the real core, at small sizes through overrides.
+"""The commands of issue 3 run as subprocesses on the real core, at small sizes through overrides:
+one plain run (``xla=off``), one on real files with XLA on, one on a broken data file.
 
-Issue 4: a joblib sweep over both backends and two gridsizes, then ``c2=tf_vs_torch`` in the
-same folder and MLflow store (one comparison per gridsize).
-
-Every run has cwd = a tmp folder, and hub.root, tracking.uri and the dataset cache there.
-One run per command (module-scoped fixtures), read back by several tests.
+The sweeps of issues 4 and 9 are in test_runner_cli_sweeps.py and test_runner_cli_joblib.py (files
+of their own, so that ``--dist loadfile`` can run them on other workers). Every run has cwd = a tmp
+folder, and hub.root, tracking.uri and the dataset cache there (conftest.cli_run). One run per
+command (module-scoped fixtures), read back by several tests.
 """
 import hashlib
 import json
 import re
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from ptycho.determinism import available_cpus
-from runners import hub, tracking
+from runners import tracking
 
-from ..png_checks import assert_comparison_figure
+from .conftest import CLI_EXPERIMENT, CLI_SLOT, CLI_SMALL
 
 pytestmark = pytest.mark.slow
-SMALL = ["dataset.simulation.n_images=96"]  # 72 train / 24 test positions; c1 stays at 'scaled'
-EXPERIMENT = "FIX-PYTORCH-FORWARD-PARITY-001"
-SLOT = "tf_baseline/phase_c1_scaled"
-
-
-class Run:
-    """A finished CLI run: its folder, completed process and MLflow client."""
-
-    def __init__(self, workdir, done):
-        self.workdir, self.done = workdir, done
-        self.hub = workdir / "hub"
-        self.client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-
-    @property
-    def last_line(self):
-        return self.done.stdout.strip().splitlines()[-1]
-
-    def section(self, slot=SLOT):
-        return hub.read_section((self.hub / "analysis" / "artifact_inventory.txt").read_text(), slot)
-
-    def runs(self):
-        experiment = self.client.get_experiment_by_name(EXPERIMENT)
-        return self.client.search_runs([experiment.experiment_id])
-
-    def run_of(self, slot=SLOT):
-        (found,) = [r for r in self.runs() if r.info.run_name == slot]
-        return found
-
-
-@pytest.fixture(scope="module")
-def cli_run(tmp_path_factory, isolated_overrides, run_cli):
-    """cli_run(name, *args, prepare=None) -> Run of ``python -m runners.phase *args`` in a new folder."""
-    def start(name, *args, prepare=None):
-        workdir = tmp_path_factory.mktemp(name)
-        if prepare:
-            prepare(workdir)
-        return Run(workdir, run_cli([*args, *isolated_overrides(workdir)], cwd=workdir, timeout=600))
-
-    return start
+SMALL, EXPERIMENT, SLOT = CLI_SMALL, CLI_EXPERIMENT, CLI_SLOT
 
 
 @pytest.fixture(scope="module")
@@ -259,171 +220,3 @@ def test_broken_data_file_blocks_with_the_blocker_path_last(cli_run, write_guard
     assert failed.info.status == "FAILED" and failed.data.tags["status"] == "BLOCKED"
     assert failed.info.run_name == f"{SLOT} [BLOCKED]" and failed.data.tags["blocker"] == path
     assert "**Phase C1 — TF scaled baseline**: BLOCKED at step 'data'" in failed.data.tags["mlflow.note.content"]
-
-
-@pytest.fixture(scope="module")
-def mixed_xla_sweep(cli_run, isolated_overrides, run_cli):
-    """A plain ``xla=off`` run, then the sweep ``xla=on,off`` in the same folder (``.plain``: the first)."""
-    plain = {}
-
-    def plain_run_first(workdir):
-        plain["done"] = run_cli(["c1=scaled", "xla=off", *SMALL, *isolated_overrides(workdir)], cwd=workdir,
-                                timeout=600)
-
-    run = cli_run("mixed", "-m", "c1=scaled", "xla=on,off", *SMALL, prepare=plain_run_first)
-    run.plain = plain["done"]
-    return run
-
-
-def test_a_sweep_leaves_the_plain_runs_slot_alone(mixed_xla_sweep):
-    """Issue 9: the sweep's isolated job (a fresh process) filed its record under the plain slot."""
-    run = mixed_xla_sweep
-    assert run.plain.returncode == 0, run.plain.stdout[-3000:]
-    section = run.section()
-    assert section.splitlines()[0] == "Phase C1 — TF scaled baseline"
-    assert "Command: python -m runners.phase c1=scaled xla=off dataset.simulation.n_images=96" in section
-    command = section.split("Command: ")[1].splitlines()[0]
-    assert "xla=on,off" not in command and "of the multirun" not in command, command
-    summary = (run.hub / "summary.md").read_text()
-    entry = hub.read_section(summary, SLOT, markdown=True)
-    assert entry.startswith(f"### Phase C1 — TF scaled baseline (`{SLOT}`)") and "xla=on,off" not in entry
-
-
-def test_a_mixed_xla_sweep_runs_each_job_in_a_process_of_its_own_mode(mixed_xla_sweep):
-    run = mixed_xla_sweep
-    assert run.done.returncode == 0, run.done.stdout[-3000:]
-    on, off = run.run_of(f"{SLOT}__xla=on"), run.run_of(f"{SLOT}__xla=off")
-    assert on.data.tags["xla.tf_import.TF_XLA_FLAGS"] == "<empty>"
-    assert on.data.tags["xla.tf_import.USE_XLA_TRANSLATE"] == "1"
-    assert off.data.tags["xla.tf_import.TF_XLA_FLAGS"] == "--tf_xla_auto_jit=0"
-    assert off.data.tags["xla.tf_import.USE_XLA_TRANSLATE"] == "0"
-    assert off.data.tags["xla.isolated"] == "yes" and on.data.tags["xla.isolated"] == "no"
-    assert on.data.tags["xla.pid"] != off.data.tags["xla.pid"]
-    for slot, env in ((f"{SLOT}__xla=on", "TF_XLA_FLAGS= USE_XLA_TRANSLATE=1"),
-                      (f"{SLOT}__xla=off", "TF_XLA_FLAGS=--tf_xla_auto_jit=0 USE_XLA_TRANSLATE=0")):
-        section = run.section(slot)
-        assert "Status: GREEN" in section and f"Env: {env}" in section
-        assert section.splitlines()[0] == f"Phase C1 — TF scaled baseline [{slot.split('__')[1]}]"
-        guard_log = (run.hub / slot / "green" / "pytest_tf_translation_guard.log").read_text()
-        assert f"# env: {env}" in guard_log
-
-
-def test_a_sweep_gets_one_parent_run_with_each_job_as_a_child(mixed_xla_sweep):
-    runs = mixed_xla_sweep.runs()
-    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 2 and parent.info.status == "FINISHED"
-    # the sweep's closing block: the count, the parent run, each member's slot and run
-    out = mixed_xla_sweep.done.stdout
-    summary = out[out.index("== Sweep "):].splitlines()
-    assert summary[0].endswith(": 2 GREEN / 0 BLOCKED of 2 jobs ==")
-    assert summary[1].startswith(f"  MLflow parent run {parent.info.run_id}: http://127.0.0.1:5000/#/experiments/")
-    by_slot = {child.info.run_name: child.info.run_id for child in children}
-    for line in summary[2:4]:
-        _, job, status, slot, _, run_id = line.split()
-        assert status == "GREEN" and by_slot[slot] == run_id
-    assert parent.info.run_name.startswith("sweep: c1=scaled xla=on,off dataset.simulation.n_images=96")
-
-
-TORCH_SLOT = "torch_baseline/phase_c1_scaled"
-
-
-def _sweep_slot(backend, gridsize):
-    base = SLOT if backend == "tensorflow" else TORCH_SLOT
-    return f"{base}__backend={backend},gridsize={gridsize}"
-
-
-def _banner_pid(slot_dir):
-    """The pid in the banner of the slot's CLI log (``# <UTC time> pid <pid>``)."""
-    [log] = (slot_dir / "cli").glob("*.log")
-    return re.search(r"^# \S+ pid (\d+)$", log.read_text(), re.M).group(1)
-
-
-def _key_structure(value):
-    """Nested keys of a JSON value (leaves as None), to compare two bundles' layouts."""
-    if isinstance(value, dict):
-        return {key: _key_structure(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_key_structure(item) for item in value]
-    return None
-
-
-@pytest.fixture(scope="module")
-def joblib_sweep(cli_run, tmp_path_factory, write_guard):
-    guard = write_guard(tmp_path_factory.mktemp("guard"), True)  # for both backends' guard
-    return cli_run(
-        "joblib", "-m", "c1=scaled", "xla=off", "backend=tensorflow,pytorch", "gridsize=1,2",
-        "hydra/launcher=parallel", f"guard.selector={guard}", "c1.model.n_filters_scale=1", *SMALL,
-    )
-
-
-@pytest.fixture(scope="module")
-def sweep_then_c2(joblib_sweep, isolated_overrides, run_cli):
-    """``c2=tf_vs_torch`` in the folder and MLflow store of the joblib sweep."""
-    workdir = joblib_sweep.workdir
-    return Run(workdir, run_cli(["c2=tf_vs_torch", *isolated_overrides(workdir)], cwd=workdir, timeout=300))
-
-
-def test_a_joblib_sweep_of_four_jobs_gives_four_sections_and_one_parent_with_four_children(joblib_sweep):
-    run = joblib_sweep
-    assert run.done.returncode == 0, run.done.stdout[-3000:]
-    inventory = (run.hub / "analysis" / "artifact_inventory.txt").read_text()
-    slots = re.findall(r"^>>> BEGIN SECTION (\S+)$", inventory, re.M)
-    assert sorted(slots) == sorted(_sweep_slot(b, g) for b in ("tensorflow", "pytorch") for g in (1, 2))
-    assert inventory.count("Status: GREEN") == 4
-    runs = run.client.search_runs(
-        [run.client.get_experiment_by_name(EXPERIMENT).experiment_id], "tags.sweep = 'parent'")
-    (parent,) = runs
-    children = run.client.search_runs(
-        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert len(children) == 4 and {c.data.tags["slot"] for c in children} == set(slots)
-    assert len({_banner_pid(run.hub / slot) for slot in slots}) >= 2  # joblib worker processes
-    assert parent.info.status == "FINISHED"
-
-
-def test_the_sweep_runs_the_pytorch_phase_with_the_same_evidence_as_tensorflow(joblib_sweep):
-    run = joblib_sweep
-    keys = set()
-    for gridsize in (1, 2):
-        tf_slot, torch_slot = _sweep_slot("tensorflow", gridsize), _sweep_slot("pytorch", gridsize)
-        assert run.section(torch_slot).splitlines()[0].startswith("Phase C1 — PyTorch scaled baseline")
-        tf_bundle = run.hub / tf_slot / "analysis" / "forward_parity_debug_tf"
-        torch_bundle = run.hub / torch_slot / "analysis" / "forward_parity_debug_torch"
-        files = {p.name for p in torch_bundle.iterdir()}
-        assert files == {p.name for p in tf_bundle.iterdir()}
-        assert {"stats.json", "offsets.json", "canvas.json"} <= files
-        assert len([name for name in files if name.endswith(".png")]) >= 5
-        for name in ("stats.json", "offsets.json", "canvas.json"):
-            tf_json, torch_json = (json.loads((bundle / name).read_text()) for bundle in (tf_bundle, torch_bundle))
-            assert _key_structure(torch_json) == _key_structure(tf_json), name
-        tf_run, torch_run = run.run_of(tf_slot), run.run_of(torch_slot)
-        assert torch_run.data.tags["backend"] == "pytorch" and torch_run.info.status == "FINISHED"
-        assert set(torch_run.data.metrics) == set(tf_run.data.metrics)
-        assert torch_run.data.tags["parity_key"] == tf_run.data.tags["parity_key"]
-        keys.add(tf_run.data.tags["parity_key"])
-    assert len(keys) == 2  # one per gridsize
-
-
-def test_c2_after_the_sweep_leaves_one_green_comparison_per_gridsize(sweep_then_c2):
-    run = sweep_then_c2
-    assert run.done.returncode == 0, run.done.stdout[-3000:]
-    c2_runs = {r.data.tags["slot"]: r for r in run.runs()
-               if r.data.tags.get("phase") == "c2" and r.data.tags.get("c2") != "parent"}
-    assert set(c2_runs) == {f"tf_vs_torch/phase_c2__gridsize={g}" for g in (1, 2)}
-    [parent] = [r for r in run.runs() if r.data.tags.get("c2") == "parent"]
-    assert parent.info.status == "FINISHED"
-    inventory = (run.hub / "analysis" / "artifact_inventory.txt").read_text()
-    assert inventory.count(">>> BEGIN SECTION tf_vs_torch/") == 2
-    for gridsize in (1, 2):
-        slot = f"tf_vs_torch/phase_c2__gridsize={gridsize}"
-        result = json.loads((run.hub / slot / "analysis" / "comparison.json").read_text())
-        tf_run, torch_run = (run.run_of(_sweep_slot(backend, gridsize)) for backend in ("tensorflow", "pytorch"))
-        assert (result["tf_run_id"], result["torch_run_id"]) == (tf_run.info.run_id, torch_run.info.run_id)
-        assert result["parity_key"] == tf_run.data.tags["parity_key"]
-        assert result["figure_from"] == "arrays.npz"
-        assert_comparison_figure(run.hub / slot / "analysis")
-        assert run.section(slot).splitlines()[0] == f"Phase C2 — TF vs PyTorch comparison [gridsize={gridsize}]"
-        assert c2_runs[slot].data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert c2_runs[slot].data.tags["tf_run_id"] == tf_run.info.run_id
-        assert result["verdict"] == "GREEN", result["failures"]
-        assert "Status: GREEN" in run.section(slot)
