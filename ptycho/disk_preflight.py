@@ -16,6 +16,7 @@ Estimates (bytes; upper bounds from shapes, not measurements):
     reconstruction     the stitched canvas M_s**2 * 9 (complex64 and the coverage mask)
     debug bundle       the canvas M_s**2 * 8 and GRID_PATCHES patches N*N*8 (arrays.npz), and
                        BUNDLE_FIGURES_BYTES for the PNGs and JSON files
+    comparison (C2)    COMPARISON_BYTES: comparison.json and comparison.png
     logs               LOG_BYTES (CLI and guard logs, history, timings)
     tracking store     TRACKING_STORE_BYTES in a local (SQLite) store's folder, given by the caller
 """
@@ -32,6 +33,7 @@ DISK_RESERVE_BYTES = 1 << 20  # left free for the evidence of the job (blocker, 
 WEIGHTS_BYTES_PER_PARAMETER = 12
 WEIGHTS_OVERHEAD_BYTES = 1 << 20  # HDF5 structure (measured 0.15 MB at the default)
 BUNDLE_FIGURES_BYTES = 8 << 20  # five PNGs and the JSON files (measured about 1 MB at the default)
+COMPARISON_BYTES = 4 << 20  # comparison.json and comparison.png (one figure of two bundles' panels)
 LOG_BYTES = 4 << 20
 TRACKING_STORE_BYTES = 4 << 20  # a run's rows in a local MLflow store (parameters, tags, up to 10,000 step losses)
 GRID_PATCHES = 16  # patches the bundle keeps (plots.GRID_MAX_PATCHES)
@@ -110,13 +112,26 @@ def weights_bytes(N: int, gridsize: int, n_filters_scale: int) -> int:
 def run_outputs(run_dir: Path, bundle_dir: Path, log_dir: Path, *, N: int, gridsize: int, n_filters_scale: int,
                 canvas_px: int, setting: str = "") -> list[DiskNeed]:
     """What a phase job writes into its run folder, bundle and logs (module docstring)."""
+    return [DiskNeed("model weights", run_dir, weights_bytes(N, gridsize, n_filters_scale), setting),
+            *reconstruction_outputs(run_dir, bundle_dir, log_dir, N=N, canvas_px=canvas_px, setting=setting)]
+
+
+def reconstruction_outputs(run_dir: Path, bundle_dir: Path, log_dir: Path, *, N: int, canvas_px: int,
+                           setting: str = "") -> list[DiskNeed]:
+    """What a job that reconstructs without a network (Phase C3) writes: :func:`run_outputs` but the weights."""
     return [
-        DiskNeed("model weights", run_dir, weights_bytes(N, gridsize, n_filters_scale), setting),
         DiskNeed("reconstruction", run_dir, canvas_px**2 * 9, setting),
         DiskNeed("debug bundle", bundle_dir, canvas_px**2 * 8 + GRID_PATCHES * N * N * 8 + BUNDLE_FIGURES_BYTES,
                  setting),
         DiskNeed("logs", log_dir, LOG_BYTES, setting),
     ]
+
+
+def comparison_outputs(analysis_dir: Path, log_dir: Path, setting: str = "") -> list[DiskNeed]:
+    """What a comparison (Phase C2) writes: comparison.json and its figure, and its logs. Bundles it
+    downloads from MLflow are not counted: their size is known only once the runs are found."""
+    return [DiskNeed("comparison", analysis_dir, COMPARISON_BYTES, setting),
+            DiskNeed("logs", log_dir, LOG_BYTES, setting)]
 
 
 def _mb(n_bytes: int) -> str:

@@ -32,7 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from runners import diskfull, hub, interrupt, outcome, tracking
+from ptycho import disk_preflight
+from runners import c1, diskfull, hub, interrupt, outcome, tracking
 from runners.c2_inputs import LABELS, BundlePaths, C2InputError, Inputs, LookupFailed, RunPair, select_pairs
 from runners.envinfo import git_commit, library_versions, project_root
 from runners.evidence import OUTCOME_FILE, PhaseRecord, failed_tracking, run_description
@@ -225,7 +226,8 @@ class C2Run:
         self.record = new_record(spec, job, self.slot, {}, comparison.selection)
         self.outcome_path = job.output_dir / OUTCOME_FILE
         self.tracker: tracking.Tracker | None = None
-        self.partials = diskfull.Partials(analysis_dir(self.slot))
+        self.space = diskfull.JobSpace()  # pre-flight, space set aside for the evidence, partial files
+        self.blocker_text: str | None = None  # the blocker, when only the MLflow run could take it
 
     def execute(self) -> PhaseRecord:
         analysis_dir(self.slot).mkdir(parents=True, exist_ok=True)
@@ -243,12 +245,16 @@ class C2Run:
                 print(f"GREEN: {self.record.title}; verdict GREEN; "
                       f"worst relative difference {self.record.parameters.get('worst_rel_diff', '-')}; "
                       f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}", flush=True)
+            finally:
+                self.space.release()
         tracking.copy_log(self.tracker, self.slot.cli_log, self.spec.tracking.log_artifacts)  # complete now
         if blocked is not None:
             raise blocked from failure
         return self.record
 
     def _run(self) -> None:
+        self.record.step = "disk pre-flight"
+        self._check_disk()
         self.record.step = "tracking"
         uri = tracking.absolute_uri(self.spec.tracking.uri, self.job.launch_dir)
         self.tracker = tracking.Tracker(uri, self.spec.tracking.experiment, self.spec.tracking.timeout_s,
@@ -274,6 +280,15 @@ class C2Run:
         outcome.mark_green(self.record, self.slot, self.spec.hub.lock_timeout_s)
         self._end_tracking(green=True)
         self.record.save(self.outcome_path)
+
+    def _check_disk(self) -> None:
+        """The disk pre-flight (``runners.diskfull.JobSpace``, as in C1): comparison.json, its figure and
+        the logs in the slot, the run's rows in a SQLite store, against each file system's free space;
+        then space set aside for the evidence on the hub's and the store's file systems."""
+        out = analysis_dir(self.slot)
+        needs = disk_preflight.comparison_outputs(out, self.slot.cli_log.parent, "hub.root")
+        self.space.claim(needs + c1.store_disk_needs(self.spec, self.job.launch_dir),
+                         [self.slot.dir, *c1.store_folder(self.spec, self.job.launch_dir)], [out])
 
     def _start_tracking(self, uri: str, inputs: Inputs) -> None:
         tags = {"phase": "c2", "phase_variant": self.settings.variant, "slot": self.slot.name,
@@ -313,8 +328,10 @@ class C2Run:
         hub.atomic_write_text(out / "comparison.json", text)
         self.record.stats_sha1 = hashlib.sha1(text.encode()).hexdigest()  # of comparison.json
         self.record.parameters["verdict"] = comparison.verdict
-        comparison_figure(*folders, out / "comparison.png", labels=LABELS, arrays_a=arrays[0],
-                          arrays_b=arrays[1], comparison=comparison)
+        staging = out / f".comparison.{os.getpid()}.tmp.png"  # a full disk leaves no half-written figure
+        comparison_figure(*folders, staging, labels=LABELS, arrays_a=arrays[0], arrays_b=arrays[1],
+                          comparison=comparison)
+        os.replace(staging, out / "comparison.png")
         parity = comparison.parity()
         # the parity figures first: MLflow's compare view plots a run's first metric
         self.tracker.log_metrics({"parity.worst_rel_diff": parity["worst_rel_diff"],
@@ -334,21 +351,29 @@ class C2Run:
         if not green:
             self.tracker.rename(f"{self.slot.name} [{self.record.status}]")
         self._describe_run()
-        self.tracker.end(green)
+        self.space.end_run(self.tracker, green, {"status": self.record.status, "blocker": self.record.blocker or "-",
+                                                 "error": self.record.error or "-"})
         if self.tracker.failure is not None:
             keep_journal(self.tracker, self.record, self.slot, self.outcome_path, self.spec.hub.lock_timeout_s,
                          self.spec.tracking.log_artifacts)
 
     def _describe_run(self) -> None:
         """The MLflow run's description: title, status (verdict), where the hub keeps the evidence."""
-        self.tracker.describe(run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir)))
+        text = run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir))
+        self.tracker.describe(outcome.described(text, self.blocker_text))
+
+    def _store(self) -> Path | None:
+        return tracking.sqlite_file(self.tracker.uri) if self.tracker is not None else None
 
     def _tracking_failed(self, failure: tracking.TrackingFailure) -> None:
         self.record.tracking = failed_tracking(failure.operation, failure.error, self.record.step)
 
     def _fail(self, error: Exception) -> PhaseBlocked:
-        outcome.block_failed_job(self.record, self.slot, error, self.job.launch_dir, self.spec.hub.lock_timeout_s,
-                                 self.partials, self.outcome_path)
+        launch = self.job.launch_dir
+        outcome.block_failed_job(self.record, self.slot, error, launch, self.spec.hub.lock_timeout_s, self.space,
+                                 self.outcome_path, store=self._store(), logger=log,
+                                 written=c1.written_folders(self.spec, launch, self.slot, cache=False),
+                                 elsewhere=outcome.blocker_in_run(self))
         if self.tracker is not None:  # a degraded tracker (no run) still keeps its journal
             try:
                 self._end_tracking(green=False)

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 import numpy as np
 from omegaconf import OmegaConf
 
-from ptycho import determinism
+from ptycho import determinism, disk_preflight
 from runners import c1, diskfull, hub, interrupt, outcome, tracking
 from runners.envinfo import git_commit, library_versions, project_root
 from runners.evidence import OUTCOME_FILE, PhaseRecord, quality_warning, run_description
@@ -112,7 +112,8 @@ class C3Run:
         self.outcome_path = job.output_dir / OUTCOME_FILE
         self.tracker: tracking.Tracker | None = None
         self.outcome_lines: list[str] = []  # quality and time, printed above the GREEN line
-        self.partials = diskfull.Partials(slot.run_dir, slot.bundle_dir.parent)
+        self.space = diskfull.JobSpace()  # pre-flight, space set aside for the evidence, partial files
+        self.blocker_text: str | None = None  # the blocker, when only the MLflow run could take it
 
     def execute(self) -> PhaseRecord:
         self.slot.make_dirs()
@@ -129,6 +130,8 @@ class C3Run:
                 print(*self.outcome_lines, sep="\n", flush=True)
                 print(f"GREEN: {self.record.title}; stats.json sha1 {self.record.stats_sha1}; "
                       f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}", flush=True)
+            finally:
+                self.space.release()
         tracking.copy_log(self.tracker, self.slot.cli_log, self.spec.tracking.log_artifacts)  # complete now
         if blocked is not None:
             raise blocked from failure
@@ -139,6 +142,8 @@ class C3Run:
         log.info("step: %s", name)
 
     def _run(self) -> None:
+        self._step("disk pre-flight")
+        self._check_disk()
         self._step("imports")
         from ptycho import iterative
 
@@ -176,6 +181,23 @@ class C3Run:
         self._end_tracking(green=True)
         self.record.save(self.outcome_path)
 
+    def _check_disk(self) -> None:
+        """The disk pre-flight (``runners.diskfull.JobSpace``, as in C1): the dataset cache when it is to be
+        made, reconstruction.npz (the stitched canvas and cdtools' object), the bundle and the logs in the
+        slot, the run's rows in a SQLite store, against each file system's free space; then space set
+        aside for the evidence on the hub's and the store's file systems."""
+        launch, slot = self.job.launch_dir, self.slot
+        needs = []
+        found = c1.data_disk_needs(self.spec, launch)
+        if found is not None:  # data files that cannot be read: the data step reports them
+            N, canvas, needs = found
+            outputs = disk_preflight.reconstruction_outputs(slot.run_dir, slot.bundle_dir, slot.cli_log.parent, N=N,
+                                                            canvas_px=canvas, setting="hub.root")
+            outputs.append(disk_preflight.DiskNeed("reconstructed object", slot.run_dir, canvas**2 * 8, "hub.root"))
+            needs = needs + c1.within_memory(outputs) + c1.store_disk_needs(self.spec, launch)
+        self.space.claim(needs, [slot.dir, *c1.store_folder(self.spec, launch)],
+                         [slot.run_dir, slot.bundle_dir.parent])
+
     def _start_tracking(self) -> None:
         spec, record = self.spec, self.record
         tags = {"backend": BACKEND, "phase": "c3", "phase_variant": self.settings.variant, "slot": self.slot.name,
@@ -193,7 +215,8 @@ class C3Run:
 
     def _describe_run(self) -> None:
         """The MLflow run's description: title, status, where the hub keeps the evidence."""
-        self.tracker.describe(run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir)))
+        text = run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir))
+        self.tracker.describe(outcome.described(text, self.blocker_text))
 
     def _load_data(self):
         """The data files the positions need, loaded, validated and logged; the data to reconstruct."""
@@ -269,12 +292,18 @@ class C3Run:
         if not green:
             self.tracker.rename(f"{self.slot.name} [{self.record.status}]")
         self._describe_run()
-        self.tracker.end(green)  # the CLI log follows when it is complete (execute)
+        # the CLI log follows when it is complete (execute)
+        self.space.end_run(self.tracker, green, {"status": self.record.status, "blocker": self.record.blocker or "-",
+                                                 "error": self.record.error or "-"})
 
     def _fail(self, error: Exception) -> PhaseBlocked:
         """Complete the evidence of a failed job; the PhaseBlocked to raise once the CLI log is closed."""
-        outcome.block_failed_job(self.record, self.slot, error, self.job.launch_dir, self.lock_timeout_s,
-                                 self.partials, self.outcome_path)
+        launch = self.job.launch_dir
+        outcome.block_failed_job(self.record, self.slot, error, launch, self.lock_timeout_s, self.space,
+                                 self.outcome_path, logger=log,
+                                 written=c1.written_folders(self.spec, launch, self.slot),
+                                 store=tracking.sqlite_file(self.tracker.uri) if self.tracker is not None else None,
+                                 elsewhere=outcome.blocker_in_run(self))
         if self.tracker is not None and self.tracker.run_id is not None:
             try:
                 self._end_tracking(green=False)

@@ -1,11 +1,15 @@
-"""A job that runs out of disk space anyway (another process filled it after the pre-flight).
+"""A job's disk space: the pre-flight before any work, and a disk that fills during the run anyway.
 
-What the job does then (``runners.c1``): one line that names the path and the errno
-(:func:`find`), the partial files of this run truncated and removed (:class:`Partials`), the
-space the job set aside at its start given back (:class:`Reserve`) so that its blocker, section
-and MLflow end fit, and the exception's frames cleared (:func:`release`), so that a file library
-holding a half-written file (h5py) closes it now, on a disk with room, not at interpreter exit,
-where h5py's failed close ended the process with a segmentation fault.
+:class:`JobSpace` is what Phases C1, C2 and C3 share: the pre-flight (``ptycho.disk_preflight``)
+refuses, before any work, a job whose files cannot fit; then space is set aside for its evidence
+and its output folders are watched for partial files. When another process fills the disk after
+the pre-flight, the job (``runners.c1``, ``c2``, ``c3``) writes one line that names the path and
+the errno (:func:`find`), the partial files of this run are truncated and removed
+(:class:`Partials`), the space the job set aside at its start is given back (:class:`Reserve`)
+so that its blocker, section and MLflow end fit, and the exception's frames are cleared
+(:func:`release`), so that a file library holding a half-written file (h5py) closes it now, on a
+disk with room, not at interpreter exit, where h5py's failed close ended the process with a
+segmentation fault.
 """
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ import gc
 import os
 import re
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from ptycho import disk_preflight
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 RESERVE_BYTES = 1 << 20  # what a blocker, a section, a summary entry and an MLflow end need
@@ -173,3 +179,49 @@ class Reserve:
             self.path.unlink(missing_ok=True)
         except OSError:
             pass
+
+
+class JobSpace:
+    """The disk space of one job (module docstring): :meth:`claim` at its first step, :meth:`settle`
+    when it fails, :meth:`release` when it ends (also on an interrupt), :meth:`end_run` for its MLflow run."""
+
+    def __init__(self):
+        self.reserves: list[Reserve] = []
+        self.partials = Partials()  # this run's folders, once the pre-flight passed
+
+    def claim(self, needs: list[disk_preflight.DiskNeed], evidence: list[Path], outputs: list[Path]) -> None:
+        """The pre-flight of ``needs`` (DiskSpaceError when they do not fit; nothing written), then a
+        Reserve on the file system of each folder in ``evidence`` (the slot, the SQLite store's folder;
+        in the last of them on a file system), and ``outputs`` watched for this run's partial files."""
+        if needs:
+            disk_preflight.check_disk(needs)
+        folders = {os.stat(disk_preflight.nearest_existing(folder)).st_dev: folder for folder in evidence}
+        self.reserves = [Reserve(folder) for folder in folders.values()]
+        self.partials = Partials(*outputs)
+
+    def release(self) -> None:
+        """Give the reserved space back (idempotent)."""
+        for reserve in self.reserves:
+            reserve.release()
+
+    def settle(self, error: BaseException, store: Path | None,
+               written: list[Path]) -> tuple[DiskFull | None, list[Path]]:
+        """When ``error`` is a full disk: (its DiskFull, the partial files removed), the reserves given
+        back for the evidence; else (None, []), nothing done. A write that named no file is put in the
+        first of the folders ``written`` whose disk is full; an SQLite store that is full is ``store``."""
+        full = find(error, store)
+        if full is None:
+            return None, []
+        if full.path == "-":
+            full = replace(full, path=str(full_folder(written) or "-"))
+        removed = self.partials.remove(full.path)
+        self.release()
+        return full, removed
+
+    def end_run(self, tracker, green: bool, tags: dict[str, str]) -> None:
+        """End ``tracker``'s run; where its store's disk was full, once more with the reserved space
+        given back (``tags``: the final status, blocker and error), so that the run is not left RUNNING."""
+        tracker.end(green)
+        if tracker.failure is not None and tracker.failure.disk_full:
+            self.release()
+            tracker.end_despite_failure(green, tags)

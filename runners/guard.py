@@ -3,7 +3,9 @@
 :class:`GuardRun` starts pytest at once (so it runs while the job loads its data) and
 :meth:`GuardRun.finish` waits for it, writes the log with a header (UTC time, command,
 working folder, XLA environment, result) and returns a :class:`GuardResult`. ``finish`` is
-idempotent: the training gate and the job's cleanup may both call it. An interrupt terminates
+idempotent: the training gate and the job's cleanup may both call it. A log write that fails
+(OSError: a full disk) raises, and the result waits: the next ``finish`` (or ``stop``) writes
+the same log again, once the job made room, and returns it. An interrupt terminates
 pytest (:mod:`runners.interrupt`), and :meth:`GuardRun.stop` then writes the log as INTERRUPTED.
 """
 from __future__ import annotations
@@ -72,10 +74,11 @@ class GuardRun:
         )
         interrupt.track(self._process)
         self._result: GuardResult | None = None
+        self._pending: GuardResult | None = None  # the result whose log is not written yet
 
     def finish(self) -> GuardResult:
         """Wait for pytest (killing it after ``timeout_s``), write the log once, return the result."""
-        if self._result is None:
+        if self._result is None and self._pending is None:
             try:
                 returncode = self._process.wait(timeout=max(0.0, self.timeout_s - self.elapsed_s))
                 status = GREEN if returncode == 0 else RED
@@ -84,20 +87,27 @@ class GuardRun:
                 self._process.wait()
                 returncode, status = None, RED
             interrupt.untrack(self._process)
-            self._result = self._complete(returncode, status)
-        return self._result
+            self._pending = self._complete(returncode, status)
+        return self._logged()
 
     def stop(self, timeout_s: float) -> GuardResult:
         """On an interrupt: pytest terminated (killed after ``timeout_s``) and its log written as
         INTERRUPTED; a guard that had finished keeps its result."""
-        if self._result is None:
+        if self._result is None and self._pending is None:
             self._process.terminate()
             try:
                 returncode = self._process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 returncode = self._process.wait()
-            self._result = self._complete(returncode, INTERRUPTED)
+            self._pending = self._complete(returncode, INTERRUPTED)
+        return self._logged()
+
+    def _logged(self) -> GuardResult:
+        """The result, its log written first (an OSError leaves it pending for the next call)."""
+        if self._result is None:
+            self._write_log(self._pending.log_text)
+            self._result, self._pending = self._pending, None
         return self._result
 
     @property
@@ -125,6 +135,4 @@ class GuardRun:
                 "#" + "-" * 79,
             ]
         )
-        text = f"{header}\n{output}"
-        self._write_log(text)
-        return GuardResult(status, returncode, duration, self.command, text)
+        return GuardResult(status, returncode, duration, self.command, f"{header}\n{output}")

@@ -339,7 +339,17 @@ def write_blocker(slot: HubSlot, markdown: str, lock_timeout_s: float, now: date
 
 
 def write_guard_logs(slot: HubSlot, text: str, lock_timeout_s: float) -> None:
-    """The slot's guard log, and the hub-level copy (the latest guard run of any slot)."""
-    atomic_write_text(slot.guard_log, text)
+    """The slot's guard log, and the hub-level copy (the latest guard run of any slot). A failed
+    write (a full disk: the OSError of a write names no file) names the log it was writing."""
+    _write_naming_it(slot.guard_log, text)
     with hub_lock(slot.root, lock_timeout_s):
-        atomic_write_text(slot.hub_guard_log, text)
+        _write_naming_it(slot.hub_guard_log, text)
+
+
+def _write_naming_it(path: Path, text: str) -> None:
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        if not exc.filename:
+            exc.filename = str(path)
+        raise

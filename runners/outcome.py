@@ -20,6 +20,7 @@ from typing import Callable
 
 from hydra.errors import CompactHydraException
 
+from ptycho import disk_preflight
 from runners import diskfull, hub, interrupt
 from runners.evidence import (
     BLOCKED, GREEN, INTERRUPTED, PhaseRecord, blocker_markdown, inventory_section, summary_entry,
@@ -124,11 +125,12 @@ def interrupted(
 
 
 def interrupt_evidence(run, sig: interrupt.Signal, tee) -> None:
-    """What a C2 or C3 job ``run`` (its record, slot, spec, job, tracker, outcome_path) ended by
+    """What a C2 or C3 job ``run`` (its record, slot, spec, job, tracker, space, outcome_path) ended by
     ``sig`` leaves (in the interrupt's writer thread): blocker, section and summary entry, its
     MLflow run KILLED (bounded), the console's blocker line; then its CLI log (``tee``) is closed.
     A job that had ended (GREEN or blocked) keeps its record."""
     record, slot, tracker = run.record, run.slot, run.tracker
+    run.space.release()  # the process ends with os._exit: nothing after this gives it back
     if record.blocker is None and record.status != GREEN:
         lock_timeout_s = min(run.spec.hub.lock_timeout_s, INTERRUPT_LOCK_TIMEOUT_S)
         interrupted(record, slot, sig.name, interrupt.main_stack(), run.job.launch_dir, lock_timeout_s)
@@ -184,17 +186,57 @@ def _blocker_elsewhere(markdown: str, slot: hub.HubSlot, label: str, launch_dir:
     return None, f"not written anywhere: the hub ({hub_error}) nor the launch folder ({launch_error})"
 
 
+def report_failure(record: PhaseRecord, error: BaseException, space: "diskfull.JobSpace", *,
+                   store: Path | None = None, written: list[Path] = (), logger: logging.Logger = log,
+                   stack: bool = True) -> "diskfull.DiskFull | None":
+    """Say on ``logger`` how a C1, C2 or C3 job failed, its disk settled first (``space.settle``: on a
+    full disk this run's partial files removed and its reserved space given back): a refusal of the
+    disk pre-flight in one line (nothing was run), a full disk in one line naming the path and errno,
+    another error with its stack (``stack``) or its first line. The DiskFull, or None."""
+    full, removed = space.settle(error, store, list(written))
+    if isinstance(error, disk_preflight.DiskSpaceError):  # a refusal, not a fault: no stack on the console
+        logger.error("%s refused by the disk pre-flight (nothing was run): %s", record.title, error)
+    elif full is not None:
+        logger.error("%s failed at step %r: %s%s", record.title, record.step, full.line(),
+                     f" (partial files removed: {', '.join(map(str, removed))})" if removed else "")
+    elif stack:
+        logger.error("%s failed at step %r", record.title, record.step, exc_info=error)
+    else:
+        logger.error("%s failed at step %r: %s", record.title, record.step, error)
+    return full
+
+
 def block_failed_job(record: PhaseRecord, slot: hub.HubSlot, error: BaseException, launch_dir: Path,
-                     lock_timeout_s: float, partials: "diskfull.Partials", outcome_path: Path) -> None:
-    """The evidence of a failed C2 or C3 job before its tracking ends: on a full disk this run's partial
-    files removed and one line, else the error logged; the blocker, section and summary entry; the error's
-    frames released (what they held is closed); the record saved where the disk lets it."""
-    full = diskfull.settle(error, partials)
-    log.error("%s failed at step %r: %s", record.title, record.step, full.line() if full else error)
-    block(record, slot, error, launch_dir, lock_timeout_s, reason=full.line() if full else None)
+                     lock_timeout_s: float, space: "diskfull.JobSpace", outcome_path: Path, *,
+                     store: Path | None = None, written: list[Path] = (),
+                     elsewhere: Callable[[str], str | None] | None = None, logger: logging.Logger = log) -> None:
+    """The evidence of a failed C2 or C3 job before its tracking ends (:func:`report_failure`); the
+    blocker (hub, launch folder, else ``elsewhere``: the MLflow run), section and summary entry; the
+    error's frames released on a full disk (what they held is closed); the record saved where the disk lets it."""
+    full = report_failure(record, error, space, store=store, written=written, logger=logger, stack=False)
+    block(record, slot, error, launch_dir, lock_timeout_s, reason=full.line() if full else None, elsewhere=elsewhere)
     if full is not None:
         diskfull.release(error)
     save_record(record, outcome_path)
+
+
+def blocker_in_run(job) -> Callable[[str], str | None]:
+    """``elsewhere`` for :func:`block`: the blocker kept in ``job.blocker_text``, which the job's MLflow
+    run description shows (:func:`described`), where neither the hub nor the launch folder could take
+    it; None without a run."""
+    def keep(markdown: str) -> str | None:
+        tracker = job.tracker
+        if tracker is None or tracker.run_id is None:
+            return None
+        job.blocker_text = markdown
+        return f"the description of MLflow run {tracker.run_id}"
+
+    return keep
+
+
+def described(text: str, blocker_text: str | None) -> str:
+    """A run description, with the blocker under it when only the MLflow run could take it."""
+    return text + (f"\n\n---\n\n{blocker_text}" if blocker_text else "")
 
 
 def save_record(record: PhaseRecord, path: Path) -> None:

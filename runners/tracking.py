@@ -58,8 +58,12 @@ BATCH = 100
 MAX_SERIES_POINTS = 10_000
 EMPTY = "<empty>"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
-# MLflow 3 opens an experiment of this kind on its runs table, not on the generative-AI page
+# Early MLflow 3 releases open an experiment of this kind on its runs table, not on the generative-AI
+# page. MLflow 3.18 ignores the tag there: the page follows the UI's workflow type, the address's
+# workflowType parameter, else the browser's GenAI / Model training switch (GenAI by default), so
+# every address the runner prints names it (tests/runner/test_mlflow_landing.py)
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+WORKFLOW_TYPE = "machine_learning"
 # The runs table's view (an experiment tag the UI reads for ?viewStateShareKey=): the columns
 # that answer "how good, which backend, did it pass" without opening a run
 RUNS_VIEW_KEY = "phase-runner"
@@ -514,7 +518,13 @@ def ui_base(uri: str) -> str:
 
 def runs_view_url(base: str, experiment_id: str) -> str:
     """The runs table of ``experiment_id`` in the UI at ``base``, in the runner's view (model training)."""
-    return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={RUNS_VIEW_KEY}&workflowType=machine_learning"
+    return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={RUNS_VIEW_KEY}&workflowType={WORKFLOW_TYPE}"
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The page of ``experiment_id`` in the UI at ``base`` as a model-training experiment: it opens on
+    the runs table (the bare ``#/experiments/<id>`` opens on the GenAI overview in MLflow 3.18)."""
+    return f"{base}/#/experiments/{experiment_id}?workflowType={WORKFLOW_TYPE}"
 
 
 def experiment_tags() -> dict[str, str]:

@@ -5,7 +5,8 @@
 Right before the job writes at ``step``, the file system of ``folder`` is filled (a file of zeros
 written there until the disk says ENOSPC), as another process on a shared disk would:
 ``data`` the simulated dataset's first file, ``weights`` the model's weights, ``bundle`` the
-debug bundle's figures, ``inventory`` the GREEN section. In-process tests call :func:`install`.
+debug bundle's figures, ``inventory`` the GREEN section (C1, C2 and C3); ``guard log`` C1's guard
+log, ``comparison`` Phase C2's comparison figure. In-process tests call :func:`install`.
 """
 import dataclasses
 import errno
@@ -44,9 +45,15 @@ def fill(folder: Path) -> None:
         os.close(fd)
 
 
-def _filling_first(function, folder: Path):
+def _filling_first(function, folder: Path, once: bool = False):
+    """``function`` that fills ``folder``'s file system first (``once``: at its first call only, as
+    another process would; a job that writes again after making room finds that room)."""
+    calls = []
+
     def filled(*args, **kwargs):
-        fill(folder)
+        if not (once and calls):
+            fill(folder)
+        calls.append(1)
         return function(*args, **kwargs)
 
     filled.fills = folder
@@ -79,8 +86,16 @@ def install(step: str, folder: Path, patch=setattr) -> None:
         patch(bundle, "_write_figures", _filling_first(bundle._write_figures, folder))
     elif step == "inventory":
         patch(outcome, "mark_green", _filling_first(outcome.mark_green, folder))
+    elif step == "guard log":  # the guard's log, written when training waits for the guard (C1)
+        from runners import hub
+
+        patch(hub, "write_guard_logs", _filling_first(hub.write_guard_logs, folder, once=True))
+    elif step == "comparison":  # Phase C2's figure (imported inside the comparison step)
+        from ptycho import compare
+
+        patch(compare, "comparison_figure", _filling_first(compare.comparison_figure, folder))
     else:
-        raise ValueError(f"filling_phase: step must be one of {STEPS}; got {step!r}")
+        raise ValueError(f"filling_phase: step must be one of {STEPS + ('guard log', 'comparison')}; got {step!r}")
 
 
 if __name__ == "__main__":
