@@ -33,6 +33,7 @@ KERNEL_PX = 3
 DECODERS = ("amplitude_decoder", "phase_decoder")
 OUTPUT_CONVS = ("head/centre_conv", "head/outer_conv")  # no ReLU after them
 AMPLITUDE_START_RANGE = (0.05, 0.95)  # a0 the sigmoid centre can start at (logit stays within +-3)
+AMPLITUDE_OUTSIDE_START = 0.5  # where the sigmoid starts when the data's amplitude lies outside that range
 RING_WEIGHT = 0.01  # weight of a patch's outer ring in the group's overlap average (overlap_weights)
 OVERLAP_MODES = ("weighted", "uniform")  # ModelSpec.overlap: how a group's patches are averaged
 
@@ -120,16 +121,38 @@ def amplitude_head_biases(initial_amplitude: float) -> dict[str, float]:
             "amplitude_decoder/head/outer_conv": swish_inverse}
 
 
-def initial_amplitude_from_data(diffraction: np.ndarray, probe: np.ndarray) -> float:
-    """The constant object amplitude a0 the data implies (Parseval: mean_n sum A**2 = a0**2 sum |P|**2),
-    clipped to AMPLITUDE_START_RANGE. diffraction (n, N, N) amplitudes A_file; probe (N, N) complex."""
+def implied_amplitude(diffraction: np.ndarray, probe: np.ndarray) -> float:
+    """The constant object amplitude the data implies (Parseval: mean_n sum A**2 = a0**2 sum |P|**2).
+    diffraction (n, N, N) amplitudes A_file; probe (N, N) complex."""
     energy = float(np.mean(np.sum(np.square(np.asarray(diffraction, np.float64)), axis=(-2, -1))))
     probe_energy = float(np.sum(np.abs(np.asarray(probe)) ** 2))
     if not (np.isfinite(energy) and np.isfinite(probe_energy) and energy > 0 and probe_energy > 0):
         raise ValueError("initial_amplitude_from_data: the diffraction and the probe must carry finite, "
                          f"non-zero energy; got {energy} and {probe_energy}")
+    return math.sqrt(energy / probe_energy)
+
+
+def initial_amplitude_from_data(diffraction: np.ndarray, probe: np.ndarray) -> float:
+    """:func:`implied_amplitude` clipped to AMPLITUDE_START_RANGE."""
     low, high = AMPLITUDE_START_RANGE
-    return float(np.clip(math.sqrt(energy / probe_energy), low, high))
+    return float(np.clip(implied_amplitude(diffraction, probe), low, high))
+
+
+def amplitude_start(diffraction: np.ndarray, probe: np.ndarray) -> tuple[float, float]:
+    """(initial_amplitude a0, amplitude_scale f) of ``ModelSpec`` for these data: the network's object
+    amplitude is f * sigmoid(...), and it starts at f * a0 = the amplitude the data imply.
+
+    f = 1 while the implied amplitude lies in AMPLITUDE_START_RANGE (the sigmoid's own range); outside
+    it the sigmoid starts at AMPLITUDE_OUTSIDE_START and f carries the rest. Without f, exp(log_scale)
+    had to learn the factor at Adam's pace, about lr = 1e-4 in log per step: data whose probe is
+    normalised otherwise, or whose object is brighter than 1 (amplitude 0.3-9.4), gave a network
+    stuck far from the data's energy and a reconstruction worse than a constant (issue 22).
+    """
+    implied = implied_amplitude(diffraction, probe)
+    low, high = AMPLITUDE_START_RANGE
+    if low <= implied <= high:
+        return implied, 1.0
+    return AMPLITUDE_OUTSIDE_START, implied / AMPLITUDE_OUTSIDE_START
 
 
 def border_mask(N: int) -> np.ndarray:

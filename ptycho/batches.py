@@ -93,7 +93,8 @@ def prepare_job_data(train_data: PtychoData, test_data: PtychoData, spec: Groupi
     """Step 1 of the job: (resolved ModelSpec, train GroupedData, test GroupedData, test Groups).
 
     The resolved spec carries the subset's intensity scale, its amplitude RMS (the encoder's
-    input normalisation), the constant object amplitude it implies (where the network starts)
+    input normalisation), the constant object amplitude it implies (where the network starts, as
+    ``architecture.amplitude_start``'s a0 and amplitude_scale)
     and the canvas side that holds every train and test group's offsets.
     """
     _check_consistent(train_data, test_data, spec, model_spec)
@@ -105,10 +106,11 @@ def prepare_job_data(train_data: PtychoData, test_data: PtychoData, spec: Groupi
         spec.groups_for(train_data.n_images), spec.seed)
     test_groups = stitching.inference_groups(test_data, spec.gridsize, spec.neighbor_count, spec.seed)
     scale = normalization.dataset_intensity_scale(train_data.diffraction, nphotons)
+    initial_amplitude, amplitude_scale = architecture.amplitude_start(
+        train_data.diffraction, architecture.prepare_probe(train_data.probe, model_spec.N, model_spec.probe_mask))
     resolved = dataclasses.replace(
         model_spec, intensity_scale=scale, encoder_input_rms=normalization.amplitude_rms(train_data.diffraction),
-        initial_amplitude=architecture.initial_amplitude_from_data(
-            train_data.diffraction, architecture.prepare_probe(train_data.probe, model_spec.N, model_spec.probe_mask)),
+        initial_amplitude=initial_amplitude, amplitude_scale=amplitude_scale,
         canvas_size=stitching.canvas_size_for(model_spec.N, train_groups.coords_relative,
                                               test_groups.coords_relative),
     )

@@ -8,7 +8,7 @@ Forward pass, for inputs ``diffraction`` X (B, N, N, C) float32 = s * A_file and
 
     x      = X / exp(log_scale) / r               log_scale: tracked weight, init log(s);
                                                   r = spec.encoder_input_rms (unit-RMS input)
-    amp    = amplitude_decoder(encoder(x))        (B, N, N, C), sigmoid centre
+    amp    = f * amplitude_decoder(encoder(x))    (B, N, N, C), sigmoid centre; f = spec.amplitude_scale
     phase  = phase_decoder(encoder(x))            (B, N, N, C) rad, pi*tanh centre
     object = amp * exp(i phase)                   (B, N, N, C) complex64     -> output "object"
     if object_big and C > 1:                      (identity for a single patch, so skipped)
@@ -103,7 +103,7 @@ class PtychoPINN(keras.Model):
     def object_patches(self, diffraction):
         """Decoded object patches amp * exp(i phase): (B, N, N, C) complex64 from X (B, N, N, C)."""
         features = self.encoder(diffraction / (tf.exp(self.log_scale) * self.spec.encoder_input_rms))
-        amplitude = self.amplitude_decoder(features)
+        amplitude = self.amplitude_decoder(features) * self.spec.amplitude_scale
         phase = self.phase_decoder(features)
         return tf.complex(amplitude * tf.cos(phase), amplitude * tf.sin(phase))
 

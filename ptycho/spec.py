@@ -100,7 +100,9 @@ class ModelSpec:
     ``reassembles``: 'weighted' (default; each patch's central N/2 square at weight 1, its outer ring at
     ``architecture.RING_WEIGHT``, every patch moved straight into each position's frame) or 'uniform'
     (every pixel at weight 1 through the shared canvas, the reference's and this project's before
-    issue 22; see ``architecture.overlap_weights``).
+    issue 22; see ``architecture.overlap_weights``). amplitude_scale: f, the object's amplitude is f times
+    the amplitude head's sigmoid (1 unless the data's amplitude lies outside the sigmoid's starting range;
+    set by ``prepare_job_data`` from ``architecture.amplitude_start``).
     """
 
     N: int = 64
@@ -121,6 +123,7 @@ class ModelSpec:
     canvas_size: int | None = None
     seed: int = 0
     overlap: str = "weighted"
+    amplitude_scale: float = 1.0
 
     def __post_init__(self) -> None:
         _require(_is_int(self.N) and self.N in SUPPORTED_N, "N", f"one of {SUPPORTED_N}", self.N)
@@ -128,7 +131,7 @@ class ModelSpec:
             _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1",
                      getattr(self, name))
         _require(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
-        for name in ("intensity_scale", "encoder_input_rms", "learning_rate"):
+        for name in ("intensity_scale", "encoder_input_rms", "learning_rate", "amplitude_scale"):
             value = getattr(self, name)
             _require(_is_number(value) and value > 0, name, "a finite number > 0", value)
         for name in LOSS_WEIGHTS:

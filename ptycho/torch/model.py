@@ -7,7 +7,7 @@ Forward pass, inputs ``diffraction`` (B, N, N, C) float32 = s * A_file and
 
     x      = X / exp(log_scale) / r               log_scale: Parameter, init log(s);
                                                   r = spec.encoder_input_rms (unit-RMS input)
-    amp    = amplitude_decoder(encoder(x))        (B, N, N, C), sigmoid centre
+    amp    = f * amplitude_decoder(encoder(x))    (B, N, N, C), sigmoid centre; f = spec.amplitude_scale
     phase  = phase_decoder(encoder(x))            (B, N, N, C) rad, pi*tanh centre
     object = amp * exp(i phase)                   (B, N, N, C) complex64    -> "object"
     if object_big and C > 1:
@@ -193,7 +193,7 @@ class PtychoPINN(nn.Module):
         (divided by the intensity scale and the encoder's input RMS first)."""
         scaled = diffraction / (torch.exp(self.log_scale) * self.spec.encoder_input_rms)
         features = self.encoder(scaled.permute(0, 3, 1, 2))
-        amplitude = self.amplitude_decoder(features).permute(0, 2, 3, 1)
+        amplitude = self.amplitude_decoder(features).permute(0, 2, 3, 1) * self.spec.amplitude_scale
         phase = self.phase_decoder(features).permute(0, 2, 3, 1)
         return torch.complex(amplitude * torch.cos(phase), amplitude * torch.sin(phase))
 
