@@ -10,9 +10,9 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 
 # The full suite runs on two workers with --dist loadfile: each test file whole on one worker,
-# handed out in collection order (pyproject's addopts: --no-loadscope-reorder; xdist's default
-# order, most tests first, put these few-test files last, so one worker ran them alone at the
-# end). The longest files go first: a worker that draws a long one is not handed it at the end.
+# handed out in collection order (pytest_configure below turns off xdist's own order, most tests
+# first, which put these few-test files last, so one worker ran them alone at the end). The
+# longest files go first: a worker that draws a long one is not handed it at the end.
 # Seconds: each file's time in the full suite on 2 workers (2026-12-07, a loaded 2-core machine;
 # only their order matters). Files not listed follow in collection order.
 LONG_FILES_S = {
@@ -38,6 +38,14 @@ LONG_FILES_S = {
     "tests/runner/test_runner_mlflow_server.py": 75,
     "tests/runner/test_tracking_faults.py": 70,
 }
+
+
+def pytest_configure(config):
+    """Under xdist's controller: hand files out in collection order (``--no-loadscope-reorder``, set
+    here, not in pyproject's addopts: a pytest run without xdist, such as the runner's guard with
+    PYTEST_DISABLE_PLUGIN_AUTOLOAD=1, would refuse the option)."""
+    if getattr(config.option, "loadscopereorder", None) is not None:
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):
