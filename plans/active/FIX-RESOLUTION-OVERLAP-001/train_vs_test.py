@@ -25,20 +25,37 @@ p.add_argument("--epochs", type=int, default=10)
 p.add_argument("--batch", type=int, default=16)
 p.add_argument("--lr", type=float, default=1e-4)
 p.add_argument("--filters", type=int, default=2)
-p.add_argument("--loss", default="nll", choices=["nll", "dmae"])
+p.add_argument("--loss", default="nll", choices=["nll", "dmae", "supervised"],
+               help="supervised: real-space MSE against the true patches (what the network can learn at all)")
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--nphotons", type=float, default=1e9)
 p.add_argument("--step", type=float, default=None)
 p.add_argument("--out", default=None)
+p.add_argument("--overlap", default="weighted")
+p.add_argument("--amplitude-range", type=float, nargs=2, default=None)
+p.add_argument("--probe-scale", type=float, default=1.0, help="divide the probe by this (another normalisation)")
+p.add_argument("--old-start", action="store_true", help="amplitude_scale 1, a0 clipped (before amplitude_start)")
+p.add_argument("--threads", type=int, default=1)
+p.add_argument("--skip-train-region", action="store_true")
 a = p.parse_args()
-torch.set_num_threads(2)
+torch.set_num_threads(a.threads)
 
 train, test = simulate_dataset(SimulationSpec(n_images=a.n_images, object_kind=a.kind, seed=0,
-                                              nphotons=a.nphotons, scan_step_px=a.step))
+                                              nphotons=a.nphotons, scan_step_px=a.step,
+                                              amplitude_range=tuple(a.amplitude_range) if a.amplitude_range else None))
+if a.probe_scale != 1.0:
+    train, test = (dataclasses.replace(d, probe=d.probe / a.probe_scale) for d in (train, test))
 gspec = GroupingSpec(gridsize=a.gridsize, n_groups=None, seed=a.seed)
-weights = dict(nll_weight=1.0) if a.loss == "nll" else dict(nll_weight=0.0, diffraction_mae_weight=1.0)
-mspec = ModelSpec(gridsize=a.gridsize, n_filters_scale=a.filters, learning_rate=a.lr, seed=a.seed, **weights)
+weights = {"nll": dict(nll_weight=1.0), "dmae": dict(nll_weight=0.0, diffraction_mae_weight=1.0),
+           "supervised": dict(nll_weight=0.0, realspace_weight=1.0)}[a.loss]
+mspec = ModelSpec(gridsize=a.gridsize, n_filters_scale=a.filters, learning_rate=a.lr, seed=a.seed,
+                  overlap=a.overlap, **weights)
 spec, tg, _, _ = prepare_job_data(train, test, gspec, mspec, a.nphotons)
+if a.old_start:
+    from ptycho import architecture
+    spec = dataclasses.replace(spec, amplitude_scale=1.0, initial_amplitude=architecture.initial_amplitude_from_data(
+        train.diffraction, train.probe))
+print("start: a0", spec.initial_amplitude, "amplitude_scale", spec.amplitude_scale, flush=True)
 torch.manual_seed(a.seed)
 model = build_model(spec, train.probe)
 t0 = time.time()
@@ -52,7 +69,7 @@ def score(data, label):
     patches = inference.diffracted_patches(model, patches, g.coords_relative, 16)
     st = inference.stitch_patches(patches, groups, phase_offsets="none")
     q = stitching.stitched_quality(st, data.object_guess)
-    const = np.broadcast_to(np.complex64(spec.initial_amplitude), patches.shape)
+    const = np.broadcast_to(np.complex64(spec.initial_amplitude * spec.amplitude_scale), patches.shape)
     fl = stitching.stitched_quality(inference.stitch_patches(const, groups, phase_offsets="none"), data.object_guess)
     truthp = np.transpose(data.Y[groups.nn_indices], (0, 2, 3, 1)).astype(np.complex64)
     ce = stitching.stitched_quality(inference.stitch_patches(truthp, groups, phase_offsets="none"), data.object_guess)
@@ -63,7 +80,7 @@ def score(data, label):
     return row, st
 
 rows = []
-for data, label in ((train, "train"), (test, "test")):
+for data, label in ((train, "train"), (test, "test"))[1 if a.skip_train_region else 0:]:
     row, st = score(data, label)
     rows.append(row)
 result = {"args": vars(a), "train_s": train_s, "epochs_run": len(history["loss"]),
