@@ -61,6 +61,8 @@ def test_the_run_talks_an_epoch_line_and_a_closing_block(xla_off):
     assert fields["bundle"] == f"hub/{SLOT}/analysis/forward_parity_debug_tf"
     assert fields["section"] == '"Phase C1 — TF scaled baseline" in hub/analysis/artifact_inventory.txt'
     assert block[-1].startswith("GREEN: ")
+    ratios = run.data.metrics["quality.amp_mae_to_floor"], run.data.metrics["quality.phase_mae_to_floor"]
+    assert ("WARNING" in fields) == (max(ratios) >= 1), (ratios, fields.get("WARNING"))  # issue 22
 
 
 def test_the_mlflow_run_answers_at_a_glance(xla_off):
@@ -83,6 +85,8 @@ def test_the_mlflow_run_answers_at_a_glance(xla_off):
     assert f"hub/{SLOT}/analysis/forward_parity_debug_tf" in note
     assert "blocker" not in tags and all(value != "" for value in tags.values())
     assert run.info.run_name == SLOT
+    warned = max(metrics["quality.amp_mae_to_floor"], metrics["quality.phase_mae_to_floor"]) >= 1
+    assert ("quality_warning" in tags) == warned and ("**Quality warning**" in note) == warned
 
 
 def test_timings_name_what_they_time(xla_off):
