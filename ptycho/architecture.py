@@ -127,7 +127,7 @@ def implied_amplitude(diffraction: np.ndarray, probe: np.ndarray) -> float:
     energy = float(np.mean(np.sum(np.square(np.asarray(diffraction, np.float64)), axis=(-2, -1))))
     probe_energy = float(np.sum(np.abs(np.asarray(probe)) ** 2))
     if not (np.isfinite(energy) and np.isfinite(probe_energy) and energy > 0 and probe_energy > 0):
-        raise ValueError("initial_amplitude_from_data: the diffraction and the probe must carry finite, "
+        raise ValueError("implied_amplitude: the diffraction and the probe must carry finite, "
                          f"non-zero energy; got {energy} and {probe_energy}")
     return math.sqrt(energy / probe_energy)
 

@@ -150,7 +150,8 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
         if com is None:  # the 'com' row of the comparison below
             com = _com_phase(test_data)
         quality = stitching.stitched_quality(stitched, test_data.object_guess)
-        constant = np.broadcast_to(np.complex64(spec.initial_amplitude * spec.amplitude_scale), patches.shape)  # a view: no memory
+        start = np.complex64(spec.initial_amplitude * spec.amplitude_scale)  # the object the network starts at
+        constant = np.broadcast_to(start, patches.shape)  # a view: no memory
         floor = stitching.stitched_quality(backend.stitch_patches(constant, test_groups), test_data.object_guess)
         quality.update(floor_comparison(quality, floor))
         # the same patches with each way of setting their phase offsets: what each does to them
