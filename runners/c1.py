@@ -30,6 +30,7 @@ from runners.callbacks import keras_base, make_callbacks
 from runners.envinfo import XLA_ENV_KEYS, code_state, git_commit, library_versions, project_root
 from runners.evidence import (
     GREEN, OUTCOME_FILE, RUNNING, PhaseRecord, failed_tracking, quality_warning, run_description, tracking_text,
+    warning_tags,
 )
 from runners.guard import GuardFailed, GuardRun
 from runners.job import JobContext
@@ -653,8 +654,7 @@ class C1Run:
         })
         self.tracker.log_series("step_loss", result.history.get("step_loss", []))
         self.tracker.set_tags({"guard_status": self.record.guard, "stats_sha1": result.stats_sha1,
-                               **({"quality_warning": self.record.quality_warning}
-                                  if self.record.quality_warning else {})})
+                               **warning_tags(self.record)})
         if self.spec.tracking.log_artifacts:
             self.tracker.log_artifacts(self.slot.bundle_dir, "bundle")
             self.tracker.log_artifacts(self.job.output_dir / ".hydra", "hydra")

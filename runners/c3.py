@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from ptycho import determinism, disk_preflight
 from runners import c1, diskfull, hub, interrupt, outcome, tracking
 from runners.envinfo import git_commit, library_versions, project_root
-from runners.evidence import OUTCOME_FILE, PhaseRecord, quality_warning, run_description
+from runners.evidence import OUTCOME_FILE, PhaseRecord, quality_warning, run_description, warning_tags
 from runners.job import JobContext
 from runners.outcome import PhaseBlocked, PhaseConfigError, display_path
 from runners.schema import PhaseConfig, PositionSet
@@ -279,8 +279,7 @@ class C3Run:
             "n_positions": float(self.record.parameters["n_positions"]),
         })
         self.tracker.set_tags({"stats_sha1": self.record.stats_sha1, "library_version": result.version,
-                               **({"quality_warning": self.record.quality_warning}
-                                  if self.record.quality_warning else {})})
+                               **warning_tags(self.record)})
         if self.spec.tracking.log_artifacts:
             self.tracker.log_artifacts(self.slot.bundle_dir, "bundle")
             self.tracker.log_artifacts(self.slot.run_dir / HISTORY_FILE, "run")

@@ -80,6 +80,11 @@ def quality_warning(quality: dict[str, float]) -> str | None:
             "(the pipeline ran; the network did not learn this data)")
 
 
+def warning_tags(record: "PhaseRecord") -> dict[str, str]:
+    """The MLflow tag of the record's quality warning, or none."""
+    return {"quality_warning": record.quality_warning} if record.quality_warning else {}
+
+
 def one_line(text: str) -> str:
     """``text`` with every character Python calls unprintable written as its escape.
 
