@@ -25,7 +25,7 @@ import math
 import numpy as np
 from scipy import optimize
 
-from ptycho.data import SUPPORTED_N
+from ptycho.data.contract import SUPPORTED_N
 
 OUTER_CHANNELS = 4  # decoder channels reserved for the outer-ring branch (reference c_outer)
 BOTTLENECK_PX = 8

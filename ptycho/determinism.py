@@ -56,7 +56,7 @@ def configure_torch(threads: int, device: str | None = None) -> dict[str, str]:
     idle threads sleep (``OMP_WAIT_POLICY=PASSIVE`` unless set) when torch is not loaded yet.
 
     Idle OpenMP threads spin by default: beside another busy process on a 2-core machine the
-    spinning threads take the cores the working one needs (``python -m runners.bench_phase
+    spinning threads take the cores the working one needs (``python -m runners.bench.phase
     --load`` measures it). ``device`` (``ptycho.torch.device``; None: the CPU) is checked here,
     before any work. On a CUDA device cuBLAS gets its fixed workspace
     (``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set) and determinism is ``warn_only``: the

@@ -36,8 +36,8 @@ from typing import Callable
 import numpy as np
 
 from ptycho import stitching
-from ptycho.data import PtychoData
-from ptycho.simulate import extract_patches
+from ptycho.data.contract import PtychoData
+from ptycho.data.simulate import extract_patches
 
 DISTRIBUTION = "cdtools-py"
 INSTALL_HINT = 'pip install -e ".[iterative]"'

@@ -1,7 +1,7 @@
 """The settings and the result of one phase job, shared by both backends (no TensorFlow, no PyTorch).
 
 :class:`GroupingSpec` (which groups), :class:`ModelSpec` (the network), :class:`TrainSpec`
-(the fit) go into ``run_phase_job`` of ``ptycho.workflow`` or ``ptycho.torch.workflow``;
+(the fit) go into ``run_phase_job`` of ``ptycho.tf.workflow`` or ``ptycho.torch.workflow``;
 both return a :class:`JobResult`. Each spec checks its fields when built and names the
 field and the allowed values in its ``ValueError``.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ptycho.architecture import AMPLITUDE_START_RANGE, OVERLAP_MODES
-from ptycho.data import SUPPORTED_N
+from ptycho.data.contract import SUPPORTED_N
 
 LOSS_TERMS = ("loss", "poisson_nll", "diffraction_mae", "amplitude_mae", "realspace_mse")
 UNSUPERVISED_TERMS = ("poisson_nll", "diffraction_mae")  # need no ground-truth object
@@ -89,7 +89,7 @@ class ModelSpec:
     (the forward model and the loss keep the physical scale). initial_amplitude: a0, the
     object amplitude the network starts at everywhere (``architecture.amplitude_head_biases``;
     ``prepare_job_data`` sets it from the data by Parseval). intensity_scale_trainable:
-    whether log_scale trains. use_xla_translate: translation path (None: tf_helper decides;
+    whether log_scale trains. use_xla_translate: translation path (None: ptycho.tf.ops decides;
     the USE_XLA_TRANSLATE environment variable overrides). nll_weight, mae_weight,
     realspace_weight, diffraction_mae_weight: loss weights (``amplitude_mae`` and real-space
     compare with the true object and need ground truth; ``diffraction_mae``, mean |A_pred -
@@ -216,9 +216,9 @@ class GroupingSpec:
 
 @dataclass(frozen=True)
 class JobResult:
-    """Outcome of ``run_phase_job`` (``ptycho.phase_job``).
+    """Outcome of ``run_phase_job`` (``ptycho.pipeline``).
 
-    history: per-epoch metrics (names in ``ptycho.phase_job``); stats_sha1: sha1 of the bundle's
+    history: per-epoch metrics (names in ``ptycho.pipeline``); stats_sha1: sha1 of the bundle's
     stats.json; quality: reconstruction metrics (empty without ground truth or stitching);
     throughput_groups_per_s: training groups per second, median over epochs after the
     first (the first epoch alone when there is only one); intensity_scale: final

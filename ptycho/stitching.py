@@ -2,7 +2,7 @@
 
 Nothing here imports TensorFlow or PyTorch. The one step that moves pixels, summing
 sub-pixel-shifted windows onto the canvas, is the backend's ``sum_windows`` (given to
-:func:`reassemble_by_offsets`; ``ptycho.tf_reassembly`` and ``ptycho.torch.reassembly``
+:func:`reassemble_by_offsets`; ``ptycho.tf.reassembly`` and ``ptycho.torch.reassembly``
 each supply theirs), so both backends place, count and normalise patches the same way.
 
 Inference groups take every test position as the seed of one group, so each one contributes,
@@ -48,9 +48,11 @@ from scipy.sparse import csgraph
 from scipy.sparse import linalg as sparse_linalg
 from scipy.spatial import cKDTree
 
-from ptycho import com_phase, grouping, quality
-from ptycho.data import PtychoData
-from ptycho.grouping import Groups
+from ptycho import com_phase
+from ptycho.data import grouping
+from ptycho.evaluation import quality
+from ptycho.data.contract import PtychoData
+from ptycho.data.grouping import Groups
 
 COUNT_FLOOR = 1e-3
 STITCH_CHUNK = 128  # patches per streamed stitching chunk: bounded memory, same result
@@ -384,7 +386,7 @@ def ground_truth_window(object_guess: np.ndarray, stitched: Stitched) -> tuple[n
 
 
 def stitched_quality(stitched: Stitched, object_guess: np.ndarray) -> dict[str, float]:
-    """ptycho.quality.reconstruction_quality over the covered pixels that lie inside the object."""
+    """ptycho.evaluation.quality.reconstruction_quality over the covered pixels that lie inside the object."""
     truth, inside = ground_truth_window(object_guess, stitched)
     mask = stitched.covered & inside
     if not mask.any():

@@ -14,10 +14,11 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from runners import outcome, sweep, tracking
+from runners.evidence import outcome
+from runners import sweep, tracking
 from runners.evidence import BLOCKED, GREEN, INTERRUPTED, OUTCOME_FILE, PhaseRecord
 from runners.job import JobContext
-from runners.outcome import PhaseBlocked, PhaseConfigError
+from runners.evidence.outcome import PhaseBlocked, PhaseConfigError
 from runners.schema import to_spec
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class HubPostHook(Callback):
     """After each job: make sure the hub shows its outcome; write the blocker the job could not."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
-        from runners.phases import PHASE_RUNNERS
+        from runners.phases.registry import PHASE_RUNNERS
 
         value = job_return._return_value
         # a blocked job returns its PhaseBlocked (runners.phase.main): it printed its own end

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runners import sweep
-from runners.xla import ParentJob, parent_job_from_env
+from runners.process.xla import ParentJob, parent_job_from_env
 
 
 @dataclass(frozen=True)

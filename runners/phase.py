@@ -6,7 +6,7 @@ is quick and the job's XLA environment (``hydra.job.env_set``) is in place befor
 TensorFlow reads it. Exit status: 0 green; 1 blocked (last line: the blocker path; a
 sweep ends with its summary block instead) or a config error (the message names the key);
 130 after SIGINT (Ctrl-C), 143 after SIGTERM (SLURM preemption), within 2 s at any step, with
-an INTERRUPTED record in the hub (:mod:`runners.interrupt`).
+an INTERRUPTED record in the hub (:mod:`runners.process.interrupt`).
 
 Run in another process (pytest, a notebook, ``runpy``), ``cli`` leaves that process's
 logging as it found it and closes none of its streams.
@@ -23,8 +23,9 @@ from omegaconf import DictConfig
 
 from runners.evidence import PhaseRecord
 from runners.job import JobContext
-from runners import interrupt, sweep
-from runners.outcome import PhaseBlocked, PhaseConfigError, blockers_seen, forget_blockers
+from runners.process import interrupt
+from runners import sweep
+from runners.evidence.outcome import PhaseBlocked, PhaseConfigError, blockers_seen, forget_blockers
 from runners.schema import register_configs, to_spec
 
 register_configs()
@@ -34,7 +35,7 @@ register_configs()
 def main(cfg: DictConfig) -> PhaseRecord | PhaseBlocked:
     """The job. A blocked job returns its PhaseBlocked rather than raising it: it has written
     its evidence and printed its closing block, which Hydra's error report would repeat."""
-    from runners.phases import run_phase
+    from runners.phases.registry import run_phase
 
     job = JobContext.from_hydra()
     try:

@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ptycho.architecture import OVERLAP_MODES
-from ptycho.phase_job import STITCH_SOURCES
+from ptycho.pipeline import STITCH_SOURCES
 from ptycho.stitching import PHASE_OFFSETS
 from ptycho.torch.device import DEVICE_NAMES, check_device_name
 
@@ -40,21 +40,21 @@ class DatasetSource(str, Enum):
 
 
 class DataFormat(str, Enum):
-    """How data files are read: the NPZ contract (``ptycho.data``) or CXI (``ptycho.cxi``, converted)."""
+    """How data files are read: the NPZ contract (``ptycho.data.contract``) or CXI (``ptycho.data.cxi``, converted)."""
 
     npz = "npz"
     cxi = "cxi"
 
 
 class ObjectKind(str, Enum):
-    """Simulated objects (``ptycho.simulate.OBJECT_KINDS``)."""
+    """Simulated objects (``ptycho.data.simulate.OBJECT_KINDS``)."""
 
     mixed = "mixed"
     lines = "lines"
 
 
 class ProbeKind(str, Enum):
-    """Simulated probes (``ptycho.simulate.PROBE_KINDS``)."""
+    """Simulated probes (``ptycho.data.simulate.PROBE_KINDS``)."""
 
     default = "default"
     disk = "disk"
@@ -62,14 +62,14 @@ class ProbeKind(str, Enum):
 
 
 class AmplitudeUnits(str, Enum):
-    """How simulated diffraction is stored (``ptycho.simulate.AMPLITUDE_UNITS``)."""
+    """How simulated diffraction is stored (``ptycho.data.simulate.AMPLITUDE_UNITS``)."""
 
     normalised = "normalised"
     counts = "counts"
 
 
 class PhaseKind(str, Enum):
-    """Phase kinds the runner dispatches on (``runners.phases.PHASE_RUNNERS``)."""
+    """Phase kinds the runner dispatches on (``runners.phases.registry.PHASE_RUNNERS``)."""
 
     c1 = "c1"
     c2 = "c2"
@@ -98,7 +98,7 @@ def _require(ok: bool, key: str, allowed: str, got: object) -> None:
 
 @dataclass
 class SimulationConfig:
-    """Mirror of ``ptycho.simulate.SimulationSpec`` (the core validates the values again)."""
+    """Mirror of ``ptycho.data.simulate.SimulationSpec`` (the core validates the values again)."""
 
     _key: ClassVar[str] = "dataset.simulation"
     N: int = 64
@@ -132,7 +132,7 @@ class SimulationConfig:
 
 @dataclass
 class CxiConfig:
-    """Mirror of ``ptycho.cxi.CxiConversion`` (the core checks the values again) plus ``probe_file``:
+    """Mirror of ``ptycho.data.cxi.CxiConversion`` (the core checks the values again) plus ``probe_file``:
     a probe on the converted grid (.npy complex (N, N), or .npz with ``probeGuess``) used instead of
     the file's. Relative paths: from the launch directory."""
 
@@ -148,7 +148,7 @@ class CxiConfig:
 
 @dataclass
 class DatasetConfig:
-    """Where the train/test files come from (``format``: npz, or cxi converted by runners/cxi_input.py).
+    """Where the train/test files come from (``format``: npz, or cxi converted by runners/phases/cxi_input.py).
     Relative paths: from the launch directory."""
 
     name: str = MISSING
@@ -262,7 +262,7 @@ class C1Config:
     max_epochs: int = MISSING
     do_stitching: bool = True
     phase_offsets: str = "com"  # how stitching sets each patch's own phase offset (ptycho.stitching.PHASE_OFFSETS)
-    stitch_from: str = "canvas"  # canvas: the patches the forward model diffracts; patches: the decoder's (ptycho.phase_job)
+    stitch_from: str = "canvas"  # canvas: the patches the forward model diffracts; patches: the decoder's (ptycho.pipeline)
     quiet: bool = True
     seed: int = 0
     validation_split: float = 0.05
@@ -313,7 +313,7 @@ class C1Config:
 class C2Config:
     """Phase C2: compare TF and PyTorch bundles. Bundle paths (folder or stats.json) are taken
     relative to the launch folder; when both are null, MLflow is searched for C1 runs: the pair of
-    ``parity_key``, else the newest pair and the other pairs of its sweep (runners/c2_inputs.py)."""
+    ``parity_key``, else the newest pair and the other pairs of its sweep (runners/phases/c2_inputs.py)."""
 
     variant: str = MISSING
     title: str = MISSING
@@ -378,7 +378,7 @@ class GuardConfig:
 @dataclass
 class TrackingConfig:
     """MLflow. ``timeout_s``: how long one tracking operation may take before the job goes on
-    without MLflow (``runners.tracking.Tracker``; ``python -m runners.sync`` logs it later)."""
+    without MLflow (``runners.tracking.Tracker``; ``python -m runners.tracking.sync`` logs it later)."""
 
     uri: str = "sqlite:///mlflow.db"
     experiment: str = INITIATIVE_ID
@@ -407,7 +407,7 @@ class PhaseConfig:
     """Root of conf/phase.yaml. ``gridsize`` is the top-level shorthand that c1 follows;
     ``threads``: the job's fixed compute threads (``ptycho.determinism``; null: every CPU in
     the process's affinity mask), so a rerun on the same machine repeats bit for bit;
-    ``force``: run even when the slot holds a GREEN record of the same work (``runners.resume``);
+    ``force``: run even when the slot holds a GREEN record of the same work (``runners.evidence.resume``);
     ``verbose``: keep TensorFlow's native log lines (start-up notes, its C++ INFO and WARNING lines)
     in the console and the CLI log (by default they are left out, unless ``TF_CPP_MIN_LOG_LEVEL=0``)."""
 

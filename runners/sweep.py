@@ -84,7 +84,7 @@ def record_job_end(sweep_dir: Path, job_num: int, green: bool, slot: str | None 
                    run_id: str | None = None, blocker: str | None = None, skipped: bool = False,
                    status: str | None = None, lock_timeout_s: float = JOURNAL_LOCK_TIMEOUT_S) -> None:
     """Append this job's end to the sweep's journal (its slot, MLflow run and blocker when known;
-    ``skipped``: its work was found done, ``runners.resume``; ``status``: INTERRUPTED, for a job
+    ``skipped``: its work was found done, ``runners.evidence.resume``; ``status``: INTERRUPTED, for a job
     ended by a signal, else left out: ``green`` says GREEN or BLOCKED)."""
     entry = {"job": job_num, "green": green, "slot": slot, "run_id": run_id, "blocker": blocker, "skipped": skipped,
              **({"status": status} if status else {})}

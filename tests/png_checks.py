@@ -65,12 +65,12 @@ def count_bars(image: np.ndarray, colour: str) -> int:
 def assert_comparison_figure(analysis: str | Path) -> None:
     """C2's comparison.png in ``analysis`` agrees with comparison.json beside it.
 
-    Laid out by ``ptycho.compare.comparison_figure``: 15 in wide at 80 dpi, 3.6 in per row,
+    Laid out by ``ptycho.evaluation.compare.comparison_figure``: 15 in wide at 80 dpi, 3.6 in per row,
     3 panels (tf, torch, difference) per image row: amplitude and phase of each ARRAY_KEYS
     entry (from arrays.npz) or one row per BUNDLE_IMAGES file (rendered PNGs), then the ratio
     chart with one bar per statistic, green where it passed and red where it failed.
     """
-    from ptycho.compare import ARRAY_KEYS, BUNDLE_IMAGES
+    from ptycho.evaluation.compare import ARRAY_KEYS, BUNDLE_IMAGES
 
     analysis = Path(analysis)
     result = json.loads((analysis / "comparison.json").read_text())

@@ -1,4 +1,4 @@
-"""Inference and global stitching for the PyTorch port, as ``ptycho.inference`` does them.
+"""Inference and global stitching for the PyTorch port, as ``ptycho.tf.inference`` does them.
 
 Prediction and the shift-and-sum of the stitched canvas run in torch; the bookkeeping
 (groups, offsets, canvas, quality) is :mod:`ptycho.stitching`'s, shared with the TF side.

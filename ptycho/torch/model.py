@@ -1,4 +1,4 @@
-"""The PINN in PyTorch: the same layers, in the same order, as ``ptycho.model``/``ptycho.layers``.
+"""The PINN in PyTorch: the same layers, in the same order, as ``ptycho.tf.model``/``ptycho.tf.layers``.
 
 ``build_model(spec, probe, device)`` takes a ``ptycho.spec.ModelSpec`` (shared with the TensorFlow
 side), the probe and where to compute (``ptycho.torch.device``; the CPU by default).

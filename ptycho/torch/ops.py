@@ -1,6 +1,6 @@
 """PyTorch operations of the forward path: translation, layouts, diffraction.
 
-The twins of :mod:`ptycho.tf_helper`, with the same conventions (DESIGN §7) and the same
+The twins of :mod:`ptycho.tf.ops`, with the same conventions (DESIGN §7) and the same
 arithmetic, so that both backends give the same numbers to float32 rounding:
 
 * Tensors keep the TensorFlow layout ``(b, H, W, c)`` (channels last); the network in
@@ -9,7 +9,7 @@ arithmetic, so that both backends give the same numbers to float32 rounding:
   ``out[b, y, x] = img[b, y - dy_b, x - dx_b]``, bilinear, zero outside the image,
   pixel centres on integer coordinates. Source coordinates are computed in float32 as
   ``arange + (origin - d)``, and the shift is applied separably (columns, then rows), as
-  in ``tf_helper``'s XLA kernel.
+  in ``ptycho.tf.ops``' XLA kernel.
 * Flattened images ``(b*C, H, W, c)`` with translations ``(b, 2)`` get each translation
   repeated C times (flat index ``b*C + c``); any other batch mismatch is a ValueError.
 * Complex images travel as stacked real and imaginary channels.

@@ -11,7 +11,7 @@
   which is torch's Adam with an effective epsilon of ``epsilon / sqrt(1 - beta2**t)``,
   i.e. different early in training. Reproducing it keeps loss curves comparable.
 * :class:`EarlyStopping`, :class:`ReduceLROnPlateau` - the decisions of the Keras callbacks
-  of the same names with the settings ``ptycho.training`` uses (min_delta 0 and 1e-4).
+  of the same names with the settings ``ptycho.tf.training`` uses (min_delta 0 and 1e-4).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Patches on canvases in PyTorch: extraction at offsets, reassembly, global stitching.
 
-The twins of :mod:`ptycho.tf_reassembly`, same conventions and arithmetic:
+The twins of :mod:`ptycho.tf.reassembly`, same conventions and arithmetic:
 ``coords_relative`` is (B, 1, 2, C), [x, y] on axis 2, pixels, local offset sign -1; a
 patch of side N sits centred on a canvas of side M with its top-left pixel at
 ``(M - N) // 2``; overlap counts are divided as ``max(count, COUNT_FLOOR)``.
@@ -62,7 +62,7 @@ def reassemble_patches(patches: torch.Tensor, coords_relative, canvas_size: int,
 def overlap_patches(patches: torch.Tensor, coords_relative, weights) -> torch.Tensor:
     """The object each position of a group sees: the group's C patches moved into its frame, averaged.
 
-    The twin of ``ptycho.tf_reassembly.overlap_patches`` (its docstring): patches (B, N, N, C)
+    The twin of ``ptycho.tf.reassembly.overlap_patches`` (its docstring): patches (B, N, N, C)
     complex64, coords_relative (B, 1, 2, C), weights (N, N) > 0; returns (B, N, N, C) complex64.
     """
     side = _square_side(patches, "patches", "(B, N, N, C)")

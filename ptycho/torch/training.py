@@ -1,7 +1,7 @@
 """Training of the PyTorch PINN: the same data, loss, optimiser, schedule and history as
-``ptycho.training``.
+``ptycho.tf.training``.
 
-* Data: ``ptycho.batches.GroupedData``, the TF side's (input ``X = s * A_file`` as
+* Data: ``ptycho.data.batches.GroupedData``, the TF side's (input ``X = s * A_file`` as
   (B, N, N, C), labels ``X**2``); :func:`batch_tensors` turns a batch into torch tensors on
   the model's device (``model.device``, the CPU unless ``build_model`` was given another).
 * Loss (:class:`PinnLoss`), each term tracked per epoch under its TF name:
@@ -13,9 +13,9 @@
   split exists; EarlyStopping (patience 10) on val_loss when a validation split exists, else
   on loss. Validation: the last groups (Keras' rule).
 * History per epoch: the loss terms, ``val_<term>``, ``intensity_scale``, ``learning_rate``
-  (after the schedule), ``epoch_time_s`` - the names ``ptycho.training.train`` records; per
+  (after the schedule), ``epoch_time_s`` - the names ``ptycho.tf.training.train`` records; per
   step, ``step_loss``: the weighted total of each training batch in order, as the TF side.
-* Seeded: ``spec.seed`` drives the shuffling, ``ptycho.batches.epoch_order`` (the order the
+* Seeded: ``spec.seed`` drives the shuffling, ``ptycho.data.batches.epoch_order`` (the order the
   TF side uses too); the same seed gives the same losses twice on CPU.
 * Callbacks are duck-typed (Keras callbacks work): ``on_train_begin(logs)``,
   ``on_epoch_begin(epoch, logs)``, ``on_train_batch_end(batch, logs)``,
@@ -29,8 +29,8 @@ from typing import Sequence
 
 import torch
 
-from ptycho import batches, normalization
-from ptycho.batches import GroupedData, split_validation
+from ptycho.data import batches, normalization
+from ptycho.data.batches import GroupedData, split_validation
 from ptycho.spec import (
     EARLY_STOPPING_PATIENCE, INTENSITY_EPSILON, LR_FACTOR, LR_MIN, LR_PATIENCE, LossTerms, NonFiniteLossError,
     TrainSpec, early_stopping_monitor,

@@ -1,4 +1,4 @@
-"""Weight transfer between the Keras PINN (``ptycho.model``) and its PyTorch twin.
+"""Weight transfer between the Keras PINN (``ptycho.tf.model``) and its PyTorch twin.
 
 Layers are matched by their path below the model: a Keras variable
 ``ptycho_pinn/encoder/block0/conv0/kernel`` belongs to layer ``encoder/block0/conv0``, the

@@ -1,6 +1,6 @@
-"""One phase job on the PyTorch port: the twin of ``ptycho.workflow.run_phase_job``.
+"""One phase job on the PyTorch port: the twin of ``ptycho.tf.workflow.run_phase_job``.
 
-The steps, files and history names are ``ptycho.phase_job``'s, shared with the TensorFlow
+The steps, files and history names are ``ptycho.pipeline``'s, shared with the TensorFlow
 side, so a runner switches backends by choosing the module. ``run_dir`` receives
 ``model.pt`` (the torch state dict) instead of ``model.weights.h5``. Callbacks are called
 duck-typed (``ptycho.torch.training``). Nothing here imports TensorFlow.
@@ -13,8 +13,8 @@ import functools
 import numpy as np
 import torch
 
-from ptycho import phase_job
-from ptycho.data import PtychoData
+from ptycho import pipeline
+from ptycho.data.contract import PtychoData
 from ptycho.spec import JobResult
 from ptycho.torch import inference, training
 from ptycho.torch.model import build_model, save_weights
@@ -27,7 +27,7 @@ def _model_canvas(model, patches: np.ndarray, coords_relative: np.ndarray) -> np
     return canvas.cpu().numpy()[0, :, :, 0]
 
 
-BACKEND = phase_job.JobBackend(
+BACKEND = pipeline.JobBackend(
     build_model=build_model, train=training.train, save_weights=save_weights,
     predict_patches=inference.predict_patches, diffracted_patches=inference.diffracted_patches,
     stitch_patches=inference.stitch_patches,
@@ -37,10 +37,10 @@ BACKEND = phase_job.JobBackend(
 
 def run_phase_job(train_data: PtychoData, test_data: PtychoData, device: str | None = None,
                   **options) -> JobResult:
-    """``phase_job.run_job`` on PyTorch; the options of ``ptycho.workflow.run_phase_job``, and
+    """``pipeline.run_job`` on PyTorch; the options of ``ptycho.tf.workflow.run_phase_job``, and
     ``device`` (``ptycho.torch.device``: 'cpu' when None, 'cuda', 'cuda:<index>', 'auto') where
     the model trains and predicts. Stitching and the bundle run on the CPU either way."""
     backend = BACKEND
     if device is not None:
         backend = dataclasses.replace(BACKEND, build_model=functools.partial(build_model, device=device))
-    return phase_job.run_job(backend, train_data, test_data, **options)
+    return pipeline.run_job(backend, train_data, test_data, **options)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from ptycho import com_phase, stitching
-from ptycho.simulate import SimulationSpec, make_probe, simulate_dataset
+from ptycho.data.simulate import SimulationSpec, make_probe, simulate_dataset
 from tests.bundle.test_phase_sync import _numpy_sum_windows
 
 N = 64

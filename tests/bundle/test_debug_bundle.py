@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from ptycho import bundle as bundle_module
-from ptycho.bundle import read_bundle_arrays, read_bundle_stats, stats_sha1, write_debug_bundle
+from ptycho.evaluation import bundle as bundle_module
+from ptycho.evaluation.bundle import read_bundle_arrays, read_bundle_stats, stats_sha1, write_debug_bundle
 
 N_PATCHES, N, M = 10, 16, 40
 PNGS = {"patch_amplitude_grid.png", "patch_phase_grid.png", "canvas_amplitude.png",

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from ptycho import bundle as bundle_module
-from ptycho import plots
-from ptycho.bundle import TRUTH_FIGURE, read_bundle_stats, stats_sha1, write_debug_bundle
-from ptycho.quality import reconstruction_quality
+from ptycho.evaluation import bundle as bundle_module
+from ptycho.evaluation import plots
+from ptycho.evaluation.bundle import TRUTH_FIGURE, read_bundle_stats, stats_sha1, write_debug_bundle
+from ptycho.evaluation.quality import reconstruction_quality
 
 N, M = 32, 64
 PHASE_RANGE_RAD = 0.05  # a learnt phase often spans a few hundredths of a radian

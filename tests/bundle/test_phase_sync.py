@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ptycho import quality, stitching
+from ptycho.evaluation import quality
+from ptycho import stitching
 
 N = 32
 CROP = 16

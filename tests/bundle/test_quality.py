@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from ptycho.quality import (
+from ptycho.evaluation.quality import (
     align_phase,
     fourier_ring_correlation,
     frc_threshold_frequency,

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from ptycho import physics
-from ptycho.data import PtychoData, load_npz, save_npz
-from ptycho.grouping import group_positions
-from ptycho.simulate import SimulationSpec, ensure_simulated_dataset
+from ptycho.data.contract import PtychoData, load_npz, save_npz
+from ptycho.data.grouping import group_positions
+from ptycho.data.simulate import SimulationSpec, ensure_simulated_dataset
 
 
 def test_PTY_AT_002_poisson_sampling_semantics():

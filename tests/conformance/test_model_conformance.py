@@ -5,14 +5,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ptycho import grouping, inference, stitching, tf_helper
-from ptycho.batches import group_data
-from ptycho.model import build_model
-from ptycho.normalization import dataset_intensity_scale
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data import grouping
+from ptycho.tf import inference, ops as tf_ops, reassembly as tf_reassembly
+from ptycho import stitching
+from ptycho.data.batches import group_data
+from ptycho.tf.model import build_model
+from ptycho.data.normalization import dataset_intensity_scale
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
-from ptycho.training import PinnLoss, guarded_intensity, poisson_nll
-from ptycho.workflow import run_phase_job
+from ptycho.tf.training import PinnLoss, guarded_intensity, poisson_nll
+from ptycho.tf.workflow import run_phase_job
 
 K = 3.0  # data rescaling factor for the symmetry test
 
@@ -139,7 +141,7 @@ def test_PTY_AT_041_missing_parameters_and_inconsistent_shapes_raise(data, group
     with pytest.raises(ValueError, match=r"patches must be \(B, N, N, C\)"):
         inference.stitch_patches(patches[..., 0], groups)
     with pytest.raises(ValueError, match="too small for offsets"):
-        tf_helper.reassemble_by_offsets(patches[:, :, :, 0], np.full((4, 2), 30.0), canvas_size=64)
+        tf_reassembly.reassemble_by_offsets(patches[:, :, :, 0], np.full((4, 2), 30.0), canvas_size=64)
     with pytest.raises(ValueError, match="canvas_size is required"):
         build_model(ModelSpec(gridsize=2, canvas_size=None), data[0].probe)
     with pytest.raises(TypeError, match="grouping"):

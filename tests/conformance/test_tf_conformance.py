@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from ptycho import physics, stitching, tf_helper
+from ptycho import physics, stitching
+from ptycho.tf import ops as tf_ops, reassembly as tf_reassembly
 
 N = 64
 GRIDSIZE = 2
@@ -48,7 +49,7 @@ def test_PTY_AT_001_forward_amplitude_equivalence():
     psi = (probe * objects).astype(np.complex64)  # (B*C, N, N): the model's complex64 exit waves
     psi_channels = np.moveaxis(psi.reshape(2, C, N, N), 1, -1)
 
-    amplitude = tf_helper.pad_and_diffract(psi_channels).numpy()
+    amplitude = tf_ops.pad_and_diffract(psi_channels).numpy()
     amplitude = np.moveaxis(amplitude, -1, 1).reshape(2 * C, N, N)
     reference = physics.far_field_amplitude(psi)
 
@@ -64,7 +65,7 @@ def test_PTY_AT_001_full_forward_model_within_float32_illumination():
     # the only extra error is the rounding of the exit wave to complex64.
     probe, objects = _probe(), _object_patches(C, seed=1)
     psi = probe[None] * objects  # numpy complex64 product, like tf.multiply
-    amplitude = tf_helper.pad_and_diffract(np.moveaxis(psi, 0, -1)[None]).numpy()[0]
+    amplitude = tf_ops.pad_and_diffract(np.moveaxis(psi, 0, -1)[None]).numpy()[0]
     amplitude = np.moveaxis(amplitude, -1, 0)
     reference = physics.forward_amplitude(probe, objects)
     significant = reference >= 1e-3 * reference.max()
@@ -83,9 +84,9 @@ def test_PTY_AT_011_translation_extract_reassemble_round_trip(use_xla, subpixel)
     size = stitching.required_canvas_size(N, _offsets_xy(coords)) + 4
     canvas = _smooth_canvas(3, size)
 
-    patches = tf_helper.extract_patches_at_offsets(canvas, coords, N, use_xla=use_xla)
-    rebuilt = tf_helper.reassemble_patches(patches, coords, size, use_xla=use_xla)
-    again = tf_helper.extract_patches_at_offsets(rebuilt, coords, N, use_xla=use_xla).numpy()
+    patches = tf_reassembly.extract_patches_at_offsets(canvas, coords, N, use_xla=use_xla)
+    rebuilt = tf_reassembly.reassemble_patches(patches, coords, size, use_xla=use_xla)
+    again = tf_reassembly.extract_patches_at_offsets(rebuilt, coords, N, use_xla=use_xla).numpy()
 
     interior = np.s_[:, 2:-2, 2:-2, :]
     # Sub-pixel: two more bilinear resamplings blur, and the fractional rims of neighbouring
@@ -104,13 +105,13 @@ def test_PTY_AT_012_row_major_channel_mapping(use_xla):
     tags = np.arange(C, dtype=np.float32) + 1.0  # channel c carries the value c + 1
     patches = np.broadcast_to(tags, (2, N, N, C)).astype(np.complex64)
 
-    flat = tf_helper.channels_to_flat(patches).numpy()
+    flat = tf_ops.channels_to_flat(patches).numpy()
     assert [flat[b * C + c, 0, 0, 0].real for b in range(2) for c in range(C)] == list(tags) * 2
-    np.testing.assert_array_equal(tf_helper.flat_to_channels(flat, C), patches)
-    grid = tf_helper.channels_to_grid(patches, GRIDSIZE).numpy()
+    np.testing.assert_array_equal(tf_ops.flat_to_channels(flat, C), patches)
+    grid = tf_ops.channels_to_grid(patches, GRIDSIZE).numpy()
     for c in range(C):
         assert np.all(grid[:, c // GRIDSIZE, c % GRIDSIZE] == tags[c])
-    np.testing.assert_array_equal(tf_helper.grid_to_channels(grid), patches)
+    np.testing.assert_array_equal(tf_ops.grid_to_channels(grid), patches)
 
     # Scan positions on a row-major grid: channel c at column c % g, row c // g, 40 px apart,
     # so each patch keeps a region of the canvas to itself.
@@ -118,17 +119,17 @@ def test_PTY_AT_012_row_major_channel_mapping(use_xla):
     scan = np.array([[(c % GRIDSIZE) * spacing, (c // GRIDSIZE) * spacing] for c in range(C)])[None]
     coords = np.repeat(_group_coords_relative(scan), 2, axis=0)
     size = stitching.required_canvas_size(N, _offsets_xy(coords))
-    canvas = tf_helper.reassemble_patches(patches, coords, size, use_xla=use_xla).numpy()[0, ..., 0]
+    canvas = tf_reassembly.reassemble_patches(patches, coords, size, use_xla=use_xla).numpy()[0, ..., 0]
     centre, quarter = size // 2, int(spacing / 2 + N / 2 - 4)
     for c in range(C):
         row = centre + (-1 if c // GRIDSIZE == 0 else 1) * quarter
         col = centre + (-1 if c % GRIDSIZE == 0 else 1) * quarter
         assert canvas[row, col] == pytest.approx(tags[c]), f"channel {c} not at pixel {row, col}"
 
-    extracted = tf_helper.extract_patches_at_offsets(
+    extracted = tf_reassembly.extract_patches_at_offsets(
         canvas[None, ..., None], coords[:1], N, use_xla=use_xla
     )
-    extracted_grid = tf_helper.channels_to_grid(extracted, GRIDSIZE).numpy()[0]
+    extracted_grid = tf_ops.channels_to_grid(extracted, GRIDSIZE).numpy()[0]
     for c in range(C):
         corner = extracted_grid[c // GRIDSIZE, c % GRIDSIZE, N // 2, N // 2, 0]
         assert corner == pytest.approx(tags[c])

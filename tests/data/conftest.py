@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 
 
 @pytest.fixture(scope="session")

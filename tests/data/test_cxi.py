@@ -1,4 +1,4 @@
-"""CXI in, CXI out (ptycho/cxi.py, dataset=cxi): files written by cdtools (a third-party writer)
+"""CXI in, CXI out (ptycho/data/cxi.py, dataset=cxi): files written by cdtools (a third-party writer)
 convert into the project's PtychoData with the simulator's positions and amplitudes; every way a
 file can be unusable is a CxiFormatError naming the HDF5 path; a stitched object written as CXI
 reads back with its pixel size and origin."""
@@ -11,9 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
-from ptycho import cxi, physics
-from ptycho.data import DataContractError, load_npz
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data import cxi
+from ptycho import physics
+from ptycho.data.contract import DataContractError, load_npz
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 N = 64
@@ -358,7 +359,7 @@ def _compose(overrides):
 
 
 def test_dataset_cxi_converts_both_files_into_the_contract(scan, tmp_path):
-    from runners import cxi_input
+    from runners.phases import cxi_input
 
     _write_cdtools(tmp_path / "train.cxi", scan[0])
     _write_cdtools(tmp_path / "test.cxi", scan[1])
@@ -373,7 +374,7 @@ def test_dataset_cxi_converts_both_files_into_the_contract(scan, tmp_path):
 
 
 def test_the_size_check_counts_the_cxi_frames(scan, tmp_path):
-    from runners.c1 import check_dataset_size
+    from runners.phases.c1 import check_dataset_size
 
     _write_cdtools(tmp_path / "train.cxi", scan[0])
     spec = _compose(["c1=scaled", "dataset=cxi", "dataset.train_data_file=train.cxi",

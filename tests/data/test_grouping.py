@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ptycho.grouping import GroupingError, compact_subset, group_positions
+from ptycho.data.grouping import GroupingError, compact_subset, group_positions
 
 SCALED = dict(gridsize=2, neighbor_count=7, n_groups=32)
 
@@ -146,7 +146,7 @@ def test_duplicate_positions_still_give_distinct_members():
 def test_n_groups_none_seeds_a_group_at_every_training_position(default_dataset, gridsize):
     """GroupingSpec(n_groups=None): one group per training position (after the n_images subset), so no
     position is left out of training (at gridsize 1 each is one group: see the test above)."""
-    from ptycho.batches import prepare_job_data
+    from ptycho.data.batches import prepare_job_data
     from ptycho.spec import GroupingSpec, ModelSpec
 
     train, test = default_dataset

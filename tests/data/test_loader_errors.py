@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from ptycho.data import DataContractError, PtychoData, load_npz, validate
+from ptycho.data.contract import DataContractError, PtychoData, load_npz, validate
 
 N = 64
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from ptycho import normalization, physics
+from ptycho.data import normalization
+from ptycho import physics
 
 
 def test_dataset_scale_matches_simulation_scale(default_dataset):

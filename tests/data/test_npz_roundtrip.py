@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from ptycho.data import PtychoData, file_sha1, load_npz, save_npz
+from ptycho.data.contract import PtychoData, file_sha1, load_npz, save_npz
 
 OPTIONAL_FIELDS = ("object_guess", "Y", "scan_index", "xcoords_start", "ycoords_start")
 ALL_FIELDS = ("diffraction", "probe", "xcoords", "ycoords") + OPTIONAL_FIELDS

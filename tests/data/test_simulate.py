@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from ptycho import physics, simulate
-from ptycho.data import load_npz
-from ptycho.simulate import SimulationSpec, ensure_simulated_dataset, simulate_dataset
+from ptycho import physics
+from ptycho.data import simulate
+from ptycho.data.contract import load_npz
+from ptycho.data.simulate import SimulationSpec, ensure_simulated_dataset, simulate_dataset
 
 SMALL = SimulationSpec(n_images=48, nphotons=1e6)
 

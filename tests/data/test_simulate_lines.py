@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-from ptycho import physics, simulate
-from ptycho.data import load_npz
-from ptycho.simulate import SimulationSpec, ensure_simulated_dataset, make_lines_object, simulate_dataset
+from ptycho import physics
+from ptycho.data import simulate
+from ptycho.data.contract import load_npz
+from ptycho.data.simulate import SimulationSpec, ensure_simulated_dataset, make_lines_object, simulate_dataset
 
 SMALL_LINES = SimulationSpec(n_images=48, nphotons=1e6, object_kind="lines")
 # spec_hash(SimulationSpec()) and of SimulationSpec(n_images=48, nphotons=1e6), computed

@@ -7,10 +7,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from ptycho import normalization, physics, simulate
-from ptycho.batches import prepare_job_data
-from ptycho.data import load_npz
-from ptycho.simulate import SimulationSpec, simulate_dataset, spec_hash
+from ptycho.data import normalization, simulate
+from ptycho import physics
+from ptycho.data.batches import prepare_job_data
+from ptycho.data.contract import load_npz
+from ptycho.data.simulate import SimulationSpec, simulate_dataset, spec_hash
 from ptycho.spec import GroupingSpec, ModelSpec
 
 TINY = dict(n_images=16, nphotons=1e6)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ptycho import iterative, physics, stitching
-from ptycho.simulate import SimulationSpec, extract_patches, simulate_dataset
+from ptycho.data.simulate import SimulationSpec, extract_patches, simulate_dataset
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from ptycho import plots
+from ptycho.evaluation import plots
 from runners.schema import IterativeEngine, PhaseKind, PositionSet, register_configs, to_spec
 
 from ..png_checks import assert_figure, colour_fraction
@@ -107,7 +107,7 @@ def test_a_green_run_leaves_c1s_evidence(tmp_path):
 
 
 def _assert_figures_match_the_arrays(bundle: Path, stats: dict) -> None:
-    """The bundle's PNGs as images, sized as ptycho.plots lays them out for the arrays in arrays.npz
+    """The bundle's PNGs as images, sized as ptycho.evaluation.plots lays them out for the arrays in arrays.npz
     (the first 16 patches and the canvas), which agree with canvas.json and stats.json."""
     with np.load(bundle / "arrays.npz") as arrays:
         patches, canvas = arrays["patches"], arrays["canvas"]
@@ -148,9 +148,9 @@ def test_bad_input_blocks_once(tmp_path):
 
 
 def test_positions_all_joins_both_files_and_needs_one_probe():
-    from ptycho.data import PtychoData
-    from ptycho.simulate import SimulationSpec, simulate_dataset
-    from runners.c3 import reference_data
+    from ptycho.data.contract import PtychoData
+    from ptycho.data.simulate import SimulationSpec, simulate_dataset
+    from runners.phases.c3 import reference_data
 
     train, test = simulate_dataset(SimulationSpec(n_images=64, seed=0))
     joined = reference_data({"train": train, "test": test}, PositionSet.all)

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from ptycho import grouping, normalization
-from ptycho.batches import GroupedData, group_data
-from ptycho.model import PtychoPINN, build_model
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data import grouping, normalization
+from ptycho.data.batches import GroupedData, group_data
+from ptycho.tf.model import PtychoPINN, build_model
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import ModelSpec, TrainSpec
 from ptycho.stitching import canvas_size_for
-from ptycho.training import train
+from ptycho.tf.training import train
 
 SMOKE_EPOCHS = 20  # one step per epoch on the same two groups
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from ptycho import architecture
-from ptycho.batches import prepare_job_data
-from ptycho.model import build_model
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.batches import prepare_job_data
+from ptycho.tf.model import build_model
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec
 
 

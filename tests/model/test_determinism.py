@@ -2,7 +2,7 @@
 another process keeps a CPU busy (ptycho.determinism: fixed threads, deterministic kernels).
 
 Each run is a fresh interpreter configured exactly as the runner configures a job
-(``runners.c1``: ``determinism.configure_<backend>(resolve_threads(None))``).
+(``runners.phases.c1``: ``determinism.configure_<backend>(resolve_threads(None))``).
 """
 import subprocess
 import sys
@@ -18,11 +18,11 @@ backend = sys.argv[1]
 threads = determinism.resolve_threads(None)
 if backend == "tensorflow":
     determinism.configure_tensorflow(threads)
-    from ptycho.workflow import run_phase_job
+    from ptycho.tf.workflow import run_phase_job
 else:
     determinism.configure_torch(threads)
     from ptycho.torch.workflow import run_phase_job
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 train, test = simulate_dataset(SimulationSpec(n_images=48, seed=3))
 result = run_phase_job(train, test, grouping=GroupingSpec(gridsize=2, n_groups=8, n_images=24, seed=1),

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from ptycho import inference, stitching
-from ptycho.batches import group_data
+from ptycho.tf import inference
+from ptycho import stitching
+from ptycho.data.batches import group_data
 
 
 def _footprint(stitched, radius):
@@ -103,7 +104,7 @@ def test_the_canvas_pass_gives_the_same_patches_at_any_batch(smoke_runs):
 
 @pytest.mark.slow
 def test_a_job_infers_at_its_own_batch_not_trainings(sim, tmp_path, monkeypatch):
-    from ptycho import workflow
+    from ptycho.tf import workflow
     from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 
     seen = []

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ptycho import bundle
-from ptycho.grouping import compact_subset
-from ptycho.batches import prepare_job_data
-from ptycho.model import build_model
-from ptycho.phase_job import RECONSTRUCTION_FILE, TIMING_KEYS
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.evaluation import bundle
+from ptycho.data.grouping import compact_subset
+from ptycho.data.batches import prepare_job_data
+from ptycho.tf.model import build_model
+from ptycho.pipeline import RECONSTRUCTION_FILE, TIMING_KEYS
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 from ptycho.stitching import check_offsets_fit
-from ptycho.training import PinnLoss, guarded_intensity, train
-from ptycho.workflow import run_phase_job
+from ptycho.tf.training import PinnLoss, guarded_intensity, train
+from ptycho.tf.workflow import run_phase_job
 
 SCALED = GroupingSpec(gridsize=2, neighbor_count=7, n_groups=32, n_images=64, seed=0)
 SCALED_TRAINING = TrainSpec(max_epochs=1, batch_size=4)

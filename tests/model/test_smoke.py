@@ -1,13 +1,13 @@
 """Smoke test: a few training steps at gridsize 1 and 2, XLA translation on and off.
 
-Losses are read over the data's own Poisson NLL (:func:`ptycho.phase_job.poisson_nll_floor`):
+Losses are read over the data's own Poisson NLL (:func:`ptycho.pipeline.poisson_nll_floor`):
 the raw NLL is about -3.4e6 per pixel here, of which only the excess over that floor (about
 7e4 at the first step) is learnable, so a tolerance relative to the raw value says nothing.
 """
 import numpy as np
 import pytest
 
-from ptycho.phase_job import poisson_nll_floor
+from ptycho.pipeline import poisson_nll_floor
 
 SMOKE_EPOCHS = 20  # as in conftest.py
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ptycho import grouping
-from ptycho.model import build_model
-from ptycho.batches import GroupedData, group_data, split_validation
+from ptycho.data import grouping
+from ptycho.tf.model import build_model
+from ptycho.data.batches import GroupedData, group_data, split_validation
 from ptycho.spec import INTENSITY_EPSILON, NonFiniteLossError, TrainSpec
-from ptycho.training import FusedAdam, PinnLoss, poisson_nll, train
+from ptycho.tf.training import FusedAdam, PinnLoss, poisson_nll, train
 
 TINY = TrainSpec(max_epochs=2, batch_size=2, seed=5, validation_split=0.25)
 

@@ -139,7 +139,7 @@ class Run:
         return self.done.stdout.strip().splitlines()[-1]
 
     def section(self, slot=CLI_SLOT):
-        from runners import hub
+        from runners.evidence import hub
 
         return hub.read_section((self.hub / "analysis" / "artifact_inventory.txt").read_text(), slot)
 

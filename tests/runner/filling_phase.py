@@ -63,10 +63,11 @@ def _filling_first(function, folder: Path, once: bool = False):
 def install(step: str, folder: Path, patch=setattr) -> None:
     """Fill ``folder``'s file system right before the job writes at ``step`` (module docstring);
     ``patch`` sets the attributes (pytest's ``monkeypatch.setattr`` undoes them after a test)."""
-    from runners import c1, outcome
+    from runners.phases import c1
+    from runners.evidence import outcome
 
     if step == "data":
-        from ptycho import simulate
+        from ptycho.data import simulate
 
         patch(simulate, "save_npz", _filling_first(simulate.save_npz, folder))
     elif step == "weights":  # the backend's module is imported inside the job (its XLA mode)
@@ -81,17 +82,17 @@ def install(step: str, folder: Path, patch=setattr) -> None:
 
         patch(c1.C1Run, "_import_backend", patched)
     elif step == "bundle":
-        from ptycho import bundle
+        from ptycho.evaluation import bundle
 
         patch(bundle, "_write_figures", _filling_first(bundle._write_figures, folder))
     elif step == "inventory":
         patch(outcome, "mark_green", _filling_first(outcome.mark_green, folder))
     elif step == "guard log":  # the guard's log, written when training waits for the guard (C1)
-        from runners import hub
+        from runners.evidence import hub
 
         patch(hub, "write_guard_logs", _filling_first(hub.write_guard_logs, folder, once=True))
     elif step == "comparison":  # Phase C2's figure (imported inside the comparison step)
-        from ptycho import compare
+        from ptycho.evaluation import compare
 
         patch(compare, "comparison_figure", _filling_first(compare.comparison_figure, folder))
     else:

@@ -7,7 +7,7 @@ in its log); ``bundle`` pauses inside the debug-bundle writer, once the files ar
 before they move into place; ``compare`` pauses Phase C2 in its comparison. The pause prints ``paused at <where>`` and sleeps, so a test can
 signal a run at a step that otherwise lasts milliseconds. ``isolated`` pauses nowhere: TensorFlow
 is imported first, under this process's XLA environment, so an ``xla=off`` job runs in a fresh
-process (``runners.xla.run_isolated``). ``--mlflow-hangs``: MLflow's ``set_terminated`` never
+process (``runners.process.xla.run_isolated``). ``--mlflow-hangs``: MLflow's ``set_terminated`` never
 answers (a tracking store that went silent).
 """
 import runpy
@@ -23,7 +23,7 @@ def pause(where: str) -> None:
 
 
 def pause_after_step(name: str) -> None:
-    from runners import c1
+    from runners.phases import c1
 
     announce = c1.C1Run._step
 
@@ -36,7 +36,7 @@ def pause_after_step(name: str) -> None:
 
 
 def pause_in_bundle_writer() -> None:
-    from ptycho import bundle
+    from ptycho.evaluation import bundle
 
     write_figures = bundle._write_figures
 
@@ -49,7 +49,7 @@ def pause_in_bundle_writer() -> None:
 
 def pause_in_comparison() -> None:
     """Phase C2 pauses in its comparison step (its MLflow run is open)."""
-    from ptycho import compare
+    from ptycho.evaluation import compare
 
     compare_bundles = compare.compare_bundles
 

@@ -1,4 +1,4 @@
-"""In-process smoke run of the reconstruction-quality study (runners.bench_quality) at a tiny budget."""
+"""In-process smoke run of the reconstruction-quality study (runners.bench.quality) at a tiny budget."""
 import json
 import math
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptycho import plots
-from runners import bench_quality
+from ptycho.evaluation import plots
+from runners.bench import quality as bench_quality
 
 from ..png_checks import assert_cells_not_blank, assert_figure, colour_fraction, read_png
 
@@ -173,7 +173,7 @@ def untrained_study(monkeypatch):
     """bench_quality.main with run_one and the iterative reference replaced: each 'run' saves a noisy copy
     of the truth as its reconstruction (noise growing with the seed) and returns the record run_one would."""
     from ptycho import stitching
-    from ptycho.phase_job import RECONSTRUCTION_FILE
+    from ptycho.pipeline import RECONSTRUCTION_FILE
 
     calls = []
 
@@ -271,8 +271,8 @@ def test_the_ablation_runs_every_cell_and_reports_each(tmp_path, untrained_study
 def test_the_zoom_crops_the_canvas_centre_pixel_for_pixel(tmp_path):
     """64 x 64 object pixels at the centre of the test canvas, truth and PINN the same pixels of the object
     (the PINN here the truth itself, scaled: the global fit undoes it); drawn as blocks, not a blur."""
-    from ptycho.phase_job import RECONSTRUCTION_FILE
-    from ptycho.simulate import SimulationSpec, simulate_dataset
+    from ptycho.pipeline import RECONSTRUCTION_FILE
+    from ptycho.data.simulate import SimulationSpec, simulate_dataset
 
     _, test = simulate_dataset(SimulationSpec(object_kind="lines", seed=0, n_images=64))
     run_dir = tmp_path / "run"

@@ -18,7 +18,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ptycho import disk_preflight
-from runners import diskfull, hub, outcome, xla
+from runners.process import diskfull, xla
+from runners.evidence import hub, outcome
 from runners.evidence import GREEN, PhaseRecord
 
 from . import filling_phase
@@ -253,7 +254,7 @@ def test_find_names_the_path_and_errno_of_an_os_error_an_h5py_error_and_a_full_s
 
 
 def test_the_cli_log_stops_on_a_full_disk_and_the_run_goes_on(small_fs, capfd):
-    from runners.tee import FdTee
+    from runners.process.tee import FdTee
 
     fs = small_fs("fs", 1)
     with FdTee(fs / "cli.log", "# banner") as tee:

@@ -29,7 +29,7 @@ FS_MB = 32  # room for a tiny job and the pre-flight's margin (C3 and its store:
 def c2_run(tmp_path, monkeypatch, capfd):
     """c2_run(*overrides) -> (status, output) of an in-process C2 job comparing two tiny bundles."""
     monkeypatch.chdir(tmp_path)
-    from runners import outcome
+    from runners.evidence import outcome
 
     monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
     tf, torch = _bundle(tmp_path / "tf"), _bundle(tmp_path / "torch")
@@ -47,7 +47,7 @@ def c2_run(tmp_path, monkeypatch, capfd):
 def c3_run(tmp_path, monkeypatch, capfd, sim_cache):
     """c3_run(*overrides) -> (status, output) of an in-process tiny C3 job."""
     monkeypatch.chdir(tmp_path)
-    from runners import outcome
+    from runners.evidence import outcome
 
     monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
 
@@ -168,7 +168,7 @@ def test_c3_on_a_disk_that_fills_ends_blocked_with_a_record(c3_run, small_fs, tm
 @pytest.mark.slow  # one tiny C1 run up to its first epoch, about 15 s
 def test_a_guard_log_that_cannot_be_written_on_a_full_hub_ends_the_run_blocked_naming_it(phase_run, small_fs,
                                                                                       tmp_path, monkeypatch):
-    """The guard (runners.guard) writes its log when training waits for it; on a full hub that write
+    """The guard (runners.process.guard) writes its log when training waits for it; on a full hub that write
     fails: exit 1, not a crash; the record, blocker and MLflow run name the guard log and the errno;
     once the job gave its reserved space back, the guard log is written after all."""
     fs = small_fs("fs", 48)

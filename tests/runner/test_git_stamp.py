@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from runners.envinfo import git_commit
+from runners.evidence.envinfo import git_commit
 
 
 def _git(repo, *args):

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runners import hub, outcome
+from runners.evidence import hub, outcome
 from runners.evidence import BLOCKED, GREEN, PhaseRecord, inventory_section, summary_entry
-from runners.outcome import block, is_published, mark_green
+from runners.evidence.outcome import block, is_published, mark_green
 
 from .conftest import run_in_process
 
@@ -83,7 +83,7 @@ def test_every_hub_file_follows_the_umask(tmp_path, set_umask, mask):
 KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from runners import hub
+from runners.evidence import hub
 
 os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # killed between write and rename
 hub.atomic_write_text(Path(sys.argv[1]), "half of a section")

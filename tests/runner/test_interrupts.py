@@ -10,7 +10,7 @@ steps that last seconds (imports, guard wait with a sleeping guard, an epoch of 
 ``python -m runners.phase`` itself; the steps that last milliseconds in
 tests/runner/pausing_phase.py (the same command with a pause patched in at that step).
 
-The 2 s are the code's own deadlines (runners.interrupt: the watchdog ends the process
+The 2 s are the code's own deadlines (runners.process.interrupt: the watchdog ends the process
 EXIT_AFTER_S after the signal, whatever the writer does); a run is judged on what the code did
 within them (its exit status as announced, its evidence complete, its watchdog silent, its MLflow
 budget), and on the wall clock only to 5x: a loaded machine delays the signal and the exit.
@@ -30,7 +30,9 @@ import pytest
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
-from runners import hub, interrupt, outcome, tracking
+from runners.evidence import hub, outcome
+from runners.process import interrupt
+from runners import tracking
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +40,7 @@ PAUSING = Path(__file__).with_name("pausing_phase.py")
 TINY = ["c1=scaled", "xla=off", "c1.n_images=32", "c1.n_groups=8", "c1.batch_size=4", "c1.model.n_filters_scale=1",
         "dataset.simulation.n_images=96"]
 LONG_FIT = ["c1.n_groups=24", "c1.n_images=64", "c1.max_epochs=3"]  # epochs of a second or more
-EXIT_LIMIT_S = 2.0  # the promise (runners.phase, runners.interrupt)
+EXIT_LIMIT_S = 2.0  # the promise (runners.phase, runners.process.interrupt)
 WALL_SLACK = 5  # the wall clock's bounds are this many times the code's
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 SLEEPING_GUARD = "import time\n\ndef test_guard_sleeps():\n    time.sleep(120)\n"

@@ -16,7 +16,8 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runners import mlflow_ui, tracking
+from runners.tracking import mlflow_ui
+from runners import tracking
 
 from .conftest import REPO
 
@@ -111,7 +112,7 @@ def test_the_runs_address_opens_the_runs_table_with_quality_and_status_columns(t
                              "quality.phase_mae_to_floor": 0.5})
         tracker.end(True)
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "runners.mlflow_ui", "--port", str(port)], cwd=tmp_path,
+    server = subprocess.Popen([sys.executable, "-m", "runners.tracking.mlflow_ui", "--port", str(port)], cwd=tmp_path,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -173,12 +174,12 @@ def test_a_run_leaves_no_chatter_no_lock_and_a_run_that_reads_at_a_glance(quiet_
     assert run.data.tags["mlflow.note.content"].startswith("**Phase C1 — TF scaled baseline**: GREEN")
     runs_line = next(line for line in done.stdout.splitlines() if "runs table: " in line)
     assert runs_line.split("runs table: ")[1] == tracking.runs_view_url(tracking.LOCAL_UI, run.info.experiment_id)
-    assert "python -m runners.mlflow_ui --backend-store-uri sqlite:///" in done.stdout
+    assert "python -m runners.tracking.mlflow_ui --backend-store-uri sqlite:///" in done.stdout
 
 
 @pytest.mark.slow
 def test_a_c2_run_has_a_description_and_its_parity_figures_first(tmp_path, monkeypatch, capfd, isolated_overrides):
-    from runners import outcome
+    from runners.evidence import outcome
 
     from .conftest import run_in_process
     from .test_runner_c2 import _bundle

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from runners import xla
-from runners.tee import FdTee, framework_chatter
+from runners.process import xla
+from runners.process.tee import FdTee, framework_chatter
 
 from .conftest import run_in_process
 
@@ -26,7 +26,7 @@ CHATTER = [
     "Falling back to the default Eigen-based implementation if present.",
 ]
 KEPT = [
-    "[2026-12-07 20:09:33,145][runners.c1][INFO] - step: guard",
+    "[2026-12-07 20:09:33,145][runners.phases.c1][INFO] - step: guard",
     "E0000 00:00:1796674220.118671    4919 op_kernel.cc:1857] OP_REQUIRES failed at conv_ops.cc:1: a real error",
     "Iteration 10 of the iterative engine",
     "epoch 1/1: loss -3345846",

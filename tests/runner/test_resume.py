@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from runners import hub, resume
+from runners.evidence import hub, resume
 from runners.evidence import PhaseRecord, inventory_section
 
 from .conftest import _run_cli

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runners import outcome, xla
-from runners.c1 import check_dataset_size
+from runners.evidence import outcome
+from runners.process import xla
+from runners.phases.c1 import check_dataset_size
 from runners.schema import to_spec
 
 from .conftest import run_in_process

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptycho.bundle import write_debug_bundle
-from runners import hub
+from ptycho.evaluation.bundle import write_debug_bundle
+from runners.evidence import hub
 
 from ..png_checks import assert_comparison_figure
 from .conftest import _run_cli
@@ -168,7 +168,7 @@ class FakeStore:
                 self.c1_run("pytorch", key, swept, parent, torch_scale))
 
     def select(self, parity_key=None):
-        from runners.c2_inputs import select_pairs
+        from runners.phases.c2_inputs import select_pairs
 
         pairs, parent = select_pairs(self.client, self.experiment, parity_key, "the fake store")
         return [pair.parity_key for pair in pairs], parent
@@ -227,7 +227,7 @@ def test_runs_of_two_sweeps_or_of_a_parent_that_is_no_sweep_are_not_grouped(tmp_
 
 
 def test_no_complete_pair_names_the_missing_backend(tmp_path):
-    from runners.c2_inputs import C2InputError
+    from runners.phases.c2_inputs import C2InputError
 
     store = FakeStore(tmp_path)
     store.c1_run("tensorflow", "k1")
@@ -236,7 +236,7 @@ def test_no_complete_pair_names_the_missing_backend(tmp_path):
 
 
 def test_an_unknown_parity_key_lists_the_keys_that_have_both_backends(tmp_path):
-    from runners.c2_inputs import C2InputError
+    from runners.phases.c2_inputs import C2InputError
 
     store = FakeStore(tmp_path)
     store.pair("k_both", "gridsize=1", None)
@@ -246,7 +246,7 @@ def test_an_unknown_parity_key_lists_the_keys_that_have_both_backends(tmp_path):
 
 
 def _plan(tmp_path, compose_phase, *overrides):
-    from runners.c2 import plan_comparisons
+    from runners.phases.c2 import plan_comparisons
     from runners.job import JobContext
     from runners.schema import to_spec
 
@@ -287,7 +287,7 @@ def test_a_sweep_with_one_red_pair_writes_both_comparisons_and_exits_1(tmp_path)
     assert done.stdout.strip().splitlines()[-1] == f"blocker: {blocker.relative_to(tmp_path)}"
     assert "1 of 2 comparisons blocked" in done.stdout and "patch_amplitude.mean" in blocker.read_text()
     assert not list(green_slot.glob("red/*")) and not (store.hub_root / "tf_vs_torch" / "phase_c2").exists()
-    from runners import hub
+    from runners.evidence import hub
 
     inventory = _inventory(tmp_path)
     assert "Status: GREEN" in hub.read_section(inventory, "tf_vs_torch/phase_c2__gridsize=1")

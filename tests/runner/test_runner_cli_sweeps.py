@@ -4,7 +4,7 @@ that ``--dist loadfile`` can run it on another worker; conftest.cli_run keeps ev
 """
 import pytest
 
-from runners import hub
+from runners.evidence import hub
 
 from .conftest import CLI_EXPERIMENT, CLI_SLOT, CLI_SMALL
 

@@ -29,7 +29,7 @@ def test_default_config_is_the_scaled_tf_phase_with_xla_on(compose_phase):
         "plans/active/FIX-PYTORCH-FORWARD-PARITY-001/reports/2025-11-13T000000Z/forward_parity"
     )
     assert spec.guard.selector == (
-        "tests/tf_helper/test_translation_shape_guard.py::test_non_xla_translation_guard -vv"
+        "tests/tf_ops/test_translation_shape_guard.py::test_non_xla_translation_guard -vv"
     )
 
 
@@ -192,7 +192,7 @@ def test_an_isolated_jobs_parent_is_read_once_and_kept(monkeypatch):
     under the plain slot (issue 9)."""
     import json
 
-    from runners import xla
+    from runners.process import xla
 
     xla.parent_job_from_env.cache_clear()
     parent = {"command": "python -m runners.phase -m c1=scaled xla=on,off", "slot": "tf/s__xla=off",

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from runners import hub
+from runners.evidence import hub
 from runners.evidence import BLOCKED, GREEN, PhaseRecord, inventory_section, summary_entry
-from runners.outcome import block, display_path, is_published, mark_green
+from runners.evidence.outcome import block, display_path, is_published, mark_green
 
 
 def _slot(root: Path, name="tf_baseline/phase_c1_scaled") -> hub.HubSlot:

@@ -12,7 +12,8 @@ import json
 import numpy as np
 import pytest
 
-from runners import hub, outcome, xla
+from runners.evidence import hub, outcome
+from runners.process import xla
 
 from .conftest import run_in_process
 
@@ -138,7 +139,7 @@ def test_bad_data_blocks_with_the_data_contract_error(phase_run, tmp_path):
 
 def test_training_crash_blocks(phase_run, monkeypatch):
     import keras
-    from ptycho import workflow
+    from ptycho.tf import workflow
 
     class Crash(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -152,7 +153,7 @@ def test_training_crash_blocks(phase_run, monkeypatch):
 
 
 def test_stitching_crash_blocks(phase_run, monkeypatch):
-    from ptycho import workflow
+    from ptycho.tf import workflow
 
     def crash(*args, **kwargs):
         raise RuntimeError("injected stitching crash")
@@ -164,7 +165,7 @@ def test_stitching_crash_blocks(phase_run, monkeypatch):
 
 def test_nan_loss_blocks(phase_run, monkeypatch):
     import tensorflow as tf
-    from ptycho import training
+    from ptycho.tf import training
 
     monkeypatch.setattr(training, "poisson_nll", lambda observed, predicted: tf.reduce_mean(predicted) * np.nan)
     text = _blocked(*phase_run(), failed="training")
@@ -181,7 +182,7 @@ def test_the_job_writes_its_blocker_without_the_post_hook(phase_run, tmp_path):
 
 
 def test_the_post_hook_writes_the_blocker_when_the_job_could_not(phase_run, monkeypatch, tmp_path):
-    from runners import c1
+    from runners.phases import c1
 
     def broken_fail(self, error):
         raise RuntimeError("the job's own blocker path is broken") from error

@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from runners import xla
-from runners.callbacks import EpochLogger, GuardGate, keras_base, make_callbacks
-from runners.guard import GREEN, RED, GuardRun
-from runners.tee import FdTee
+from runners.process import xla
+from runners.phases.callbacks import EpochLogger, GuardGate, keras_base, make_callbacks
+from runners.process.guard import GREEN, RED, GuardRun
+from runners.process.tee import FdTee
 
 
 def test_tee_captures_python_native_and_child_process_output(tmp_path, capfd):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from ptycho import simulate
-from ptycho.data import load_npz
-from runners.c1 import C1Run
+from ptycho.data import simulate
+from ptycho.data.contract import load_npz
+from runners.phases.c1 import C1Run
 from runners.schema import DatasetSource, ObjectKind, to_spec
 
 

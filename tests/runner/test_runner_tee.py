@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from runners import outcome
-from runners.tee import FdTee
+from runners.evidence import outcome
+from runners.process.tee import FdTee
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_ERROR = "gridsize=0"  # Hydra sets up logging, then the job stops before any science

@@ -1,4 +1,4 @@
-"""A phase job whose MLflow is down still leaves its evidence, and ``runners.sync`` logs it later;
+"""A phase job whose MLflow is down still leaves its evidence, and ``runners.tracking.sync`` logs it later;
 jobs started at once on a new SQLite store are all tracked.
 
 The jobs run in this (pytest) process on the PyTorch backend at tiny sizes (the concurrent ones
@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runners import hub, outcome, sync, xla
+from runners.evidence import hub, outcome
+from runners.tracking import sync
+from runners.process import xla
 
 from .conftest import run_in_process
 from .test_tracking_faults import http_env_restored, refused_uri, silent_uri  # noqa: F401 (fixtures)
@@ -69,7 +71,7 @@ def test_with_the_server_down_the_run_is_green_on_disk_and_sync_logs_it_later(ph
     sha1 = hashlib.sha1(stats.read_bytes()).hexdigest()
     section, line = _tracking_line(root)
     assert "Status: GREEN" in section and f"stats.json sha1: {sha1}" in section
-    assert line.startswith("Tracking: FAILED at set-up (step ") and "python -m runners.sync" in line
+    assert line.startswith("Tracking: FAILED at set-up (step ") and "python -m runners.tracking.sync" in line
     assert "  tracking  FAILED at set-up" in console and console.strip().splitlines()[-1].startswith("GREEN: ")
     timings = json.loads((slot / "run_scaled" / "timings.json").read_text())
     assert timings["mlflow_s"] < 3 + 2, timings
@@ -155,7 +157,7 @@ def test_three_jobs_started_at_once_on_a_new_store_are_green_and_tracked(tmp_pat
 
 
 def _bundle(folder):
-    from ptycho.bundle import write_debug_bundle
+    from ptycho.evaluation.bundle import write_debug_bundle
 
     rng = np.random.default_rng(0)
     patches = (1 + 0.1 * rng.random((4, 8, 8))) * np.exp(1j * 0.1 * rng.random((4, 8, 8)))

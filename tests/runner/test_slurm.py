@@ -1,10 +1,10 @@
-"""Issue 11: a sweep on a real SLURM controller (the single-node cluster of runners.slurm_cluster).
+"""Issue 11: a sweep on a real SLURM controller (the single-node cluster of runners.services.slurm_cluster).
 
 ``python -m runners.phase -m c1=scaled xla=off gridsize=1,2 hydra/launcher=slurm`` goes through
 ``sbatch`` as a job array of two members. The gridsize=1 member is cancelled with ``scancel`` while
 it trains: it ends INTERRUPTED (section, blocker, MLflow run KILLED) and the sweep says so. The same
 command again (in a new sweep folder, as Hydra's dated default gives) skips the GREEN member
-(runners.resume) and reruns the interrupted one: two GREEN sections, and the new parent run has
+(runners.evidence.resume) and reruns the interrupted one: two GREEN sections, and the new parent run has
 both members as children. ``sacct`` (the cluster's accounting) confirms what SLURM saw.
 
 The cluster is the one `.ci/run` brought up; when none is up the module brings one up (installing
@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runners import hub, slurm_cluster
+from runners.evidence import hub
+from runners.services import slurm_cluster
 
 from .conftest import REPO
 

@@ -8,13 +8,14 @@ import pty
 
 import pytest
 
-from ptycho.compare import compare_stats
-from ptycho.phase_job import floor_comparison, poisson_nll_floor
-from runners import hub, sweep
-from runners.callbacks import CLEAR_LINE, EpochLogger, epoch_line, epoch_metrics, progress_bar
+from ptycho.evaluation.compare import compare_stats
+from ptycho.pipeline import floor_comparison, poisson_nll_floor
+from runners.evidence import hub
+from runners import sweep
+from runners.phases.callbacks import CLEAR_LINE, EpochLogger, epoch_line, epoch_metrics, progress_bar
 from runners.evidence import PhaseRecord, inventory_section, summary_entry
-from runners.outcome import blocker_label
-from runners.tee import FdTee
+from runners.evidence.outcome import blocker_label
+from runners.process.tee import FdTee
 
 FIT = {"n_groups_train": 28, "n_groups_val": 4, "n_batches": 7, "max_epochs": 3,
        "nll_floor": -3_250_012.5, "val_nll_floor": -3_200_001.0}

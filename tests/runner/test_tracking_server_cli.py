@@ -1,4 +1,4 @@
-"""``python -m runners.tracking_server``'s checks and messages, without a server or a database
+"""``python -m runners.services.tracking_server``'s checks and messages, without a server or a database
 (the server itself: tests/runner/test_tracking_server_postgres.py)."""
 import signal
 import socket
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runners import tracking, tracking_server
+from runners import tracking
+from runners.services import tracking_server
 
 URI = "postgresql+psycopg2://mlflow:s3cret@db.lab.org:5432/mlflow"
 

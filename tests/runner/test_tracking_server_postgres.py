@@ -1,4 +1,4 @@
-"""The team tracking server (``python -m runners.tracking_server``) on a real PostgreSQL.
+"""The team tracking server (``python -m runners.services.tracking_server``) on a real PostgreSQL.
 
 A throwaway PostgreSQL cluster of this machine's binaries runs on loopback for the module;
 the server runs in a subprocess against it, with its artifact store in a tmp folder. Against
@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runners.local_postgres import LocalPostgres, find_bin_dir
+from runners.services.local_postgres import LocalPostgres, find_bin_dir
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -69,13 +69,13 @@ def _free_port() -> int:
 
 
 class Server:
-    """A ``python -m runners.tracking_server`` subprocess, once it printed its tracking URI."""
+    """A ``python -m runners.services.tracking_server`` subprocess, once it printed its tracking URI."""
 
     def __init__(self, args, env, workdir: Path, timeout_s: float = 180):
         self.workdir = workdir
         t0 = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "runners.tracking_server", *args, "--log-file", str(workdir / "server.log")],
+            [sys.executable, "-m", "runners.services.tracking_server", *args, "--log-file", str(workdir / "server.log")],
             cwd=workdir, env={**os.environ, "PYTHONPATH": str(REPO), **env},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from ptycho.grouping import group_positions
-from ptycho.normalization import dataset_intensity_scale
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.grouping import group_positions
+from ptycho.data.normalization import dataset_intensity_scale
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 
 # torch's OpenMP threads busy-wait at barriers: with TensorFlow's thread pool (or any other
 # process) on the same 2 cores, 2 torch threads run up to 10x slower than 1.

@@ -1,4 +1,4 @@
-"""Phase C2 comparison of two debug bundles (ptycho.compare)."""
+"""Phase C2 comparison of two debug bundles (ptycho.evaluation.compare)."""
 import json
 import shutil
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from ptycho.bundle import write_debug_bundle
-from ptycho.compare import (
+from ptycho.evaluation.bundle import write_debug_bundle
+from ptycho.evaluation.compare import (
     BundleComparisonError,
     compare_bundles,
     compare_stats,

@@ -1,5 +1,5 @@
 """TF/PyTorch parity at the runner's own defaults (issue 10): the core specs of
-``python -m runners.phase c1=scaled`` (``runners.c1.core_specs`` of the composed config), at
+``python -m runners.phase c1=scaled`` (``runners.phases.c1.core_specs`` of the composed config), at
 gridsize 1 and 2, TensorFlow with the XLA translation off and on, against PyTorch. Every
 bundle statistic agrees to 0.5% relative, twenty times inside C2's default tolerance; phases
 (radians) also pass within 1 mrad (C2's default), statistics that sit at zero (a patch minimum
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ptycho import workflow as tf_workflow
-from ptycho.compare import compare_bundles
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.tf import workflow as tf_workflow
+from ptycho.evaluation.compare import compare_bundles
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.torch import workflow as pt_workflow
-from runners.c1 import core_specs
+from runners.phases.c1 import core_specs
 from runners.schema import register_configs, to_spec
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]  # the default phase on both backends

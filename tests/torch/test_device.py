@@ -13,7 +13,7 @@ from ptycho.spec import ModelSpec
 from ptycho.torch import device as torch_device
 from ptycho.torch import optim, training
 from ptycho.torch.model import build_model, load_model, save_weights
-from runners import bench_quality
+from runners.bench import quality as bench_quality
 
 
 @pytest.mark.parametrize("name", ["cpu", "cuda", "cuda:0", "cuda:12", "auto"])
@@ -71,7 +71,7 @@ def test_a_training_step_runs_wholly_on_the_models_device(probe):
 
 
 def test_batches_go_to_the_device_asked_for(small_dataset, groups_by_gridsize, intensity_scale):
-    from ptycho.batches import group_data
+    from ptycho.data.batches import group_data
 
     data = group_data(small_dataset[0], groups_by_gridsize[2], intensity_scale, with_object=True)
     inputs, targets = training.batch_tensors(data, slice(0, 2), torch.device("meta"))

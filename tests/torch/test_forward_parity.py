@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from ptycho import model as tf_model
-from ptycho import tf_helper, training as tf_training
+from ptycho.tf import model as tf_model
+from ptycho.tf import ops as tf_ops, training as tf_training
 from ptycho.architecture import OUTPUT_CONVS
-from ptycho.batches import group_data
+from ptycho.data.batches import group_data
 from ptycho.spec import ModelSpec
 from ptycho.stitching import canvas_size_for
 from ptycho.torch import model as pt_model
@@ -127,7 +127,7 @@ def test_physics_stages_agree_given_the_same_object(pair):
     psi_tf = extracted_tf * pair.keras.probe
     psi_pt = extracted_pt * pair.torch.probe
     assert max_relative_error(psi_tf, psi_pt) <= PHYSICS_RTOL
-    amplitude_tf = tf_helper.pad_and_diffract(psi_tf)
+    amplitude_tf = tf_ops.pad_and_diffract(psi_tf)
     assert max_relative_error(amplitude_tf, ops.pad_and_diffract(psi_pt)) <= PHYSICS_RTOL
 
 
@@ -148,7 +148,7 @@ def test_both_backends_start_from_the_same_initial_weights(pair, probe):
 def test_diffracted_patches_agree_and_batching_changes_nothing(pair):
     """The inference helpers behind stitch_from='canvas': the same patches on both backends, in
     batches of 3 as in one call; at gridsize 1 the patches themselves."""
-    from ptycho import inference as tf_inference
+    from ptycho.tf import inference as tf_inference
     from ptycho.torch import inference as pt_inference
 
     obj = np.asarray(pair.keras(pair.inputs)["object"])
@@ -168,7 +168,7 @@ def test_diffracted_patches_agree_and_batching_changes_nothing(pair):
 def test_predicted_patches_agree_from_the_diffraction_alone(pair):
     """predict_patches on both backends: the network's object from {'diffraction'} alone (the forward
     model is not run to read out the object), the same in batches of 3 as the model's own output."""
-    from ptycho import inference as tf_inference
+    from ptycho.tf import inference as tf_inference
     from ptycho.torch import inference as pt_inference
 
     expected = np.asarray(pair.keras(pair.inputs)["object"])

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from ptycho.batches import prepare_job_data
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.batches import prepare_job_data
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 from ptycho.torch import ops, training
 from ptycho.torch.model import build_model

@@ -12,12 +12,13 @@ import tensorflow as tf
 import torch
 from scipy import ndimage
 
-from ptycho import architecture, tf_helper, tf_reassembly
+from ptycho import architecture
+from ptycho.tf import ops as tf_ops, reassembly as tf_reassembly
 from ptycho.architecture import border_mask, overlap_weights
-from ptycho.batches import group_data
-from ptycho.grouping import group_positions
-from ptycho.model import build_model
-from ptycho.phase_job import poisson_nll_floor
+from ptycho.data.batches import group_data
+from ptycho.data.grouping import group_positions
+from ptycho.tf.model import build_model
+from ptycho.pipeline import poisson_nll_floor
 from ptycho.spec import ModelSpec
 from ptycho.stitching import canvas_size_for
 from ptycho.torch import model as pt_model
@@ -87,7 +88,7 @@ def blurred(patches, sigma):
 
 def nll_over_floor(model, data, patches):
     seen = model.illuminated_patches(tf.constant(patches), tf.constant(data.coords_relative))
-    amplitude = tf_helper.pad_and_diffract(seen * model.probe).numpy().astype(np.float64) * model.intensity_scale
+    amplitude = tf_ops.pad_and_diffract(seen * model.probe).numpy().astype(np.float64) * model.intensity_scale
     intensity = amplitude**2 + 1e-6
     return float(np.mean(intensity - data.intensity * np.log(intensity))) - poisson_nll_floor(data.intensity)
 

@@ -1,4 +1,4 @@
-"""Physics stages of the PyTorch port against ptycho.tf_helper / tf_reassembly.
+"""Physics stages of the PyTorch port against ptycho.tf.ops / tf_reassembly.
 
 Same inputs through both backends; the tolerance is the issue's 1e-6 max relative error
 (max |tf - torch| / max |tf|). The torch kernels repeat TF's float32 coordinate arithmetic,
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ptycho import stitching, tf_helper, tf_reassembly
+from ptycho import stitching
+from ptycho.tf import ops as tf_ops, reassembly as tf_reassembly
 from ptycho.torch import ops, reassembly
 
 PHYSICS_RTOL = 1e-6
@@ -35,7 +36,7 @@ def complex_patches(rng, batch, channels):
 def test_translation_matches_tf_for_flattened_batches(rng, use_xla):
     images = rng.normal(size=(8, N, N, 1)).astype(np.float32)
     shifts = rng.normal(scale=6.0, size=(2, 2))  # (b, 2) over (b*C, ...): repeated C=4 times
-    expected = tf_helper.translate(images, shifts, use_xla=use_xla).numpy()
+    expected = tf_ops.translate(images, shifts, use_xla=use_xla).numpy()
     got = ops.translate(torch.from_numpy(images), torch.from_numpy(shifts)).numpy()
     assert max_relative_error(expected, got) <= PHYSICS_RTOL
 
@@ -70,7 +71,7 @@ def test_reassembly_and_extraction_match_tf(rng, gridsize):
 
 def test_pad_and_diffract_matches_tf_and_conserves_energy(rng):
     psi = complex_patches(rng, 2, 4)
-    expected = tf_helper.pad_and_diffract(psi).numpy()
+    expected = tf_ops.pad_and_diffract(psi).numpy()
     got = ops.pad_and_diffract(torch.from_numpy(psi)).numpy()
     assert max_relative_error(expected, got) <= PHYSICS_RTOL
     energy_in = np.sum(np.abs(psi) ** 2, axis=(1, 2))
@@ -93,15 +94,15 @@ def test_layout_transforms_match_tf_row_major(gridsize):
     x = np.arange(2 * 4 * 4 * channels, dtype=np.float32).reshape(2, 4, 4, channels)
     xt = torch.from_numpy(x)
     np.testing.assert_array_equal(ops.channels_to_flat(xt).numpy(),
-                                  tf_helper.channels_to_flat(x).numpy())
+                                  tf_ops.channels_to_flat(x).numpy())
     np.testing.assert_array_equal(ops.channels_to_grid(xt, gridsize).numpy(),
-                                  tf_helper.channels_to_grid(x, gridsize).numpy())
+                                  tf_ops.channels_to_grid(x, gridsize).numpy())
     assert torch.equal(ops.flat_to_channels(ops.channels_to_flat(xt), channels), xt)
     assert torch.equal(ops.grid_to_channels(ops.channels_to_grid(xt, gridsize)), xt)
 
 
 def test_stitching_of_predicted_patches_matches_tf(rng, small_dataset):
-    from ptycho import inference as tf_inference
+    from ptycho.tf import inference as tf_inference
     from ptycho.torch import inference as pt_inference
 
     test = small_dataset[1]

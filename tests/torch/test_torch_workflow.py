@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from ptycho.compare import compare_bundles, flatten_statistics
+from ptycho.evaluation.compare import compare_bundles, flatten_statistics
 from ptycho.spec import GroupingSpec, JobResult, ModelSpec, TrainSpec
 from ptycho.torch import workflow as pt_workflow
-from ptycho import workflow as tf_workflow
+from ptycho.tf import workflow as tf_workflow
 
 pytestmark = pytest.mark.slow  # a whole job on each backend
 JOB = dict(grouping=GroupingSpec(gridsize=2, neighbor_count=7, n_groups=8, n_images=32, seed=2),
@@ -119,7 +119,7 @@ def test_a_pytorch_job_never_imports_tensorflow(tmp_path):
 import sys
 import torch
 torch.set_num_threads(1)
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 from ptycho.torch.workflow import run_phase_job
 train, test = simulate_dataset(SimulationSpec(n_images=32, seed=3))
@@ -141,7 +141,7 @@ def test_the_stitched_canvas_is_the_object_the_forward_model_diffracted(small_da
     'patches' the decoder's own. Both reconstructions are the stitch of those patches, their phase
     offsets anchored to the centre-of-mass phase (the default phase_offsets='com')."""
     from ptycho import com_phase
-    from ptycho.batches import prepare_job_data
+    from ptycho.data.batches import prepare_job_data
     from ptycho.torch import inference
     from ptycho.torch.model import load_model
 

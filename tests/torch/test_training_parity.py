@@ -2,7 +2,7 @@
 
 From the same initial weights (transferred Keras -> torch) and the same batches in the same
 order, the per-step losses of Keras' train_step and of the torch port agree. Losses are compared
-over each batch's Poisson NLL floor (:func:`ptycho.phase_job.poisson_nll_floor`): the raw NLL is
+over each batch's Poisson NLL floor (:func:`ptycho.pipeline.poisson_nll_floor`): the raw NLL is
 about -3e6 per pixel here, the learnable excess over the floor 2e4 to 8e4, and float32 resolves
 the raw loss to 0.25 to 0.5 (about 1e-5 of the excess).
 """
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from ptycho import model as tf_model
-from ptycho import training as tf_training
-from ptycho.batches import GroupedData, epoch_order, group_data, split_validation
-from ptycho.phase_job import poisson_nll_floor
+from ptycho.tf import model as tf_model
+from ptycho.tf import training as tf_training
+from ptycho.data.batches import GroupedData, epoch_order, group_data, split_validation
+from ptycho.pipeline import poisson_nll_floor
 from ptycho.spec import EARLY_STOPPING_PATIENCE, ModelSpec, NonFiniteLossError, TrainSpec
 from ptycho.stitching import canvas_size_for
 from ptycho.torch import model as pt_model

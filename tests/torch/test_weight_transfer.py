@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptycho import model as tf_model
+from ptycho.tf import model as tf_model
 from ptycho.spec import ModelSpec
 from ptycho.torch import model as pt_model
 from ptycho.torch.weights import WeightTransferError, keras_variables, tf_to_torch, torch_to_tf
@@ -63,6 +63,6 @@ def test_mismatched_models_are_named_errors(keras_model, probe):
 
 
 def test_importing_the_port_does_not_import_tensorflow():
-    code = ("import sys, ptycho.torch.workflow, ptycho.torch.weights, ptycho.compare; "
+    code = ("import sys, ptycho.torch.workflow, ptycho.torch.weights, ptycho.evaluation.compare; "
             "sys.exit(int('tensorflow' in sys.modules or 'keras' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

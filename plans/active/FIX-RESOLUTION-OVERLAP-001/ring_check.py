@@ -11,12 +11,14 @@ import sys, dataclasses
 import numpy as np
 from scipy import ndimage
 import tensorflow as tf
-from ptycho import batches, grouping, normalization, stitching, architecture, tf_helper
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data import batches, grouping, normalization
+from ptycho import stitching, architecture
+from ptycho.tf import ops as tf_ops
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import ModelSpec
-from ptycho.model import build_model
-from ptycho.phase_job import poisson_nll_floor
-from ptycho.tf_reassembly import reassemble_by_offsets
+from ptycho.tf.model import build_model
+from ptycho.pipeline import poisson_nll_floor
+from ptycho.tf.reassembly import reassemble_by_offsets
 
 kind = sys.argv[1] if len(sys.argv) > 1 else "lines"
 extra = dict(arg.split("=") for arg in sys.argv[2:])
@@ -47,7 +49,7 @@ for gs in (1, 2):
     for how in ("true", "ring_flat", "ring_blur2.0"):
         Y = degrade(g.object, how)
         seen = model.illuminated_patches(tf.constant(Y), tf.constant(g.coords_relative))
-        A = (tf_helper.pad_and_diffract(seen * model.probe) * scale).numpy().astype(np.float64)
+        A = (tf_ops.pad_and_diffract(seen * model.probe) * scale).numpy().astype(np.float64)
         nll = float(np.mean(A**2 + 1e-6 - I * np.log(A**2 + 1e-6)))
         out = []
         for label, patches in (("canvas", seen.numpy()), ("patches", Y)):

@@ -10,9 +10,10 @@ architecture or loss.
 import argparse, dataclasses, json, time
 import numpy as np
 import torch
-from ptycho import batches, stitching, phase_job
-from ptycho.batches import prepare_job_data, group_data
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data import batches
+from ptycho import stitching, pipeline
+from ptycho.data.batches import prepare_job_data, group_data
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 from ptycho.torch import inference, training
 from ptycho.torch.model import build_model

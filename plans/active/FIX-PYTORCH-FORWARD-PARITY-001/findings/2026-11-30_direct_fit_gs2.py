@@ -1,7 +1,7 @@
 import numpy as np, torch
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec
-from ptycho.batches import prepare_job_data
+from ptycho.data.batches import prepare_job_data
 from ptycho.torch import ops, training as tt, reassembly
 train, test = simulate_dataset(SimulationSpec(seed=0))
 spec, tr, te, _ = prepare_job_data(train, test, GroupingSpec(gridsize=2, n_groups=384, seed=0), ModelSpec(gridsize=2, mae_weight=1.0))

@@ -1,5 +1,5 @@
 """Round-6 diagnostics (issue 8) of a saved PyTorch run (``<run>/run/model.pt`` and ``model_spec.json``,
-as runners.bench_quality or the round-6 probe write them). Not a project tool.
+as runners.bench.quality or the round-6 probe write them). Not a project tool.
 
     PYTHONPATH=. python <this file> split <run> [mixed|lines]   # quality on the train positions vs the test positions
     PYTHONPATH=. python <this file> scales <run>                # test phase error below / above a Gaussian scale
@@ -17,8 +17,8 @@ from scipy import ndimage
 from ptycho import determinism, stitching
 
 determinism.configure_torch(2)
-from ptycho.batches import group_data  # noqa: E402
-from ptycho.simulate import SimulationSpec, simulate_dataset  # noqa: E402
+from ptycho.data.batches import group_data  # noqa: E402
+from ptycho.data.simulate import SimulationSpec, simulate_dataset  # noqa: E402
 from ptycho.spec import ModelSpec  # noqa: E402
 from ptycho.torch.inference import predict_patches, stitch_patches  # noqa: E402
 from ptycho.torch.model import load_model  # noqa: E402
@@ -98,7 +98,7 @@ def dpc(kind="mixed"):
     from scipy import sparse
     from scipy.sparse.linalg import lsqr
     from scipy.spatial import cKDTree
-    from ptycho.simulate import extract_patches
+    from ptycho.data.simulate import extract_patches
 
     for name, data in zip(("train", "test"), simulate_dataset(SimulationSpec(object_kind=kind, seed=0))):
         intensity = np.asarray(data.diffraction, np.float64) ** 2

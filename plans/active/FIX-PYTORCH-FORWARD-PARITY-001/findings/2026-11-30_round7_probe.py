@@ -4,7 +4,7 @@ import argparse, json, time, sys
 from pathlib import Path
 sys.path.insert(0, "/work/main")
 from ptycho import determinism
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 p = argparse.ArgumentParser()
 p.add_argument("--kind", default="mixed"); p.add_argument("--gs", type=int, default=2)
@@ -128,7 +128,7 @@ print(line); open("/tmp/exp3/results.jsonl", "a").write(line + "\n")
 # the group-consistent patches (what the forward model saw) stitched, with and without sync
 import numpy as np, torch
 from ptycho import stitching
-from ptycho.batches import group_data
+from ptycho.data.batches import group_data
 from ptycho.torch.inference import predict_patches, stitch_patches
 from ptycho.torch.model import load_model
 spec = ModelSpec(**json.load(open(out / "run" / "model_spec.json")))

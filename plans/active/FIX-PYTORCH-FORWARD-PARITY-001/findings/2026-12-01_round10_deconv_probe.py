@@ -13,7 +13,7 @@ from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 sys.path.insert(0, "/work/main")
 from ptycho import com_phase, stitching
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.torch.inference import stitch_patches
 
 kind = sys.argv[1] if len(sys.argv) > 1 else "mixed"

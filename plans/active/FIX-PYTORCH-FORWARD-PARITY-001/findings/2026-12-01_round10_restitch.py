@@ -7,8 +7,8 @@ import numpy as np
 sys.path.insert(0, "/work/main")
 from ptycho import com_phase, determinism, stitching
 determinism.configure_torch(2)
-from ptycho.batches import group_data
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.batches import group_data
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import ModelSpec
 from ptycho.torch.inference import diffracted_patches, predict_patches, stitch_patches
 from ptycho.torch.model import load_model

@@ -5,8 +5,8 @@ import sys
 sys.path.insert(0, "/work/main")
 import numpy as np
 from ptycho import architecture, com_phase, stitching
-from ptycho.batches import group_data
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.batches import group_data
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.torch.inference import stitch_patches
 
 train, test = simulate_dataset(SimulationSpec(object_kind="mixed", seed=0, n_images=2048))

@@ -6,8 +6,8 @@ e.g. ... simulated 2 3 /tmp/r11/a --n-groups 1536 --epochs 8. Prints the study's
 import sys
 from pathlib import Path
 sys.path.insert(0, "/work/main")
-from runners import bench_quality as bq
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from runners.bench import quality as bq
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 
 dataset, gridsize, seed, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 args = bq.parse_args(["--out", str(out), *sys.argv[5:]])

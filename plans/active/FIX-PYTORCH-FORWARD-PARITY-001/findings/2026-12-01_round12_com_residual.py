@@ -6,8 +6,8 @@ Run: PYTHONPATH=. python plans/active/FIX-PYTORCH-FORWARD-PARITY-001/findings/20
 import numpy as np
 
 from ptycho import com_phase, stitching
-from ptycho.batches import group_data
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.data.batches import group_data
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.torch.inference import stitch_patches
 
 for kind in ("lines", "mixed"):

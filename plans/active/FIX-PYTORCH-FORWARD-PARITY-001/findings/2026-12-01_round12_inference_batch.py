@@ -7,9 +7,9 @@ Run: PYTHONPATH=. python plans/active/FIX-PYTORCH-FORWARD-PARITY-001/findings/20
 import statistics
 import time
 
-from ptycho import inference as tf_inference, model as tf_model
-from ptycho.batches import prepare_job_data
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho.tf import inference as tf_inference, model as tf_model
+from ptycho.data.batches import prepare_job_data
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec
 from ptycho.torch import inference as pt_inference, model as pt_model
 

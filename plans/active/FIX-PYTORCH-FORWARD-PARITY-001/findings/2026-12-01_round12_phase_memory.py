@@ -10,8 +10,9 @@ import time
 
 import psutil
 
-from ptycho import phase_job, workflow
-from ptycho.simulate import SimulationSpec, simulate_dataset
+from ptycho import pipeline
+from ptycho.tf import workflow
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 
 process, peak, stop = psutil.Process(), [0], threading.Event()
@@ -23,7 +24,7 @@ def sample():
         time.sleep(0.01)
 
 
-real_lap = phase_job._lap
+real_lap = pipeline._lap
 step_peaks = []
 
 
@@ -33,7 +34,7 @@ def lap(start):
     return real_lap(start)
 
 
-phase_job._lap = lap
+pipeline._lap = lap
 train, test = simulate_dataset(SimulationSpec(n_images=int(sys.argv[1])))
 threading.Thread(target=sample, daemon=True).start()
 time.sleep(0.1)

@@ -1,0 +1,317 @@
+"""Phase C3: an iterative reference reconstruction (``python -m runners.phase c3=iterative``).
+
+cdtools (the extra ``iterative``, adapted in ``ptycho.iterative``) reconstructs the object from
+the data C1 trains on, with the data's probe held fixed, so that a network's reconstruction can
+be set beside a classical one of the same data, also on real data without ground truth (in the
+MLflow UI: filter on ``tags.dataset.test_sha1``, which C1 and C3 runs of the same data share).
+The evidence is C1's: quality against ``objectGuess`` with the constant-object floor (when the
+data carry it), the debug bundle, an MLflow run, the inventory section and summary entry, or
+a blocker.
+
+Order of work (:class:`C3Run`): import cdtools (missing: a blocker that names the install
+command), open the MLflow run, load the data (C1's files or simulation; ``c3.positions`` picks
+the test file, the train file or both), reconstruct, place the object on C1's canvas, quality,
+bundle, MLflow results, hub. Slot ``iterative_reference/phase_c3_<variant>[__<sweep suffix>]``
+(``hub.slot`` replaces it): ``analysis/forward_parity_debug_iterative/`` (the bundle),
+``run_<variant>/`` (``reconstruction.npz``: the canvas as C1 writes it plus the whole
+reconstructed object and its origin; ``history.json``: the loss per epoch; ``timings.json``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from ptycho import determinism, disk_preflight
+from runners.phases import c1
+from runners.process import diskfull, interrupt
+from runners.evidence import hub, outcome
+from runners import tracking
+from runners.evidence.envinfo import git_commit, library_versions, project_root
+from runners.evidence import OUTCOME_FILE, PhaseRecord, quality_warning, run_description, warning_tags
+from runners.job import JobContext
+from runners.evidence.outcome import PhaseBlocked, PhaseConfigError, display_path
+from runners.schema import PhaseConfig, PositionSet
+from runners.process.tee import FdTee
+
+log = logging.getLogger(__name__)
+TAG = "iterative"
+BACKEND = "cdtools"
+GUARD_NAME = "c3_iterative"  # names the blocker files; no guard test runs before a C3 job
+RECONSTRUCTION_FILE = "reconstruction.npz"
+HISTORY_FILE = "history.json"
+TIMINGS_FILE = "timings.json"
+BUNDLE_DUPLICATES = ("quality", "iterative")  # stats.json sections logged under their own names
+
+
+def c3_slot(spec: PhaseConfig, job: JobContext) -> hub.HubSlot:
+    """``iterative_reference/phase_c3_<variant>`` with C1's rules (``hub.slot``, sweep suffix)."""
+    stem = f"phase_c3_{spec.c3.variant}"
+    name = c1.slot_name(spec, job, f"{TAG}_reference/{stem}")
+    return hub.resolve_slot(job.launch_dir / spec.hub.root, name, tag=TAG, phase_stem=stem,
+                            variant=spec.c3.variant, guard_name=GUARD_NAME, log_verb="reconstruct")
+
+
+def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[str, str]) -> PhaseRecord:
+    """The RUNNING record of a C3 job."""
+    settings = spec.c3
+    suffix = slot.name.rsplit("/", 1)[-1].partition("__")[2]
+    shown = {"cli_log": slot.cli_log, "bundle": slot.bundle_dir, "run_dir": slot.run_dir}
+    return PhaseRecord(
+        slot=slot.name,
+        title=f"Phase C3 — {settings.title}" + (f" [{suffix}]" if suffix else ""),
+        utc_time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        command=job.command, env=env, versions=library_versions(),
+        git_commit=git_commit(project_root(), slot.root),
+        parameters={
+            "library": BACKEND, "engine": settings.engine.value, "epochs": settings.epochs,
+            "learning_rate": "default" if settings.learning_rate is None else settings.learning_rate,
+            "batch_size": settings.batch_size, "positions": settings.positions.value, "seed": settings.seed,
+        },
+        paths={key: display_path(path, job.launch_dir) for key, path in shown.items()},
+        guard="NOT RUN (no guard for an iterative reconstruction)",
+    )
+
+
+def run_c3(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
+    """Run phase C3 for ``spec``; returns the GREEN record or raises PhaseBlocked/PhaseConfigError."""
+    try:
+        slot = c3_slot(spec, job)
+    except ValueError as exc:
+        raise PhaseConfigError(str(exc)) from exc
+    return C3Run(spec, job, slot).execute()
+
+
+def reference_data(loaded: dict, positions: PositionSet):
+    """The PtychoData C3 reconstructs: ``loaded['test']``, ``loaded['train']`` or both joined."""
+    if positions is not PositionSet.all:
+        return loaded[positions.value]
+    from ptycho.data.contract import PtychoData
+
+    train, test = loaded["train"], loaded["test"]
+    if train.N != test.N or not np.array_equal(train.probe, test.probe):
+        raise ValueError("c3.positions=all: the train and test files must share N and the probe; "
+                         "reconstruct them one at a time with c3.positions=train or test")
+    return PtychoData(
+        diffraction=np.concatenate([train.diffraction, test.diffraction]), probe=train.probe,
+        xcoords=np.concatenate([train.xcoords, test.xcoords]), ycoords=np.concatenate([train.ycoords, test.ycoords]),
+        object_guess=train.object_guess,
+    )
+
+
+class C3Run:
+    """One C3 job (see the module docstring for the order of work)."""
+
+    def __init__(self, spec: PhaseConfig, job: JobContext, slot: hub.HubSlot):
+        self.spec, self.job, self.slot, self.settings = spec, job, slot, spec.c3
+        self.lock_timeout_s = spec.hub.lock_timeout_s
+        self.record = new_record(spec, job, slot, {})
+        self.outcome_path = job.output_dir / OUTCOME_FILE
+        self.tracker: tracking.Tracker | None = None
+        self.outcome_lines: list[str] = []  # quality and time, printed above the GREEN line
+        self.space = diskfull.JobSpace()  # pre-flight, space set aside for the evidence, partial files
+        self.blocker_text: str | None = None  # the blocker, when only the MLflow run could take it
+
+    def execute(self) -> PhaseRecord:
+        self.slot.make_dirs()
+        self.record.save(self.outcome_path)
+        banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
+        failure = blocked = None
+        with FdTee(self.slot.cli_log, banner) as tee, interrupt.at_signal(
+                lambda sig: outcome.interrupt_evidence(self, sig, tee)):
+            try:
+                self._run()
+            except Exception as exc:
+                failure, blocked = exc, self._fail(exc)
+            else:
+                print(*self.outcome_lines, sep="\n", flush=True)
+                print(f"GREEN: {self.record.title}; stats.json sha1 {self.record.stats_sha1}; "
+                      f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}", flush=True)
+            finally:
+                self.space.release()
+        tracking.copy_log(self.tracker, self.slot.cli_log, self.spec.tracking.log_artifacts)  # complete now
+        if blocked is not None:
+            raise blocked from failure
+        return self.record
+
+    def _step(self, name: str) -> None:
+        self.record.step = name
+        log.info("step: %s", name)
+
+    def _run(self) -> None:
+        self._step("disk pre-flight")
+        self._check_disk()
+        self._step("imports")
+        from ptycho import iterative
+
+        self.record.versions[iterative.DISTRIBUTION] = iterative.library_version()
+        self.record.compute = determinism.configure_torch(determinism.resolve_threads(self.spec.threads))
+        self._step("tracking")
+        self.tracker = tracking.Tracker(tracking.absolute_uri(self.spec.tracking.uri, self.job.launch_dir),
+                                        self.spec.tracking.experiment)
+        self._start_tracking()
+        self._step("data")
+        data = self._load_data()
+        self._step("reconstruction")
+        settings = self.settings
+        result = iterative.reconstruct(data, iterative.IterativeSpec(
+            engine=settings.engine.value, epochs=settings.epochs, learning_rate=settings.learning_rate,
+            batch_size=settings.batch_size, seed=settings.seed,
+        ), on_epoch=lambda epoch, loss: self.tracker.log_metrics({"loss": loss}, step=epoch))
+        log.info("%s %s: %d epochs in %.1f s, final loss %.4g", iterative.DISTRIBUTION, settings.engine.value,
+                 len(result.loss_history), result.seconds, result.loss_history[-1])
+        self._step("bundle")
+        stats, quality = self._write_outputs(data, result)
+        self.outcome_lines = [
+            f"  reconstruction  {iterative.DISTRIBUTION} {settings.engine.value}, {len(result.loss_history)} epochs, "
+            f"{data.n_images} positions, {result.seconds:.1f} s ({result.cpu_seconds:.1f} s CPU)",
+            "  quality         " + (c1.quality_line(quality) if quality else "not measured (no objectGuess)"),
+        ]
+        self.record.quality_warning = quality_warning(quality)
+        if self.record.quality_warning:
+            self.outcome_lines.append(f"  WARNING         {self.record.quality_warning}")
+        self._step("tracking results")
+        self._log_results(stats, quality, result)
+        self._step("hub")
+        outcome.mark_green(self.record, self.slot, self.lock_timeout_s)
+        self._step("tracking end")
+        self._end_tracking(green=True)
+        self.record.save(self.outcome_path)
+
+    def _check_disk(self) -> None:
+        """The disk pre-flight (``runners.process.diskfull.JobSpace``, as in C1): the dataset cache when it is to be
+        made, reconstruction.npz (the stitched canvas and cdtools' object), the bundle and the logs in the
+        slot, the run's rows in a SQLite store, against each file system's free space; then space set
+        aside for the evidence on the hub's and the store's file systems."""
+        launch, slot = self.job.launch_dir, self.slot
+        needs = []
+        found = c1.data_disk_needs(self.spec, launch)
+        if found is not None:  # data files that cannot be read: the data step reports them
+            N, canvas, needs = found
+            outputs = disk_preflight.reconstruction_outputs(slot.run_dir, slot.bundle_dir, slot.cli_log.parent, N=N,
+                                                            canvas_px=canvas, setting="hub.root")
+            outputs.append(disk_preflight.DiskNeed("reconstructed object", slot.run_dir, canvas**2 * 8, "hub.root"))
+            needs = needs + c1.within_memory(outputs) + c1.store_disk_needs(self.spec, launch)
+        self.space.claim(needs, [slot.dir, *c1.store_folder(self.spec, launch)],
+                         [slot.run_dir, slot.bundle_dir.parent])
+
+    def _start_tracking(self) -> None:
+        spec, record = self.spec, self.record
+        tags = {"backend": BACKEND, "phase": "c3", "phase_variant": self.settings.variant, "slot": self.slot.name,
+                "engine": self.settings.engine.value, "git_commit": record.git_commit, "status": record.status,
+                **{f"compute.{key}": value for key, value in record.compute.items()}}
+        run_id = self.tracker.start(self.slot.name, tags, self.job.parent_run_id)
+        record.mlflow = {"run_id": run_id, "experiment": spec.tracking.experiment, "tracking_uri": self.tracker.uri,
+                         "ui": self.tracker.run_link()}
+        if self.job.parent_run_id:
+            record.mlflow["parent_run_id"] = self.job.parent_run_id
+        record.save(self.outcome_path)
+        self._describe_run()
+        config = OmegaConf.to_container(OmegaConf.structured(spec), enum_to_str=True)
+        self.tracker.log_params(tracking.flatten(config))
+
+    def _describe_run(self) -> None:
+        """The MLflow run's description: title, status, where the hub keeps the evidence."""
+        text = run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir))
+        self.tracker.describe(outcome.described(text, self.blocker_text))
+
+    def _load_data(self):
+        """The data files the positions need, loaded, validated and logged; the data to reconstruct."""
+        from ptycho.data.contract import file_sha1, load_npz
+
+        paths = dict(zip(("train", "test"), c1.dataset_files(self.spec, self.job.launch_dir)))
+        wanted = ("train", "test") if self.settings.positions is PositionSet.all else (self.settings.positions.value,)
+        loaded = {}
+        self.record.dataset = {"name": self.spec.dataset.name}
+        for context in wanted:
+            loaded[context] = load_npz(paths[context])
+            sha1 = file_sha1(paths[context])
+            self.tracker.log_dataset(self.spec.dataset.name, paths[context], sha1, context, loaded[context].n_images)
+            self.record.dataset.update({context: display_path(paths[context], self.job.launch_dir),
+                                        f"{context}_sha1": sha1})
+        data = reference_data(loaded, self.settings.positions)
+        self.record.parameters["n_positions"] = data.n_images
+        if data.has_ground_truth:  # before the loss per epoch: the compare view plots the first metric
+            self.tracker.reserve_metrics(tracking.QUALITY_FIRST)
+        return data
+
+    def _write_outputs(self, data, result) -> tuple[dict, dict]:
+        """reconstruction.npz, history.json and the debug bundle; (stats.json content, quality)."""
+        from ptycho.evaluation import bundle
+        from ptycho import iterative, stitching
+        from ptycho.pipeline import floor_comparison
+
+        stitched = iterative.stitched(result, data)
+        quality, truth = {}, (None, None)
+        if data.has_ground_truth:
+            quality = stitching.stitched_quality(stitched, data.object_guess)
+            constant = np.where(stitched.covered, iterative.constant_amplitude(data.diffraction, data.probe), 0)
+            floor = stitching.stitched_quality(replace(stitched, canvas=constant.astype(np.complex64)),
+                                               data.object_guess)
+            quality.update(floor_comparison(quality, floor))
+            truth = stitching.ground_truth_window(data.object_guess, stitched)
+        run_dir = self.slot.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(run_dir / RECONSTRUCTION_FILE, canvas=stitched.canvas, covered=stitched.covered,
+                 offsets_xy=stitched.offsets_xy, centre_xy=stitched.centre_xy, crop=stitched.crop,
+                 object=result.obj, origin_rc=np.asarray(result.origin_rc))
+        hub.atomic_write_text(run_dir / HISTORY_FILE, json.dumps({"loss": list(result.loss_history)}, indent=2))
+        timings = {"reconstruction_s": result.seconds, "reconstruction_cpu_s": result.cpu_seconds}
+        hub.atomic_write_text(run_dir / TIMINGS_FILE, json.dumps(timings, indent=2))
+        about = {"library": f"{iterative.DISTRIBUTION} {result.version}", "engine": self.settings.engine.value,
+                 "epochs": len(result.loss_history), "final_loss": result.loss_history[-1],
+                 "n_positions": data.n_images}  # no wall times: the same job gives the same stats.json sha1
+        bundle.write_debug_bundle(
+            self.slot.bundle_dir, iterative.object_patches(result, data), stitched.offsets_xy, stitched.canvas,
+            canvas_mask=stitched.covered, intensity_scale=1.0, history={"loss": list(result.loss_history)},
+            ground_truth=truth[0], ground_truth_mask=truth[1], extra_stats={"quality": quality, "iterative": about},
+        )
+        self.record.stats_sha1 = bundle.stats_sha1(self.slot.bundle_dir)
+        return bundle.read_bundle_stats(self.slot.bundle_dir), quality
+
+    def _log_results(self, stats: dict, quality: dict, result) -> None:
+        self.tracker.log_metrics({
+            **tracking.numeric_leaves({k: v for k, v in stats.items() if k not in BUNDLE_DUPLICATES}, "bundle."),
+            **tracking.numeric_leaves(quality, "quality."),
+            "timing.reconstruction_s": result.seconds, "timing.reconstruction_cpu_s": result.cpu_seconds,
+            "n_positions": float(self.record.parameters["n_positions"]),
+        })
+        self.tracker.set_tags({"stats_sha1": self.record.stats_sha1, "library_version": result.version,
+                               **warning_tags(self.record)})
+        if self.spec.tracking.log_artifacts:
+            self.tracker.log_artifacts(self.slot.bundle_dir, "bundle")
+            self.tracker.log_artifacts(self.slot.run_dir / HISTORY_FILE, "run")
+            self.tracker.log_artifacts(self.job.output_dir / ".hydra", "hydra")
+
+    def _end_tracking(self, green: bool) -> None:
+        blocker = {"blocker": self.record.blocker} if self.record.blocker else {}
+        self.tracker.set_tags({"status": self.record.status, **blocker})
+        if not green:
+            self.tracker.rename(f"{self.slot.name} [{self.record.status}]")
+        self._describe_run()
+        # the CLI log follows when it is complete (execute)
+        self.space.end_run(self.tracker, green, {"status": self.record.status, "blocker": self.record.blocker or "-",
+                                                 "error": self.record.error or "-"})
+
+    def _fail(self, error: Exception) -> PhaseBlocked:
+        """Complete the evidence of a failed job; the PhaseBlocked to raise once the CLI log is closed."""
+        launch = self.job.launch_dir
+        outcome.block_failed_job(self.record, self.slot, error, launch, self.lock_timeout_s, self.space,
+                                 self.outcome_path, logger=log,
+                                 written=c1.written_folders(self.spec, launch, self.slot),
+                                 store=tracking.sqlite_file(self.tracker.uri) if self.tracker is not None else None,
+                                 elsewhere=outcome.blocker_in_run(self))
+        if self.tracker is not None and self.tracker.run_id is not None:
+            try:
+                self._end_tracking(green=False)
+            except Exception:  # the blocker is written; MLflow trouble must not hide the first error
+                log.exception("could not close the MLflow run %s as FAILED", self.tracker.run_id)
+        print(f"BLOCKED: {self.record.title}; {self.record.error}\nblocker: {self.record.blocker}",
+              file=sys.stderr, flush=True)
+        return PhaseBlocked(self.record.error, self.record.blocker, announced=True)
