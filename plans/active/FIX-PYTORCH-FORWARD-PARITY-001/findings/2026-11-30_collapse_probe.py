@@ -1,3 +1,5 @@
+# A record of a probe run, kept as it ran at commit 1b9bcff (2026-11-30); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe 1b9bcff
 """Collapse experiments on the PyTorch port (gridsize 1 or 2), issue 8's findings of 2026-11-30.
 
 A one-off probe, not a project tool: it monkeypatches the port to try variants (flags). With
@@ -10,9 +12,9 @@ import argparse, json, math, time, sys
 import numpy as np, torch
 from torch.nn import functional as F
 torch.set_num_threads(2)
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
-from ptycho.data.batches import prepare_job_data
+from ptycho.batches import prepare_job_data
 from ptycho.torch import model as tm, training as tt, inference as ti
 from ptycho import stitching
 
@@ -158,7 +160,7 @@ q = stitching.stitched_quality(stitched, test.object_guess)
 import dataclasses
 floor = stitching.stitched_quality(dataclasses.replace(stitched, canvas=np.full_like(stitched.canvas, a0)), test.object_guess)
 print("floor", {k: round(floor[k], 4) for k in ("amp_mae", "phase_mae")})
-from ptycho.data.batches import group_data
+from ptycho.batches import group_data
 tr_groups = stitching.inference_groups(train, a.gridsize, 7, a.seed)
 tr_all = group_data(train, tr_groups, spec.intensity_scale, with_object=False)
 if a.est:

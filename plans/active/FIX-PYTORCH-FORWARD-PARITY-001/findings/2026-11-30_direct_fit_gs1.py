@@ -1,7 +1,9 @@
+# A record of a probe run, kept as it ran at commit 1b9bcff (2026-11-30); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe 1b9bcff
 import numpy as np, torch
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec
-from ptycho.data.batches import prepare_job_data
+from ptycho.batches import prepare_job_data
 from ptycho.torch import ops, training as tt
 torch.manual_seed(0)
 train, test = simulate_dataset(SimulationSpec(seed=0))

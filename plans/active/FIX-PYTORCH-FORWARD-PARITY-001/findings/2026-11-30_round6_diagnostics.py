@@ -1,5 +1,7 @@
+# A record of a probe run, kept as it ran at commit b29a4a4 (2026-11-30); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe b29a4a4
 """Round-6 diagnostics (issue 8) of a saved PyTorch run (``<run>/run/model.pt`` and ``model_spec.json``,
-as runners.bench.quality or the round-6 probe write them). Not a project tool.
+as runners.bench_quality or the round-6 probe write them). Not a project tool.
 
     PYTHONPATH=. python <this file> split <run> [mixed|lines]   # quality on the train positions vs the test positions
     PYTHONPATH=. python <this file> scales <run>                # test phase error below / above a Gaussian scale
@@ -17,8 +19,8 @@ from scipy import ndimage
 from ptycho import determinism, stitching
 
 determinism.configure_torch(2)
-from ptycho.data.batches import group_data  # noqa: E402
-from ptycho.data.simulate import SimulationSpec, simulate_dataset  # noqa: E402
+from ptycho.batches import group_data  # noqa: E402
+from ptycho.simulate import SimulationSpec, simulate_dataset  # noqa: E402
 from ptycho.spec import ModelSpec  # noqa: E402
 from ptycho.torch.inference import predict_patches, stitch_patches  # noqa: E402
 from ptycho.torch.model import load_model  # noqa: E402
@@ -98,7 +100,7 @@ def dpc(kind="mixed"):
     from scipy import sparse
     from scipy.sparse.linalg import lsqr
     from scipy.spatial import cKDTree
-    from ptycho.data.simulate import extract_patches
+    from ptycho.simulate import extract_patches
 
     for name, data in zip(("train", "test"), simulate_dataset(SimulationSpec(object_kind=kind, seed=0))):
         intensity = np.asarray(data.diffraction, np.float64) ** 2

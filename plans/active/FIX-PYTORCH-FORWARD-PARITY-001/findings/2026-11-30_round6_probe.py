@@ -1,11 +1,13 @@
-"""Round-6 probe (issue 8): one torch run like runners.bench.quality with knobs that monkeypatch the port
+# A record of a probe run, kept as it ran at commit 9691b19 (2026-11-30); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe 9691b19
+"""Round-6 probe (issue 8): one torch run like runners.bench_quality with knobs that monkeypatch the port
 (--batch, --lr, --leaky, --coord, --offsets, --warm); appends a JSON line to results.jsonl. Not a project tool.
 Run from the repo root with PYTHONPATH=. ; writes under /tmp/exp2."""
 import argparse, json, time, sys
 from pathlib import Path
 
 from ptycho import determinism
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 p = argparse.ArgumentParser()
 p.add_argument("--kind", default="mixed"); p.add_argument("--gs", type=int, default=2)

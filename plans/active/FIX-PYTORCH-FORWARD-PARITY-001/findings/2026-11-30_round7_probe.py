@@ -1,10 +1,12 @@
+# A record of a probe run, kept as it ran at commit 67090ee (2026-12-01); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe 67090ee
 """Round-7 probe (issue 8): one torch run like bench_quality with knobs (round 6 plus --phase_gain, --ring_tanh), then the
 saved model stitched from the decoder patches and the diffracted patches, with and without phase sync. Not a project tool."""
 import argparse, json, time, sys
 from pathlib import Path
 sys.path.insert(0, "/work/main")
 from ptycho import determinism
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 p = argparse.ArgumentParser()
 p.add_argument("--kind", default="mixed"); p.add_argument("--gs", type=int, default=2)
@@ -128,7 +130,7 @@ print(line); open("/tmp/exp3/results.jsonl", "a").write(line + "\n")
 # the group-consistent patches (what the forward model saw) stitched, with and without sync
 import numpy as np, torch
 from ptycho import stitching
-from ptycho.data.batches import group_data
+from ptycho.batches import group_data
 from ptycho.torch.inference import predict_patches, stitch_patches
 from ptycho.torch.model import load_model
 spec = ModelSpec(**json.load(open(out / "run" / "model_spec.json")))

@@ -1,11 +1,13 @@
+# A record of a probe run, kept as it ran at commit 114407d (2026-11-30); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe 114407d
 """Round 7 (issue 8, not a project tool; usage: python <this file> <run dir> mixed <n_images>): the outer ring phase vs the swish floor."""
 import json, sys
 import numpy as np, torch
 sys.path.insert(0, "/work/main")
 from ptycho import determinism, stitching
 determinism.configure_torch(2)
-from ptycho.data.batches import group_data
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.batches import group_data
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import ModelSpec
 from ptycho.torch.inference import predict_patches
 from ptycho.torch.model import load_model

@@ -1,3 +1,5 @@
+# A record of a probe run, kept as it ran at commit 67090ee (2026-12-01); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe 67090ee
 """Round 7 (issue 8, not a project tool): stitch a saved run from the decoder patches and from the patches the forward
 model diffracted, with and without phase sync. Usage: python <this file> <run dir> [mixed|lines] [n_images]"""
 import json, sys
@@ -5,8 +7,8 @@ import numpy as np, torch
 sys.path.insert(0, "/work/main")
 from ptycho import determinism, stitching
 determinism.configure_torch(2)
-from ptycho.data.batches import group_data
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.batches import group_data
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import ModelSpec
 from ptycho.torch.inference import predict_patches, stitch_patches
 from ptycho.torch.model import load_model

@@ -1,3 +1,5 @@
+# A record of a probe run, kept as it ran at commit 0039f0f (2026-12-01); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe 0039f0f
 """Round 10 (issue 8, not a project tool): the probe's share of the first moments from a deconvolved |O|^2.
 
 The probe's share of moment k is sum |P(r-s_k)|^2 grad(arg P)(r-s_k) |O(r)|^2 / T_k: linear in |O|^2, with
@@ -13,7 +15,7 @@ from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 sys.path.insert(0, "/work/main")
 from ptycho import com_phase, stitching
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.torch.inference import stitch_patches
 
 kind = sys.argv[1] if len(sys.argv) > 1 else "mixed"

@@ -1,3 +1,5 @@
+# A record of a probe run, kept as it ran at commit c3acdf1 (2026-12-01); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe c3acdf1
 """Round 10 (issue 8, not a project tool): re-stitch a saved study network with other stitching settings (no training).
 
 Usage: python <this file> <run dir> [kind] [n_images]. Prints amp/phase over the floor for crops and phase offsets.
@@ -7,8 +9,8 @@ import numpy as np
 sys.path.insert(0, "/work/main")
 from ptycho import com_phase, determinism, stitching
 determinism.configure_torch(2)
-from ptycho.data.batches import group_data
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.batches import group_data
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import ModelSpec
 from ptycho.torch.inference import diffracted_patches, predict_patches, stitch_patches
 from ptycho.torch.model import load_model

@@ -1,3 +1,5 @@
+# A record of a probe run, kept as it ran at commit 6d24bad (2026-12-01); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe 6d24bad
 """Round 11 (issue 8, not a project tool): how much of the stitched phase is the network's? The constant
 object (every patch a0, phase 0: the study's floor patches) stitched with each patch's offset anchored by
 `com`, against the floor stitched as is, on the study's simulated data (2048 positions), gridsize 1 and 2."""
@@ -5,8 +7,8 @@ import sys
 sys.path.insert(0, "/work/main")
 import numpy as np
 from ptycho import architecture, com_phase, stitching
-from ptycho.data.batches import group_data
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.batches import group_data
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.torch.inference import stitch_patches
 
 train, test = simulate_dataset(SimulationSpec(object_kind="mixed", seed=0, n_images=2048))

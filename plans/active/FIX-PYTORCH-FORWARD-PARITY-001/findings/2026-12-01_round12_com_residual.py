@@ -1,3 +1,5 @@
+# A record of a probe run, kept as it ran at commit cf004a2 (2026-12-01); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe cf004a2
 """Round 12 (issue 8, not a project tool): how much false phase does the `com` anchoring itself put on an
 amplitude-only object? The true patches (no network) of `lines` and `simulated` (mixed), 2048 positions,
 seed 0, stitched with offsets `none` and `com`, and `com` at other grid spacings and smoothings
@@ -6,8 +8,8 @@ Run: PYTHONPATH=. python plans/active/FIX-PYTORCH-FORWARD-PARITY-001/findings/20
 import numpy as np
 
 from ptycho import com_phase, stitching
-from ptycho.data.batches import group_data
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.batches import group_data
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.torch.inference import stitch_patches
 
 for kind in ("lines", "mixed"):

@@ -1,3 +1,5 @@
+# A record of a probe run, kept as it ran at commit cf004a2 (2026-12-01); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe cf004a2
 """Round 12 (issue 8, not a project tool): what the inference batch costs. `c1=scaled`'s inference (512 test
 groups of the 2048-position default, gridsize 2, the default ModelSpec, untrained weights: the time does not
 depend on them) runs at the training batch, 4. predict_patches + diffracted_patches (phase_job's inference
@@ -7,9 +9,9 @@ Run: PYTHONPATH=. python plans/active/FIX-PYTORCH-FORWARD-PARITY-001/findings/20
 import statistics
 import time
 
-from ptycho.tf import inference as tf_inference, model as tf_model
-from ptycho.data.batches import prepare_job_data
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho import inference as tf_inference, model as tf_model
+from ptycho.batches import prepare_job_data
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec
 from ptycho.torch import inference as pt_inference, model as pt_model
 

@@ -1,3 +1,5 @@
+# A record of a probe run, kept as it ran at commit ca13a09 (2026-12-01); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe ca13a09
 """Round 12 (issue 8, not a project tool): where `c1=scaled`'s memory peak is, on the 512- and 2048-position
 datasets. One TF phase job each (c1=scaled's settings: gridsize 2, 64 train images, 32 groups, batch 4, one
 epoch, stitching from the canvas with `com` offsets), in a fresh process per size; a thread samples the
@@ -10,9 +12,8 @@ import time
 
 import psutil
 
-from ptycho import pipeline
-from ptycho.tf import workflow
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho import phase_job, workflow
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 
 process, peak, stop = psutil.Process(), [0], threading.Event()
@@ -24,7 +25,7 @@ def sample():
         time.sleep(0.01)
 
 
-real_lap = pipeline._lap
+real_lap = phase_job._lap
 step_peaks = []
 
 
@@ -34,7 +35,7 @@ def lap(start):
     return real_lap(start)
 
 
-pipeline._lap = lap
+phase_job._lap = lap
 train, test = simulate_dataset(SimulationSpec(n_images=int(sys.argv[1])))
 threading.Thread(target=sample, daemon=True).start()
 time.sleep(0.1)

@@ -1,3 +1,5 @@
+# A record of a probe run, kept as it ran at commit 67090ee (2026-12-01); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe 67090ee
 """Round 8 (issue 8, not a project tool): does a per-group physics refinement of the network's patches fix them?
 
 For each test group: the network's patches (or a constant object, the control), then K Adam steps on free amplitude and
@@ -8,8 +10,8 @@ import numpy as np, torch
 sys.path.insert(0, "/work/main")
 from ptycho import determinism, stitching
 determinism.configure_torch(int(__import__("os").environ.get("THREADS", "2")))
-from ptycho.data.batches import group_data
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.batches import group_data
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import ModelSpec
 from ptycho.torch import ops, training as tt
 from ptycho.torch.inference import predict_patches, stitch_patches

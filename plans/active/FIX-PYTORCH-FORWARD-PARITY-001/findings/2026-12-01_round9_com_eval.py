@@ -1,3 +1,5 @@
+# A record of a probe run, kept as it ran at commit 67090ee (2026-12-01); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe 67090ee
 """Round 9 (issue 8, not a project tool): a trained network's patches anchored to the integrated centre-of-mass phase.
 
 Each patch's phase offset (free in its group's data) is set so that its |P|^2 |z|^2-weighted mean phase equals the
@@ -13,8 +15,8 @@ from scipy.spatial import Delaunay
 sys.path.insert(0, "/work/main")
 from ptycho import determinism, stitching
 determinism.configure_torch(2)
-from ptycho.data.batches import group_data
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.batches import group_data
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.spec import ModelSpec
 from ptycho.torch.inference import diffracted_patches, predict_patches, stitch_patches
 from ptycho.torch.model import load_model

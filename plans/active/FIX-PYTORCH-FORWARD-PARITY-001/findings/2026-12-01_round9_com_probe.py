@@ -1,3 +1,5 @@
+# A record of a probe run, kept as it ran at commit 4f7f8fe (2026-12-01); not maintained since and not imported by the
+# package: the modules it imports have moved or changed. To rerun it: git worktree add ../probe 4f7f8fe
 """Round 9 (issue 8, not a project tool): do the diffraction patterns' centres of mass fix the patches' phase offsets?
 
 The first moment of |FFT2(P O)|^2 is the |P O|^2-weighted mean gradient of the exit wave's phase (exact for a thin
@@ -13,7 +15,7 @@ from scipy.sparse import linalg as sparse_linalg
 from scipy.spatial import Delaunay
 sys.path.insert(0, "/work/main")
 from ptycho import stitching
-from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.simulate import SimulationSpec, simulate_dataset
 from ptycho.torch.inference import stitch_patches
 
 kind = sys.argv[1] if len(sys.argv) > 1 else "mixed"
