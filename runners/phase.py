@@ -31,7 +31,7 @@ from runners.schema import register_configs, to_spec
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="phase")
+@hydra.main(version_base="1.3", config_path="conf", config_name="phase")
 def main(cfg: DictConfig) -> PhaseRecord | PhaseBlocked:
     """The job. A blocked job returns its PhaseBlocked rather than raising it: it has written
     its evidence and printed its closing block, which Hydra's error report would repeat."""

@@ -56,10 +56,10 @@ import psutil
 from runners.evidence.envinfo import project_root
 from runners.schema import INITIATIVE_ID
 
-# backend -> (slot variant, guard selector): conf/backend/*.yaml and conf/guard/*.yaml
+# backend -> (slot variant, guard selector): runners/conf/backend/*.yaml and runners/conf/guard/*.yaml
 BACKENDS = {
-    "tensorflow": ("tf_baseline", "tests/tf_ops/test_translation_shape_guard.py::test_non_xla_translation_guard"),
-    "pytorch": ("torch_baseline", "tests/torch/test_translation_shape_guard.py::test_translation_guard"),
+    "tensorflow": ("tf_baseline", "runners/process/guard_checks/tf_translation.py::test_non_xla_translation_guard"),
+    "pytorch": ("torch_baseline", "runners/process/guard_checks/torch_translation.py::test_translation_guard"),
 }
 OVERHEAD_KEYS = ("process_start_to_job_s", "tracking_start_s", "tracking_results_s", "hub_s", "tracking_end_s",
                  "guard_wait_s")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 XLA_ENV_KEYS = ("TF_XLA_FLAGS", "USE_XLA_TRANSLATE")
 DISTRIBUTION = "ptycho-phase-runner"  # this project, as pip installs it
-SOURCE_FOLDERS = ("ptycho", "runners", "conf")  # what a run imports or composes from
+SOURCE_FOLDERS = ("ptycho", "runners")  # what a run imports or composes from (runners/conf: its config groups)
 SOURCE_SUFFIXES = (".py", ".yaml")
 _DISTRIBUTIONS = ("tensorflow-cpu", "keras", "numpy", "hydra-core", "omegaconf", "mlflow", "torch")
 

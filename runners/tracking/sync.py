@@ -126,14 +126,13 @@ def _positive(parser: argparse.ArgumentParser, key: str, value: object) -> float
 
 
 def default_hub_root() -> str:
-    """The runner's ``hub.root`` (conf/hub), relative to the launch folder."""
-    from hydra import compose, initialize_config_dir
+    """The runner's ``hub.root`` (runners/conf/hub), relative to the launch folder."""
+    from hydra import compose, initialize_config_module
 
-    from runners.evidence.envinfo import project_root
     from runners.schema import register_configs
 
     register_configs()
-    with initialize_config_dir(config_dir=str(project_root() / "conf"), version_base="1.3"):
+    with initialize_config_module(config_module="runners.conf", version_base="1.3"):
         return str(compose("phase").hub.root)
 
 

@@ -354,7 +354,7 @@ def _compose(overrides):
     from runners.schema import register_configs, to_spec
 
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "runners" / "conf"), version_base="1.3"):
         return to_spec(compose("phase", overrides=list(overrides)))
 
 

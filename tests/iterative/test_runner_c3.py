@@ -30,7 +30,7 @@ SMALL_SIMULATION = "dataset.simulation.n_images=64"
 
 def _compose(overrides):
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "runners" / "conf"), version_base="1.3"):
         return compose("phase", overrides=list(overrides))
 
 

@@ -14,13 +14,13 @@ from hydra import compose, initialize_config_dir
 from runners.schema import register_configs
 
 REPO = Path(__file__).resolve().parents[2]
-CONF_DIR = REPO / "conf"
+CONF_DIR = REPO / "runners" / "conf"
 PASSING_GUARD = "def test_guard_passes():\n    assert True\n"
 FAILING_GUARD = "def test_guard_fails():\n    assert 1 == 2, 'injected red guard'\n"
 
 
 def _compose_phase(overrides=(), hydra_node=False):
-    """The composed conf/phase.yaml (without the hydra node unless asked)."""
+    """The composed runners/conf/phase.yaml (without the hydra node unless asked)."""
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("phase", overrides=list(overrides), return_hydra_config=hydra_node)

@@ -107,7 +107,7 @@ def test_a_sweep_rerun_from_pip_install_in_a_folder_without_git_skips_its_green_
     installed = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(installed), str(source)], check=True, capture_output=True, timeout=300)
-    assert (installed / "conf" / "phase.yaml").is_file() and not (installed / ".git").exists()
+    assert (installed / "runners" / "conf" / "phase.yaml").is_file() and not (installed / ".git").exists()
     workdir = tmp_path / "work"
     workdir.mkdir()
     env = {**os.environ, "PYTHONPATH": str(installed)}

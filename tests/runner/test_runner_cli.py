@@ -111,7 +111,7 @@ def test_the_mlflow_copy_of_the_cli_log_is_complete(xla_off, tmp_path):
 def test_guard_logs_have_a_header_and_the_pytest_output(xla_off):
     slot_log = (xla_off.hub / SLOT / "green" / "pytest_tf_translation_guard.log").read_text()
     assert slot_log == (xla_off.hub / "green" / "pytest_tf_translation_guard.log").read_text()
-    assert "# command: python -m pytest tests/tf_ops/test_translation_shape_guard.py::" in slot_log
+    assert "# command: python -m pytest runners/process/guard_checks/tf_translation.py::" in slot_log
     assert "# env: TF_XLA_FLAGS=--tf_xla_auto_jit=0 USE_XLA_TRANSLATE=0" in slot_log
     assert "# result: GREEN (exit 0)" in slot_log and "test_non_xla_translation_guard PASSED" in slot_log
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from runners.schema import Backend, DatasetSource, PhaseKind, XlaMode, to_spec
 
 REPO = Path(__file__).resolve().parents[2]
-CONF_DIR = REPO / "conf"
+CONF_DIR = REPO / "runners" / "conf"
 
 
 def test_default_config_is_the_scaled_tf_phase_with_xla_on(compose_phase):
@@ -29,7 +29,7 @@ def test_default_config_is_the_scaled_tf_phase_with_xla_on(compose_phase):
         "plans/active/FIX-PYTORCH-FORWARD-PARITY-001/reports/2025-11-13T000000Z/forward_parity"
     )
     assert spec.guard.selector == (
-        "tests/tf_ops/test_translation_shape_guard.py::test_non_xla_translation_guard -vv"
+        "runners/process/guard_checks/tf_translation.py::test_non_xla_translation_guard -vv"
     )
 
 

@@ -21,7 +21,7 @@ from runners.phases.c1 import core_specs
 from runners.schema import register_configs, to_spec
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]  # the default phase on both backends
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "runners" / "conf"
 
 
 def _default_phase(*overrides):

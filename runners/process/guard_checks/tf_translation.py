@@ -1,6 +1,7 @@
-"""Guard selector for the non-XLA translation path (run by the phase runner in a subprocess).
+"""Guard check of the TensorFlow phase: the non-XLA translation path (run by the phase runner in
+a subprocess, runners/conf/guard/tf_translation.yaml; the suite collects it from tests/tf_ops).
 
-Keep the imports light: only numpy, tensorflow and ptycho.tf.ops.
+Keep the imports light: only numpy, pytest, tensorflow and ptycho.tf.
 """
 import numpy as np
 import pytest

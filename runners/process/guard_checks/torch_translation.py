@@ -1,6 +1,7 @@
-"""Guard selector of the PyTorch phase (``backend=pytorch``), run by the runner in a subprocess.
+"""Guard check of the PyTorch phase (``backend=pytorch``), run by the runner in a subprocess
+(runners/conf/guard/torch_translation.yaml; the suite collects it from tests/torch).
 
-The twin of tests/tf_ops/test_translation_shape_guard.py for ``ptycho.torch.ops``, with no
+The twin of tf_translation.py for ``ptycho.torch.ops``, with no
 TensorFlow in it, so the guard of a PyTorch run starts in a second rather than after a
 TensorFlow import. Agreement with the TensorFlow kernels is tests/torch/test_torch_ops_parity.py's.
 """
