@@ -33,7 +33,9 @@ def library_versions() -> dict[str, str]:
 
 @lru_cache(maxsize=None)
 def git_commit(root: Path, evidence: Path | None = None) -> str:
-    """``<sha>`` of HEAD, ``<sha> (dirty)`` with uncommitted changes to tracked files, or ``unknown``.
+    """``<sha>`` of HEAD, ``<sha> (dirty)`` with uncommitted changes to tracked files, or ``unknown``
+    (no git, or ``root`` is not the top of its work tree: a package installed into a venv that
+    lies inside some checkout is not that checkout's code).
 
     ``evidence``: the reports hub root. Researchers commit the hub as evidence, so every run
     changes tracked files under it (the inventory, the summary); those changes say nothing
@@ -46,9 +48,11 @@ def git_commit(root: Path, evidence: Path | None = None) -> str:
         ).stdout.strip()
 
     try:
-        sha = git("rev-parse", "HEAD")
+        top, sha = git("rev-parse", "--show-toplevel", "HEAD").splitlines()
+        if Path(top).resolve() != Path(root).resolve():
+            return "unknown"
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *_excluded(root, evidence))
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError, ValueError):
         return "unknown"
     return f"{sha} (dirty)" if dirty else sha
 

@@ -82,6 +82,15 @@ def test_outside_git_the_state_is_the_version_and_a_digest_of_the_source(tmp_pat
     assert _state(copy) != state
 
 
+def test_a_package_installed_inside_a_checkout_is_not_that_checkouts_commit(checkout):
+    """A venv inside a checkout (site-packages under it, ignored by git) holds an installed copy."""
+    site = checkout / ".venv" / "site-packages"
+    shutil.copytree(checkout / "ptycho", site / "ptycho")
+    (checkout / ".gitignore").write_text(".venv/\n")
+    assert envinfo.git_commit(site) == "unknown"
+    assert _state(site) == envinfo.package_state(site)
+
+
 def test_outside_git_the_work_key_exists_so_resume_can_skip(tmp_path):
     copy = tmp_path / "copied"
     shutil.copytree(REPO / "runners", copy / "runners", ignore=shutil.ignore_patterns("__pycache__"))
