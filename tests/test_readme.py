@@ -18,7 +18,7 @@ TIMEOUT_S = 120
 def code_block_commands(markdown: str) -> list[str]:
     """Shell commands in the code blocks (indented by 4 or fenced ``` without a language other than
     sh/bash/console): lines starting with ``python`` or ``pip``, continuations joined, comments cut."""
-    lines, in_fence, fence_is_shell, block = [], False, False, []
+    in_fence, fence_is_shell, block = False, False, []
     for line in markdown.splitlines():
         if line.startswith("```"):
             language = line[3:].strip()
