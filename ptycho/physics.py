@@ -1,4 +1,4 @@
-"""Numpy reference of the ptychographic forward model (DESIGN §7).
+"""Numpy reference of the ptychographic forward model (docs/design.md §5).
 
 Pure functions, no I/O. Arrays carry frames on their last two axes, ``(..., N, N)``;
 leading axes are images (and channels, if the caller keeps them in front). Everything

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE_FOLDERS = ("ptycho", "runners", "tests")
 # Written in two pieces so that this file does not match its own patterns.
 OUTSIDE_CITATIONS = ("DESIGN" + " §", "CONTRACTS", "../" + "shared")
-SECTION_CITATION = re.compile(r"docs/([\w.-]+\.md) §(\d+)")
+SECTION_CITATION = re.compile(r"docs/([\w.-]+\.md) (§\d+(?:(?:, | and )§\d+)*)")  # "docs/design.md §4, §5"
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
@@ -68,12 +68,14 @@ def citation_problems(path: Path, root: Path = ROOT) -> list[str]:
     text, name = path.read_text(encoding="utf-8"), path.relative_to(root)
     problems = [f"{name} cites {cited!r}, outside the repository"
                 for cited in OUTSIDE_CITATIONS if cited in text]
-    for doc_name, number in SECTION_CITATION.findall(text):
+    for doc_name, sections in SECTION_CITATION.findall(text):
         doc = root / "docs" / doc_name
         if not doc.exists():
             problems.append(f"{name} cites docs/{doc_name}, which does not exist")
-        elif number not in numbered_sections(doc.read_text(encoding="utf-8")):
-            problems.append(f"{name} cites docs/{doc_name} §{number}, which has no such section")
+            continue
+        present = numbered_sections(doc.read_text(encoding="utf-8"))
+        problems += [f"{name} cites docs/{doc_name} §{number}, which has no such section"
+                     for number in re.findall(r"§(\d+)", sections) if number not in present]
     return problems
 
 
@@ -107,6 +109,7 @@ def test_the_readme_figures_are_committed():
 
 @pytest.mark.parametrize("text, problem", [
     ("see docs/design.md §99", "no such section"),
+    ("see docs/design.md §1, §98", "§98, which has no such section"),
     ("see docs/nowhere.md §1", "does not exist"),
     ("see " + "DESIGN" + " §7", "outside the repository"),
     ("see " + "CONTRACTS" + ' "Scaling"', "outside the repository"),

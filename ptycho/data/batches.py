@@ -7,7 +7,7 @@ test position as a seed, the subset's intensity scale s (``normalization``) and 
 side from the actual offsets of all groups (``stitching.canvas_size_for``). Without ground
 truth (no ``Y``) the MAE and real-space loss weights are set to 0.
 
-Scaling (DESIGN §7, ``ptycho.data.normalization``): for groups with scan indices ``nn_indices``
+Scaling (docs/design.md §4, ``ptycho.data.normalization``): for groups with scan indices ``nn_indices``
 (B, C) the model input is ``X = s * A_file`` gathered to (B, N, N, C) and the labels are
 ``X**2`` (photons), so inputs and labels carry the same intensity scale s.
 

@@ -1,4 +1,4 @@
-"""Grouping of scan positions into solution regions (DESIGN §7).
+"""Grouping of scan positions into solution regions (docs/design.md §5).
 
 A group holds C = gridsize**2 scan positions. For gridsize 1 each group is one position.
 For gridsize > 1, ``n_groups`` seed positions are drawn (seeded, without replacement), the

@@ -1,6 +1,6 @@
 """Dataset intensity scale and the symmetric scaling of model inputs and labels.
 
-The convention (CONTRACTS "Scaling", DESIGN §7), followed by every module:
+The convention (docs/design.md §4, §5), followed by every module:
 
 * An NPZ ``diffraction`` array holds amplitudes normalised like the reference simulator,
   ``A_file = sqrt(counts) / s_sim``, so ``mean_n sum_xy A_file**2 ~= mean_n sum_xy |Psi|**2``.

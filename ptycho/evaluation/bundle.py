@@ -1,4 +1,4 @@
-"""The debug bundle: statistics and pictures of one reconstruction (DESIGN §5).
+"""The debug bundle: statistics and pictures of one reconstruction (docs/design.md §8).
 
 A bundle directory holds
 

@@ -1,6 +1,6 @@
 """Phase C2: compare two debug bundles (e.g. TensorFlow vs PyTorch) and give a verdict.
 
-Pure comparison, no tracking: read two ``stats.json`` (DESIGN §5 keys; either may come
+Pure comparison, no tracking: read two ``stats.json`` (docs/design.md §8 keys; either may come
 from the community's own PyTorch pipeline), flatten their numeric statistics to dotted
 names (``patch_amplitude.mean``, ``quality.amp_ssim`` ...), and for every statistic the
 two have in common compute
@@ -14,7 +14,7 @@ A statistic passes when ``|ratio - 1| <= tolerance`` (default 0.10, i.e. ±10%) 
 angle, and a ratio of two small angles (0.0195 vs 0.0200 rad after a short run) says nothing
 about agreement. The verdict is
 GREEN when every compared statistic passes. Statistics that only one bundle carries are
-listed, not judged; the DESIGN §5 amplitude statistics must be in both.
+listed, not judged; the docs/design.md §8 amplitude statistics must be in both.
 
 The figure (:func:`comparison_figure`) puts the two bundles side by side with their
 difference. Bundles hold JSON and PNGs only, so by default it shows each bundle's rendered
@@ -168,7 +168,7 @@ def compare_stats(stats_a: dict, stats_b: dict, *, tolerance: float = DEFAULT_TO
         missing = [k for k in REQUIRED_STATISTICS if flat.get(k) is None]
         if missing:
             raise BundleComparisonError(f"stats.json of {label} lacks required statistics "
-                                        f"{missing} (DESIGN §5 keys)")
+                                        f"{missing} (docs/design.md §8 keys)")
     common = sorted(flat_a.keys() & flat_b.keys())
     rows = tuple(_compare_one(k, flat_a[k], flat_b[k], tolerance,
                               max(atol, phase_atol_rad) if "phase" in k else atol) for k in common)

@@ -4,7 +4,7 @@
 arguments only; no global state, so models of different gridsize coexist in one process.
 
 Forward pass, for inputs ``diffraction`` X (B, N, N, C) float32 = s * A_file and
-``coords_relative`` (B, 1, 2, C) float32 pixels (CONTRACTS "Scaling", DESIGN §7):
+``coords_relative`` (B, 1, 2, C) float32 pixels (docs/design.md §4, §5):
 
     x      = X / exp(log_scale) / r               log_scale: tracked weight, init log(s);
                                                   r = spec.encoder_input_rms (unit-RMS input)

@@ -1,7 +1,7 @@
 """TensorFlow operations of the forward path: translation, layouts, diffraction.
 
 Everything here is graph compatible (``tf.function``, Keras ``train_step``) with static
-N and C and a dynamic batch size. Conventions (DESIGN §7, glossary in ``ptycho``):
+N and C and a dynamic batch size. Conventions (docs/design.md §5, glossary in ``ptycho``):
 
 * Translating by ``(dx, dy)`` moves image content by +dx columns and +dy rows:
   ``out[b, y, x] = img[b, y - dy_b, x - dx_b]``, bilinear, zero outside the image.

@@ -1,6 +1,6 @@
 """Patches on canvases: extraction at offsets, reassembly, global stitching (TensorFlow).
 
-Conventions (DESIGN §7): ``coords_relative`` is (B, 1, 2, C), [x, y] on axis 2, in
+Conventions (docs/design.md §5): ``coords_relative`` is (B, 1, 2, C), [x, y] on axis 2, in
 pixels, with the local offset sign -1 (``-(coords_nn - coords_offsets)``). A patch of
 side N sits centred on a canvas of side M when its top-left pixel is at
 ``(M - N) // 2`` on both axes (the same offset for padding and cropping, so the two are

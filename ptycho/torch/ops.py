@@ -1,6 +1,6 @@
 """PyTorch operations of the forward path: translation, layouts, diffraction.
 
-The twins of :mod:`ptycho.tf.ops`, with the same conventions (DESIGN §7) and the same
+The twins of :mod:`ptycho.tf.ops`, with the same conventions (docs/design.md §5) and the same
 arithmetic, so that both backends give the same numbers to float32 rounding:
 
 * Tensors keep the TensorFlow layout ``(b, H, W, c)`` (channels last); the network in

@@ -117,7 +117,7 @@ def _kv(mapping: dict) -> str:
 
 
 def inventory_section(record: PhaseRecord) -> str:
-    """The slot's section of analysis/artifact_inventory.txt (DESIGN §4)."""
+    """The slot's section of analysis/artifact_inventory.txt (docs/design.md §7)."""
     status = record.status if record.status == GREEN else f"{record.status} (step: {record.step}; {record.error})"
     lines = [
         record.title,

@@ -1,6 +1,6 @@
 """The reports hub: slot layout, atomic and locked writes, inventory/summary sections, blockers.
 
-Layout under the hub root (DESIGN §4)::
+Layout under the hub root (docs/design.md §7)::
 
     green/pytest_<guard>.log                  the latest guard run of any slot
     analysis/artifact_inventory.txt           one section per slot, replaced in place on rerun

@@ -1,4 +1,4 @@
-"""``python -m runners.tracking.sync``: log to MLflow the hub records whose job could not (DESIGN §6).
+"""``python -m runners.tracking.sync``: log to MLflow the hub records whose job could not (docs/design.md §9).
 
 A job whose tracking failed (server down, store locked or unwritable, no answer within
 ``tracking.timeout_s``) is GREEN or BLOCKED on disk all the same. Its inventory section and

@@ -1,4 +1,4 @@
-"""Conformance of the TensorFlow operations with DESIGN §7 (PTY-AT-001, -011, -012)."""
+"""Conformance of the TensorFlow operations with docs/design.md §5 (PTY-AT-001, -011, -012)."""
 import numpy as np
 import pytest
 

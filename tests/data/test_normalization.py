@@ -1,4 +1,4 @@
-"""The dataset intensity scale and symmetric input/label scaling (CONTRACTS "Scaling")."""
+"""The dataset intensity scale and symmetric input/label scaling (docs/design.md §4)."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""Properties of the numpy reference forward model (DESIGN §7)."""
+"""Properties of the numpy reference forward model (docs/design.md §5)."""
 import numpy as np
 import pytest
 
