@@ -7,7 +7,7 @@ to the runs table or to the GenAI overview/traces by the UI's *workflow type*: t
 ``mlflow.experimentKind`` no longer enters that choice (MLflow PR 20161 removed the per-experiment
 type selector): no experiment tag or server setting can make the bare address open the runs.
 These tests read that rule from the installed UI bundle, so an MLflow upgrade that changes it fails
-here (and README's Tracking section is to be checked again), and check that every address the
+here (and docs/operations.md's "The MLflow UI" is to be checked again), and check that every address the
 runner prints carries ``workflowType=machine_learning``. Screenshots of both addresses in headless
 Chromium: plans/active/FIX-PYTORCH-FORWARD-PARITY-001/findings/2026-12-07_disk_full_and_mlflow_ui.md.
 """
