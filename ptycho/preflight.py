@@ -2,7 +2,7 @@
 large array is allocated.
 
 The runner calls :func:`inspect_file` on the train and test files, then :func:`check_job` with
-the job's specs, and only then loads the data (``ptycho.data.contract.load_npz``). What is read: the zip
+the job's specs, and only then loads the data (``ptycho.data.npz.load_npz``). What is read: the zip
 directory and the .npy header of every contract member (``data.read_npz_headers``, which also
 refuses headers that declare more than the file can hold), and the scan positions, two small
 members read once their headers have passed.
@@ -66,9 +66,8 @@ import psutil
 
 from ptycho import architecture, stitching
 from ptycho.data import grouping
-from ptycho.data.contract import (
-    LEGACY_DIFFRACTION_KEY, DataContractError, NpyHeader, check_layout, load_positions, read_npz_headers,
-)
+from ptycho.data.contract import LEGACY_DIFFRACTION_KEY, DataContractError, check_layout
+from ptycho.data.npz import NpyHeader, load_positions, read_npz_headers
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 
 DEFAULT_BUDGET_FRACTION = 0.75

@@ -1,21 +1,8 @@
-"""CXI in, CXI out: read a far-field ptychography scan from a CXI file (HDF5, the coherent
-imaging standard written by cdtools, PtyPy, ptychodus...) into the project's PtychoData, and
-write a stitched object back as CXI. docs/data-cxi.md is the user's guide.
+"""CXI in: convert a far-field ptychography scan in a CXI file (HDF5, the coherent imaging standard
+written by cdtools, PtyPy, ptychodus...) into the project's PtychoData; ``ptycho.data.cxi_object``
+writes a stitched object back as CXI. docs/data-cxi.md is the user's guide.
 
-What is read (the first path found wins; every error names the path):
-
-    frames        entry_1/data_1/data, entry_1/instrument_1/detector_1/data   (n, H, W) counts
-    translations  entry_1/sample_1/geometry_1/translation, entry_1/sample_1/geometry/translation,
-                  entry_1/data_1/translation, entry_1/instrument_1/detector_1/translation
-                  (n, 3) or (n, 2) metres, x, y[, z]: the SAMPLE's translation (CXI convention)
-    wavelength    entry_1/instrument_1/source_1/wavelength (m), else .../source_1/energy (J)
-    distance      entry_1/instrument_1/detector_1/distance (m), else from corner_position
-    pixel         entry_1/instrument_1/detector_1/basis_vectors ((3, 2) as cdtools writes it, or
-                  (2, 3)), else x_pixel_size / y_pixel_size (m) with cdtools' default basis
-                  [[0, -y_pixel_size, 0], [-x_pixel_size, 0, 0]] (rows along -y, columns along -x)
-    mask          entry_1/instrument_1/detector_1/mask (H, W); CXI convention: nonzero = bad pixel,
-                  except the value 0x1000 ("signal above background"), which is good (as cdtools)
-    probe         PROBE_PATHS (complex (S, S) on the object grid of the file's own geometry)
+The fields read and their HDF5 paths: ``ptycho.data.cxi_file``.
 
 The conversion (:func:`convert_cxi`, settings :class:`CxiConversion`, outcome
 :class:`ConversionReport`):
@@ -33,7 +20,7 @@ The conversion (:func:`convert_cxi`, settings :class:`CxiConversion`, outcome
    a test file) is object pixel (N/2, N/2);
 6. probe: the file's (resampled to the new grid by cropping its far field and its real-space
    window, units kept), or ``probe`` given by the caller on the final grid; none: an error, unless
-   ``probe_fallback='mean_pattern'`` estimates one (module docstring of :func:`estimate_probe`).
+   ``probe_fallback='mean_pattern'`` estimates one (``cxi_file.estimate_probe``).
 
 Refused (:class:`CxiFormatError`, a ``data.DataContractError``, so a ValueError naming the file
 and the HDF5 path): a missing file or key, wrong shapes or dtypes, translations not one per
@@ -53,37 +40,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ptycho.data.contract import SUPPORTED_N, DataContractError, PtychoData
+from ptycho.data.contract import SUPPORTED_N, PtychoData
+from ptycho.data.cxi_file import (
+    DATA_PATHS, DISTANCE_PATH, TRANSLATION_PATHS, CxiFormatError, check_dataset, check_file, check_finite,
+    first_path, import_h5py, read_center, read_detector_basis, read_distance, read_mask, read_probe, read_real,
+    read_wavelength,
+)
 
-DATA_PATHS = ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data")
-TRANSLATION_PATHS = ("entry_1/sample_1/geometry_1/translation", "entry_1/sample_1/geometry/translation",
-                     "entry_1/data_1/translation", "entry_1/instrument_1/detector_1/translation")
-SOURCE = "entry_1/instrument_1/source_1"
-DETECTOR = "entry_1/instrument_1/detector_1"
-WAVELENGTH_PATH = f"{SOURCE}/wavelength"
-ENERGY_PATH = f"{SOURCE}/energy"
-DISTANCE_PATH = f"{DETECTOR}/distance"
-CORNER_PATH = f"{DETECTOR}/corner_position"
-BASIS_PATH = f"{DETECTOR}/basis_vectors"
-X_PIXEL_PATH = f"{DETECTOR}/x_pixel_size"
-Y_PIXEL_PATH = f"{DETECTOR}/y_pixel_size"
-MASK_PATH = f"{DETECTOR}/mask"
-PROBE_PATHS = (f"{SOURCE}/probe", f"{SOURCE}/illumination", f"{SOURCE}/data_illumination",
-               f"{DETECTOR}/probe", "entry_1/probe", "entry_1/image_1/probe")
-IMAGE = "entry_1/image_1"
-HC_JOULE_METRE = 1.98644586e-25  # Planck constant times the speed of light
-ENERGY_RANGE_J = (1.6e-20, 1.6e-11)  # 0.1 eV .. 100 MeV: a number outside is in other units (eV, keV)
-WAVELENGTH_RANGE_M = (1e-13, 1e-4)
-MASK_SIGNAL_BIT = 0x1000  # CXI: "pixel has signal above background", a good pixel
-PIXEL_TOLERANCE = 1e-3  # relative: square and orthogonal detector pixels
 DEFAULT_MAX_MASKED_FRACTION = 0.5
 MASK_FILLS = ("partner", "zero")
 PROBE_FALLBACKS = ("mean_pattern",)
-CXI_VERSION = 160
-
-
-class CxiFormatError(DataContractError):
-    """A CXI file cannot be served; ``key`` is the HDF5 path (or None for the file itself)."""
 
 
 class NearFieldError(CxiFormatError):
@@ -204,24 +170,6 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class CxiObject:
-    """An object read by :func:`read_object_cxi`: ``canvas`` (H, W) complex64, ``pixel_size_m``
-    (dy, dx), ``origin_translation_m`` (3,) the CXI translation of canvas pixel [0, 0] (or None),
-    ``basis_vectors_m`` (2, 3) translation per +1 row and +1 column (or None), ``covered`` (H, W) bool
-    or None, ``probe`` or None, ``report`` dict or None."""
-
-    canvas: np.ndarray
-    pixel_size_m: tuple[float, float]
-    origin_translation_m: np.ndarray | None
-    basis_vectors_m: np.ndarray | None
-    covered: np.ndarray | None
-    probe: np.ndarray | None
-    report: dict | None
-
-
-# ---------------------------------------------------------------------------------------- reading
-
 def convert_cxi(path: str | os.PathLike, spec: CxiConversion | None = None, *,
                 probe: np.ndarray | None = None, origin_ij: tuple[float, float] | None = None,
                 max_bytes: int | None = None) -> tuple[PtychoData, ConversionReport]:
@@ -234,9 +182,9 @@ def convert_cxi(path: str | os.PathLike, spec: CxiConversion | None = None, *,
     Raises CxiFormatError / NearFieldError.
     """
     spec = CxiConversion() if spec is None else spec
-    h5py = _h5py()
+    h5py = import_h5py()
     source = str(path)
-    _check_file(Path(path), source)
+    check_file(Path(path), source)
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
@@ -247,9 +195,9 @@ def convert_cxi(path: str | os.PathLike, spec: CxiConversion | None = None, *,
 
 def _convert(f, source, spec, given_probe, origin_ij, max_bytes):
     notes = []
-    data_path = _first(f, DATA_PATHS, source, "diffraction frames (n, H, W) counts")
+    data_path = first_path(f, DATA_PATHS, source, "diffraction frames (n, H, W) counts")
     frames = f[data_path]
-    _check_dataset(frames, data_path, source)
+    check_dataset(frames, data_path, source)
     if frames.ndim != 3:
         raise CxiFormatError(source, data_path, "a 3-D stack of frames (n, H, W)", f"shape {frames.shape}")
     if not (np.issubdtype(frames.dtype, np.integer) or np.issubdtype(frames.dtype, np.floating)):
@@ -257,24 +205,24 @@ def _convert(f, source, spec, given_probe, origin_ij, max_bytes):
     n, H, W = frames.shape
     if n == 0:
         raise CxiFormatError(source, data_path, "at least one frame", "zero frames")
-    translation_path = _first(f, TRANSLATION_PATHS, source, "scan translations (n, 3) m")
-    translations = _read_real(f, translation_path, source)
+    translation_path = first_path(f, TRANSLATION_PATHS, source, "scan translations (n, 3) m")
+    translations = read_real(f, translation_path, source)
     if translations.ndim != 2 or translations.shape[1] not in (2, 3):
         raise CxiFormatError(source, translation_path, "translations (n, 3) or (n, 2): x, y[, z] in metres",
                              f"shape {translations.shape}")
     if translations.shape[0] != n:
         raise CxiFormatError(source, translation_path, f"one translation per frame ({n} frames in {data_path})",
                              f"{translations.shape[0]} translations")
-    _check_finite(translations, translation_path, source)
+    check_finite(translations, translation_path, source)
     if translations.shape[1] == 2:
         translations = np.concatenate([translations, np.zeros((n, 1))], axis=1)
 
-    wavelength, wavelength_from = _wavelength(f, source)
-    basis = _detector_basis(f, source)
+    wavelength, wavelength_from = read_wavelength(f, source)
+    basis = read_detector_basis(f, source)
     pixel = float(np.linalg.norm(basis[:, 1]))
-    distance = _distance(f, source, basis)
+    distance = read_distance(f, source, basis)
 
-    center, center_from = _center(f, source, spec, basis, H, W)
+    center, center_from = read_center(f, source, spec.center, basis, H, W)
     N, b = _frame_size(spec, center, H, W, source, data_path)
     r0 = center[0] - (N // 2) * b - (b - 1) // 2
     c0 = center[1] - (N // 2) * b - (b - 1) // 2
@@ -301,7 +249,7 @@ def _convert(f, source, spec, given_probe, origin_ij, max_bytes):
         np.maximum(counts, 0, out=counts)
         notes.append(f"{negative} negative counts clipped to 0")
 
-    good, mask_path = _mask(f, source, H, W, r0, c0, side)
+    good, mask_path = read_mask(f, source, H, W, r0, c0, side)
     if b > 1:
         counts = counts.reshape(n, N, b, N, b).sum(axis=(2, 4))
         good = good.reshape(N, b, N, b).all(axis=(1, 3))
@@ -328,7 +276,7 @@ def _convert(f, source, spec, given_probe, origin_ij, max_bytes):
     ycoords = ij[:, 0] - origin_ij[0] + N / 2
     xcoords = ij[:, 1] - origin_ij[1] + N / 2
 
-    probe, probe_from, kept = _probe(f, source, given_probe, spec, N, b, counts, pixel * b)
+    probe, probe_from, kept = read_probe(f, source, given_probe, spec.probe_fallback, N, b, counts)
     diameter = probe_diameter_px(probe)
     fresnel = fresnel_check(source, diameter * dx, wavelength, distance, N * b * pixel, diameter)
     if b % 2 == 0:
@@ -349,23 +297,6 @@ def _convert(f, source, spec, given_probe, origin_ij, max_bytes):
         position_span_px=(float(np.ptp(ycoords)), float(np.ptp(xcoords))), notes=notes,
     )
     return data, report
-
-
-def frame_count(path: str | os.PathLike) -> int:
-    """Frames in a CXI file, from its data's shape alone (no array read). Raises CxiFormatError."""
-    h5py = _h5py()
-    source = str(path)
-    _check_file(Path(path), source)
-    try:
-        with h5py.File(path, "r") as f:
-            data_path = _first(f, DATA_PATHS, source, "diffraction frames (n, H, W) counts")
-            _check_dataset(f[data_path], data_path, source)
-            shape = f[data_path].shape
-    except OSError as exc:
-        raise CxiFormatError(source, None, "an HDF5 (CXI) file", f"unreadable ({exc})") from exc
-    if len(shape) != 3:
-        raise CxiFormatError(source, data_path, "a 3-D stack of frames (n, H, W)", f"shape {shape}")
-    return int(shape[0])
 
 
 def fresnel_check(source: str, beam_m: float, wavelength: float, distance: float, detector_width_m: float,
@@ -400,65 +331,6 @@ def probe_diameter_px(probe: np.ndarray) -> float:
     return 2 * math.sqrt(2) * rms
 
 
-def estimate_probe(counts: np.ndarray) -> np.ndarray:
-    """A probe estimated from the data (``probe_fallback='mean_pattern'``), the usual initial guess of
-    iterative codes (cdtools' SHARP-style probe): the inverse FFT of the square root of the mean
-    pattern, zero phase in the far field; ``sum |P|**2`` = the mean photons per frame (an object of
-    unit transmission). It carries no phase curvature or structure of the real beam: a starting
-    point, not a measurement."""
-    amplitude = np.sqrt(np.mean(counts, axis=0))
-    N = amplitude.shape[-1]
-    return (np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(amplitude))) * N).astype(np.complex64)
-
-
-def _probe(f, source, given, spec, N, b, counts, binned_pixel):
-    if given is not None:
-        given = np.asarray(given)
-        if given.shape != (N, N) or not np.iscomplexobj(given):
-            raise CxiFormatError(source, "probe (given)", f"a complex ({N}, {N}) probe on the converted grid",
-                                 f"{given.dtype} {given.shape}")
-        _check_probe_values(given, "probe (given)", source)
-        return given.astype(np.complex64), "given by the caller", 1.0
-    found = next((p for p in PROBE_PATHS if p in f and _is_dataset(f[p])), None)
-    if found is None:
-        if spec.probe_fallback == "mean_pattern":
-            return estimate_probe(counts), "estimated from the mean pattern (probe_fallback=mean_pattern)", 1.0
-        raise CxiFormatError(source, PROBE_PATHS[0],
-                             f"a probe in the file (one of {', '.join(PROBE_PATHS)}), a probe file given "
-                             "(dataset.cxi.probe_file), or probe_fallback=mean_pattern",
-                             "no probe")
-    probe = f[found][()]
-    if probe.ndim == 3 and probe.shape[0] == 1:
-        probe = probe[0]
-    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
-        raise CxiFormatError(source, found, "a square 2-D probe (S, S) (one mode)", f"shape {probe.shape}")
-    if not np.iscomplexobj(probe):
-        raise CxiFormatError(source, found, "a complex probe", f"real dtype {probe.dtype}")
-    _check_probe_values(probe, found, source)
-    S = probe.shape[0]
-    if S < N * b:
-        raise CxiFormatError(source, found, f"a probe of side >= N * binning = {N * b} (the file's own geometry)",
-                             f"side {S}")
-    probe = probe.astype(np.complex128)
-    energy = float(np.sum(np.abs(probe) ** 2))
-    if S > N * b:  # the far field cropped to N*b detector pixels: a coarser object grid, the same window
-        spectrum = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(probe)))
-        start = S // 2 - (N * b) // 2
-        spectrum = spectrum[start:start + N * b, start:start + N * b] * (N * b / S)
-        probe = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(spectrum)))
-    if b > 1:  # binning: the object window shrinks to N pixels of the same size
-        start = (N * b) // 2 - N // 2
-        probe = probe[start:start + N, start:start + N]
-    kept = float(np.sum(np.abs(probe) ** 2)) / energy
-    return probe.astype(np.complex64), f"{found} (side {S} -> {N})", kept
-
-
-def _check_probe_values(probe, key, source):
-    _check_finite(probe, key, source)
-    if not np.any(probe):
-        raise CxiFormatError(source, key, "a probe that is not all zero", "all zero")
-
-
 def _fill(counts, good, how):
     """(filled counts, bool (N, N) filled from the partner, bool (N, N) set to 0)."""
     N = good.shape[0]
@@ -477,21 +349,6 @@ def _fill(counts, good, how):
     return counts, from_partner, zero
 
 
-def _mask(f, source, H, W, r0, c0, side):
-    """(good pixels of the window (side, side) bool, mask path or None)."""
-    if MASK_PATH not in f:
-        return np.ones((side, side), bool), None
-    mask = f[MASK_PATH]
-    _check_dataset(mask, MASK_PATH, source)
-    if mask.shape != (H, W):
-        raise CxiFormatError(source, MASK_PATH, f"a detector mask of the frame's shape ({H}, {W})", f"shape {mask.shape}")
-    values = np.asarray(mask[r0:r0 + side, c0:c0 + side])
-    if not (np.issubdtype(values.dtype, np.integer) or values.dtype == bool):
-        raise CxiFormatError(source, MASK_PATH, "an integer mask (nonzero = bad pixel)", f"dtype {values.dtype}")
-    values = values.astype(np.int64)
-    return (values == 0) | (values == MASK_SIGNAL_BIT), MASK_PATH
-
-
 def _frame_size(spec, center, H, W, source, data_path):
     b = spec.binning
     if spec.N is not None:
@@ -504,242 +361,6 @@ def _frame_size(spec, center, H, W, source, data_path):
         raise CxiFormatError(source, data_path, f"frames holding a window of N * binning pixels, N in {SUPPORTED_N}, "
                              f"around the zero frequency {center}", f"{H}x{W} frames at binning {b}")
     return max(fits), b
-
-
-def _center(f, source, spec, basis, H, W):
-    if spec.center is not None:
-        return (int(round(spec.center[0])), int(round(spec.center[1]))), "given"
-    if CORNER_PATH in f:
-        corner = _read_real(f, CORNER_PATH, source).reshape(-1)
-        if corner.shape != (3,):
-            raise CxiFormatError(source, CORNER_PATH, "a corner position (x, y, z) m", f"shape {corner.shape}")
-        _check_finite(corner, CORNER_PATH, source)
-        # the beam (x = y = 0) on the detector: corner + i * b_i + j * b_j has zero x, y
-        ij = np.linalg.lstsq(basis[:2], -corner[:2], rcond=None)[0]
-        return (int(round(ij[0])), int(round(ij[1]))), f"the beam position from {CORNER_PATH}"
-    return (H // 2, W // 2), "the array centre (H // 2, W // 2), as cdtools assumes"
-
-
-def _wavelength(f, source):
-    if WAVELENGTH_PATH in f:
-        wavelength = _scalar(f, WAVELENGTH_PATH, source)
-        if not WAVELENGTH_RANGE_M[0] <= wavelength <= WAVELENGTH_RANGE_M[1]:
-            raise CxiFormatError(source, WAVELENGTH_PATH, f"a wavelength in metres within {WAVELENGTH_RANGE_M}",
-                                 f"{wavelength:.6g}")
-        if ENERGY_PATH in f:
-            energy = _scalar(f, ENERGY_PATH, source)
-            if energy > 0 and abs(HC_JOULE_METRE / energy - wavelength) > 1e-3 * wavelength:
-                raise CxiFormatError(source, ENERGY_PATH, f"an energy (J) agreeing with {WAVELENGTH_PATH} "
-                                     f"({HC_JOULE_METRE / wavelength:.6g} J)", f"{energy:.6g} (wavelength "
-                                     f"{HC_JOULE_METRE / energy:.6g} m)")
-        return wavelength, WAVELENGTH_PATH
-    if ENERGY_PATH in f:
-        energy = _scalar(f, ENERGY_PATH, source)
-        if not ENERGY_RANGE_J[0] <= energy <= ENERGY_RANGE_J[1]:
-            hint = " (it looks like eV or keV: CXI stores joules)" if energy > ENERGY_RANGE_J[1] else ""
-            raise CxiFormatError(source, ENERGY_PATH, f"a photon energy in joules within {ENERGY_RANGE_J}",
-                                 f"{energy:.6g}{hint}")
-        return HC_JOULE_METRE / energy, f"{ENERGY_PATH} (J)"
-    raise CxiFormatError(source, ENERGY_PATH, f"the source's energy (J) or {WAVELENGTH_PATH} (m)", "neither")
-
-
-def _detector_basis(f, source):
-    """(3, 2) metres: detector row step (column 0) and column step (column 1), square and untilted."""
-    if BASIS_PATH in f:
-        basis = _read_real(f, BASIS_PATH, source)
-        if basis.ndim == 3:  # one basis per frame: all must agree
-            if not np.allclose(basis, basis[:1]):
-                raise CxiFormatError(source, BASIS_PATH, "one detector basis for every frame", "bases that differ")
-            basis = basis[0]
-        if basis.shape == (2, 3):
-            basis = basis.T
-        if basis.shape != (3, 2):
-            raise CxiFormatError(source, BASIS_PATH, "basis vectors (3, 2) or (2, 3) m", f"shape {basis.shape}")
-        _check_finite(basis, BASIS_PATH, source)
-        key = BASIS_PATH
-    else:
-        sizes = {p: _scalar(f, p, source) for p in (X_PIXEL_PATH, Y_PIXEL_PATH) if p in f}
-        if not sizes:
-            raise CxiFormatError(source, X_PIXEL_PATH, f"the detector pixel size ({X_PIXEL_PATH}, {Y_PIXEL_PATH} "
-                                 f"or {BASIS_PATH})", "none")
-        px = sizes.get(X_PIXEL_PATH, sizes.get(Y_PIXEL_PATH))
-        py = sizes.get(Y_PIXEL_PATH, px)
-        basis = np.array([[0.0, -px], [-py, 0.0], [0.0, 0.0]])
-        key = X_PIXEL_PATH
-    row, col = np.linalg.norm(basis[:, 0]), np.linalg.norm(basis[:, 1])
-    if not (row > 0 and col > 0):
-        raise CxiFormatError(source, key, "detector pixels of positive size", f"sizes {row:.6g}, {col:.6g} m")
-    if abs(row - col) > PIXEL_TOLERANCE * col:
-        raise CxiFormatError(source, key, "square detector pixels (the model's object pixels are square)",
-                             f"{col:.6g} m (x) by {row:.6g} m (y)")
-    if abs(basis[:, 0] @ basis[:, 1]) > PIXEL_TOLERANCE * row * col or \
-            max(abs(basis[2, 0]) / row, abs(basis[2, 1]) / col) > PIXEL_TOLERANCE:
-        raise CxiFormatError(source, key, "an orthogonal detector basis normal to the beam (z)",
-                             f"basis {basis.T.tolist()}")
-    return basis
-
-
-def _distance(f, source, basis):
-    if DISTANCE_PATH in f:
-        distance = _scalar(f, DISTANCE_PATH, source)
-    elif CORNER_PATH in f:
-        corner = _read_real(f, CORNER_PATH, source).reshape(-1)
-        normal = np.cross(basis[:, 0], basis[:, 1])
-        distance = float(abs(corner @ (normal / np.linalg.norm(normal)))) if corner.shape == (3,) else float("nan")
-    else:
-        raise CxiFormatError(source, DISTANCE_PATH, f"the sample-detector distance (m) (or {CORNER_PATH}): "
-                             "the far-field geometry needs it", "neither")
-    if not (math.isfinite(distance) and distance > 0):
-        raise CxiFormatError(source, DISTANCE_PATH, "a sample-detector distance > 0 m", f"{distance!r}")
-    return distance
-
-
-def _first(f, paths, source, what):
-    for path in paths:
-        if path in f:
-            return path
-    raise CxiFormatError(source, paths[0], f"{what} at one of {', '.join(paths)}", "none of them")
-
-
-def _check_file(path: Path, source: str) -> None:
-    if not path.is_file():
-        raise CxiFormatError(source, None, "a CXI (HDF5) file", "no such file" if not path.exists() else "not a file")
-
-
-def _is_dataset(node) -> bool:
-    return hasattr(node, "shape") and hasattr(node, "dtype")
-
-
-def _check_dataset(node, key, source):
-    if not _is_dataset(node):
-        raise CxiFormatError(source, key, "a dataset", "a group")
-
-
-def _read_real(f, key, source) -> np.ndarray:
-    node = f[key]
-    _check_dataset(node, key, source)
-    value = np.asarray(node[()])
-    if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)):
-        raise CxiFormatError(source, key, "real numbers", f"dtype {value.dtype}")
-    return value.astype(np.float64)
-
-
-def _scalar(f, key, source) -> float:
-    value = _read_real(f, key, source)
-    if value.size != 1:
-        raise CxiFormatError(source, key, "a scalar", f"shape {value.shape}")
-    value = float(value.reshape(()))
-    if not (math.isfinite(value) and value > 0):
-        raise CxiFormatError(source, key, "a finite number > 0", f"{value!r}")
-    return value
-
-
-def _check_finite(values, key, source):
-    finite = np.isfinite(values)
-    if not finite.all():
-        raise CxiFormatError(source, key, "finite values", f"{int(values.size - finite.sum())} NaN or Inf value(s)")
-
-
-# ---------------------------------------------------------------------------------------- writing
-
-def write_object_cxi(path: str | os.PathLike, canvas: np.ndarray, pixel_size_m: tuple[float, float], *,
-                     origin_translation_m=None, basis_vectors_m=None, covered: np.ndarray | None = None,
-                     probe: np.ndarray | None = None, report: dict | None = None) -> Path:
-    """Write a reconstructed object as CXI (atomically: a temporary file, then a rename).
-
-    ``entry_1/image_1``: data (H, W) complex64, data_type 'object', data_space 'real',
-    is_fft_shifted 0, x_pixel_size, y_pixel_size and image_size (x, y) m; origin_translation (3,)
-    the CXI sample translation (x, y, z) m that puts the probe centre on pixel [0, 0] and
-    basis_vectors (2, 3) its change per +1 row and +1 column (when known); mask (H, W) uint32,
-    nonzero where no patch reached (CXI convention); probe (when given); process_1/note_1 the
-    conversion report as JSON (when given). ``entry_1/data_1/data`` links to the image (as the
-    CXI examples do). pixel_size_m: (dy, dx).
-    """
-    h5py = _h5py()
-    canvas = np.asarray(canvas)
-    if canvas.ndim != 2 or not np.iscomplexobj(canvas):
-        raise ValueError(f"write_object_cxi: canvas must be a 2-D complex array; got {canvas.dtype} {canvas.shape}")
-    dy, dx = (float(v) for v in pixel_size_m)
-    if not all(math.isfinite(v) and v > 0 for v in (dy, dx)):
-        raise ValueError(f"write_object_cxi: pixel_size_m must be two numbers > 0; got {pixel_size_m!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f["cxi_version"] = CXI_VERSION
-            f["number_of_entries"] = 1
-            image = f.create_group(IMAGE)
-            image["data"] = canvas.astype(np.complex64)
-            image["data_type"] = "object"
-            image["data_space"] = "real"
-            image["is_fft_shifted"] = 0
-            image["x_pixel_size"], image["y_pixel_size"] = dx, dy
-            image["image_size"] = np.array([canvas.shape[1] * dx, canvas.shape[0] * dy])
-            if origin_translation_m is not None:
-                image["origin_translation"] = np.asarray(origin_translation_m, np.float64).reshape(3)
-            if basis_vectors_m is not None:
-                image["basis_vectors"] = np.asarray(basis_vectors_m, np.float64).reshape(2, 3)
-            if covered is not None:
-                covered = np.asarray(covered, bool)
-                if covered.shape != canvas.shape:
-                    raise ValueError(f"write_object_cxi: covered must be {canvas.shape}; got {covered.shape}")
-                image["mask"] = (~covered).astype(np.uint32)
-            if probe is not None:
-                image["probe"] = np.asarray(probe, np.complex64)
-            if report is not None:
-                note = image.create_group("process_1/note_1")
-                note["description"] = "ptycho.data.cxi conversion report of the input (JSON)"
-                note["data"] = json.dumps(report, sort_keys=True)
-            f.create_group("entry_1/data_1")["data"] = h5py.SoftLink(f"/{IMAGE}/data")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def read_object_cxi(path: str | os.PathLike) -> CxiObject:
-    """Read an object written by :func:`write_object_cxi` (or any CXI with a complex entry_1/image_1/data)."""
-    h5py = _h5py()
-    source = str(path)
-    _check_file(Path(path), source)
-    with h5py.File(path, "r") as f:
-        key = f"{IMAGE}/data"
-        if key not in f:
-            raise CxiFormatError(source, key, "an image (H, W) complex", "no image")
-        canvas = f[key][()]
-        if canvas.ndim != 2:
-            raise CxiFormatError(source, key, "an image (H, W)", f"shape {canvas.shape}")
-        dx = _scalar(f, f"{IMAGE}/x_pixel_size", source)
-        dy = _scalar(f, f"{IMAGE}/y_pixel_size", source)
-        optional = {name: f[f"{IMAGE}/{name}"][()] if f"{IMAGE}/{name}" in f else None
-                    for name in ("origin_translation", "basis_vectors", "mask", "probe", "process_1/note_1/data")}
-    note = optional["process_1/note_1/data"]
-    report = json.loads(note.decode() if isinstance(note, bytes) else note) if note is not None else None
-    mask = optional["mask"]
-    return CxiObject(canvas=canvas.astype(np.complex64), pixel_size_m=(dy, dx),
-                     origin_translation_m=optional["origin_translation"], basis_vectors_m=optional["basis_vectors"],
-                     covered=None if mask is None else mask == 0, probe=optional["probe"], report=report)
-
-
-def export_stitched(path: str | os.PathLike, canvas: np.ndarray, covered: np.ndarray | None,
-                    centre_xy, report: ConversionReport, probe: np.ndarray | None = None) -> Path:
-    """Write a stitched canvas (``stitching.Stitched``: canvas pixel (M/2, M/2) is object pixel
-    ``centre_xy`` [x, y]) of data converted with ``report`` as CXI, with its pixel size and origin."""
-    canvas = np.asarray(canvas)
-    M = canvas.shape[0]
-    row0, col0 = float(centre_xy[1]) - M // 2, float(centre_xy[0]) - M // 2  # object pixel of canvas [0, 0]
-    origin = report.translation_at(row0, col0)
-    basis = np.stack([report.translation_at(row0 + 1, col0) - origin, report.translation_at(row0, col0 + 1) - origin])
-    return write_object_cxi(path, canvas, (report.object_pixel_m, report.object_pixel_m), origin_translation_m=origin,
-                            basis_vectors_m=basis, covered=covered, probe=probe, report=report.as_dict())
-
-
-def _h5py():
-    import h5py  # imported when used: ptycho stays importable without it
-
-    return h5py
 
 
 def _require(ok: bool, name: str, expected: str, got) -> None:

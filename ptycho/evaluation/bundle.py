@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ptycho.evaluation import plots, quality
-from ptycho.data.contract import file_sha1
+from ptycho.data.npz import file_sha1
 
 STATS_FILE = "stats.json"
 OFFSETS_FILE = "offsets.json"

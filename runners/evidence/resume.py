@@ -35,7 +35,7 @@ class FinishedWork:
 
 def work_key(config: dict, data_files: list[Path], code: str) -> str | None:
     """The work key (module docstring); None when the code's state is ``unknown`` (never skipped)."""
-    from ptycho.data.contract import file_sha1
+    from ptycho.data.npz import file_sha1
 
     if code == "unknown":
         return None

@@ -44,9 +44,10 @@ class CxiInputs:
 def prepare(spec, launch_dir: Path, max_bytes: int | None = None) -> CxiInputs:
     """Convert ``spec.dataset``'s CXI files (test in the train file's object frame) into
     ``<cache_dir>/cxi_<key>_{train,test}.npz`` and ``cxi_<key>_report.json``; ``key`` hashes the
-    files' sha1s, the conversion settings and the probe file. Raises ptycho.data.cxi.CxiFormatError."""
+    files' sha1s, the conversion settings and the probe file. Raises ptycho.data.cxi_file.CxiFormatError."""
     from ptycho.data import cxi
-    from ptycho.data.contract import file_sha1, save_npz
+    from ptycho.data.cxi_file import DISTANCE_PATH, CxiFormatError
+    from ptycho.data.npz import file_sha1, save_npz
 
     dataset, settings = spec.dataset, spec.dataset.cxi
     files = [launch_dir / dataset.train_data_file, launch_dir / dataset.test_data_file]
@@ -60,9 +61,9 @@ def prepare(spec, launch_dir: Path, max_bytes: int | None = None) -> CxiInputs:
     test, test_report = cxi.convert_cxi(files[1], conversion, probe=probe, origin_ij=train_report.origin_ij,
                                         max_bytes=max_bytes)
     if abs(test_report.object_pixel_m - train_report.object_pixel_m) > PIXEL_MATCH * train_report.object_pixel_m:
-        raise cxi.CxiFormatError(str(files[1]), cxi.DISTANCE_PATH,
-                                 f"the train file's object pixel ({train_report.object_pixel_m:.6g} m: wavelength, "
-                                 "distance and detector pixel alike)", f"{test_report.object_pixel_m:.6g} m")
+        raise CxiFormatError(str(files[1]), DISTANCE_PATH,
+                             f"the train file's object pixel ({train_report.object_pixel_m:.6g} m: wavelength, "
+                             "distance and detector pixel alike)", f"{test_report.object_pixel_m:.6g} m")
     key = _key(files, conversion, probe_path, file_sha1)
     cache = launch_dir / dataset.cache_dir
     paths = (cache / f"cxi_{key}_train.npz", cache / f"cxi_{key}_test.npz")
@@ -80,7 +81,7 @@ def converted_paths(spec, launch_dir: Path) -> tuple[Path, Path]:
 
 def load_probe(path: Path) -> np.ndarray:
     """A probe file: .npy (N, N) complex, or .npz with ``probeGuess`` (never unpickled)."""
-    from ptycho.data.cxi import CxiFormatError
+    from ptycho.data.cxi_file import CxiFormatError
 
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -93,7 +94,7 @@ def load_probe(path: Path) -> np.ndarray:
 
 def write_outputs(inputs: CxiInputs, run_dir: Path) -> list[Path]:
     """The conversion report (JSON) and, when the run stitched, the object as CXI, in ``run_dir``."""
-    from ptycho.data import cxi
+    from ptycho.data.cxi_object import export_stitched
     from ptycho.pipeline import RECONSTRUCTION_FILE
 
     written = [_write_json(run_dir / REPORT_FILE, inputs.as_dict())]
@@ -101,8 +102,8 @@ def write_outputs(inputs: CxiInputs, run_dir: Path) -> list[Path]:
     if reconstruction.is_file():
         with np.load(reconstruction, allow_pickle=False) as arrays:
             if "centre_xy" in arrays:  # stitched (do_stitching): the canvas's object frame is known
-                written.append(cxi.export_stitched(run_dir / OBJECT_FILE, arrays["canvas"], arrays["covered"],
-                                                   arrays["centre_xy"], inputs.reports[1]))
+                written.append(export_stitched(run_dir / OBJECT_FILE, arrays["canvas"], arrays["covered"],
+                                               arrays["centre_xy"], inputs.reports[1]))
     return written
 
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from ptycho import com_phase, stitching
-from ptycho.data.simulate import SimulationSpec, make_probe, simulate_dataset
+from ptycho.data.phantoms import make_probe
+from ptycho.data.simulate import SimulationSpec, simulate_dataset
 from tests.bundle.test_phase_sync import _numpy_sum_windows
 
 N = 64

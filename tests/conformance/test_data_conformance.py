@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from ptycho import physics
-from ptycho.data.contract import PtychoData, load_npz, save_npz
+from ptycho.data.contract import PtychoData
+from ptycho.data.npz import load_npz, save_npz
 from ptycho.data.grouping import group_positions
 from ptycho.data.simulate import SimulationSpec, ensure_simulated_dataset
 

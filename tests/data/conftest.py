@@ -1,4 +1,4 @@
-"""Fixtures for the data-layer tests: a tiny valid dataset and the default simulation."""
+"""Fixtures for the data-layer tests: a tiny valid dataset and the default simulation at 512 positions."""
 import numpy as np
 import pytest
 
@@ -6,9 +6,11 @@ from ptycho.data.simulate import SimulationSpec, simulate_dataset
 
 
 @pytest.fixture(scope="session")
-def default_dataset():
-    """(train, test) of the default SimulationSpec (simulated once per session, < 1 s)."""
-    return simulate_dataset(SimulationSpec())
+def dataset_512():
+    """(train, test) of the default SimulationSpec at 512 positions (384 train, 128 test) instead of
+    the default 2048: the same object kind, probe, scan step and noise in a quarter of the time
+    (simulated once per session, < 1 s)."""
+    return simulate_dataset(SimulationSpec(n_images=512))
 
 
 @pytest.fixture

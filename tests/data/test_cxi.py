@@ -11,9 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
-from ptycho.data import cxi
+from ptycho.data import cxi, cxi_file, cxi_object
 from ptycho import physics
-from ptycho.data.contract import DataContractError, load_npz
+from ptycho.data.contract import DataContractError
+from ptycho.data.npz import load_npz
 from ptycho.data.simulate import SimulationSpec, simulate_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +52,7 @@ def _write_cdtools(path, data, mask=None, probe=True):
     dataset.to_cxi(path)
     if probe:
         with h5py.File(path, "a") as f:
-            f[cxi.PROBE_PATHS[0]] = data.probe
+            f[cxi_file.PROBE_PATHS[0]] = data.probe
     return counts
 
 
@@ -65,11 +66,11 @@ def _write_plain(path, data, frame=N, edit=None, pixel=PIXEL):
         f["cxi_version"] = 160
         f["entry_1/data_1/data"] = counts
         f["entry_1/sample_1/geometry_1/translation"] = _cxi_translations(data, frame, pixel)
-        f[cxi.ENERGY_PATH] = cxi.HC_JOULE_METRE / WAVELENGTH
-        f[cxi.DISTANCE_PATH] = DISTANCE
-        f[cxi.X_PIXEL_PATH] = f[cxi.Y_PIXEL_PATH] = pixel
-        f[cxi.MASK_PATH] = np.zeros((frame, frame), np.uint32)
-        f[cxi.PROBE_PATHS[0]] = data.probe
+        f[cxi_file.ENERGY_PATH] = cxi_file.HC_JOULE_METRE / WAVELENGTH
+        f[cxi_file.DISTANCE_PATH] = DISTANCE
+        f[cxi_file.X_PIXEL_PATH] = f[cxi_file.Y_PIXEL_PATH] = pixel
+        f[cxi_file.MASK_PATH] = np.zeros((frame, frame), np.uint32)
+        f[cxi_file.PROBE_PATHS[0]] = data.probe
         if edit is not None:
             edit(f)
     return counts
@@ -153,7 +154,7 @@ def test_binning_sums_blocks_and_keeps_the_object_pixel(scan, tmp_path):
     # the file's probe lives on the file's grid, 128 pixels of lambda z / (128 p / 2): ours, zero-padded
     padded = np.pad(train.probe, 32)
     counts = _write_plain(tmp_path / "fine.cxi", train, frame=128, pixel=PIXEL / 2,
-                          edit=_replace(cxi.PROBE_PATHS[0], padded))
+                          edit=_replace(cxi_file.PROBE_PATHS[0], padded))
     data, report = cxi.convert_cxi(tmp_path / "fine.cxi", cxi.CxiConversion(N=64, binning=2))
     assert np.array_equal(data.probe, train.probe) and report.probe_energy_kept == pytest.approx(1.0)
     binned = counts.reshape(-1, 64, 2, 64, 2).sum(axis=(2, 4))
@@ -168,7 +169,7 @@ def test_a_finer_probe_is_resampled_by_cropping_its_far_field(scan, tmp_path):
     central 64 x 64 of its far field (the same window, coarser pixels)."""
     rng = np.random.default_rng(1)
     fine = (rng.normal(size=(128, 128)) + 1j * rng.normal(size=(128, 128))) * np.hanning(128)[:, None] * np.hanning(128)
-    edit = lambda f: (f.__delitem__(cxi.PROBE_PATHS[0]), f.__setitem__(cxi.PROBE_PATHS[0], fine.astype(np.complex64)))
+    edit = lambda f: (f.__delitem__(cxi_file.PROBE_PATHS[0]), f.__setitem__(cxi_file.PROBE_PATHS[0], fine.astype(np.complex64)))
     _write_plain(tmp_path / "probe.cxi", scan[0], edit=edit)
     data, report = cxi.convert_cxi(tmp_path / "probe.cxi")
     expected = physics.far_field_intensity(fine)[32:96, 32:96]
@@ -178,10 +179,10 @@ def test_a_finer_probe_is_resampled_by_cropping_its_far_field(scan, tmp_path):
 
 def test_the_beam_position_comes_from_corner_position(scan, tmp_path):
     def edit(f):  # the beam (x = y = 0) on detector pixel (40, 36): corner + 40 * b_row + 36 * b_col = 0
-        f[cxi.CORNER_PATH] = np.array([36 * PIXEL, 40 * PIXEL, DISTANCE])  # b_row = (0, -p, 0), b_col = (-p, 0, 0)
+        f[cxi_file.CORNER_PATH] = np.array([36 * PIXEL, 40 * PIXEL, DISTANCE])  # b_row = (0, -p, 0), b_col = (-p, 0, 0)
     _write_plain(tmp_path / "corner.cxi", scan[0], frame=100, edit=edit)
     _, report = cxi.convert_cxi(tmp_path / "corner.cxi")
-    assert report.center_rc == (40, 36) and cxi.CORNER_PATH in report.center_from
+    assert report.center_rc == (40, 36) and cxi_file.CORNER_PATH in report.center_from
     assert report.window_rows == (8, 72) and report.window_cols == (4, 68)
 
 
@@ -246,38 +247,38 @@ CASES = {
     "nan_translation": (_replace("entry_1/sample_1/geometry_1/translation",
                                  lambda f: np.where(np.eye(12, 3) > 0, np.nan, f["entry_1/sample_1/geometry_1/translation"][()])),
                         "entry_1/sample_1/geometry_1/translation", "NaN", {}),
-    "mask_hides_everything": (_replace(cxi.MASK_PATH, np.ones((N, N), np.uint32)), cxi.MASK_PATH,
+    "mask_hides_everything": (_replace(cxi_file.MASK_PATH, np.ones((N, N), np.uint32)), cxi_file.MASK_PATH,
                               "every pixel of the 64x64 window masked", {}),
-    "mask_hides_too_much": (_replace(cxi.MASK_PATH, np.tril(np.ones((N, N), np.uint32))), cxi.MASK_PATH,
+    "mask_hides_too_much": (_replace(cxi_file.MASK_PATH, np.tril(np.ones((N, N), np.uint32))), cxi_file.MASK_PATH,
                             "max_masked_fraction", {}),
-    "mask_wrong_shape": (_replace(cxi.MASK_PATH, np.zeros((N, N + 1), np.uint32)), cxi.MASK_PATH, "(64, 64)", {}),
+    "mask_wrong_shape": (_replace(cxi_file.MASK_PATH, np.zeros((N, N + 1), np.uint32)), cxi_file.MASK_PATH, "(64, 64)", {}),
     "negative_counts": (_set_pixels(-1.0), "entry_1/data_1/data", "non-negative", {}),
     "nan_counts": (_set_pixels(np.nan, (3, 5, 7)), "entry_1/data_1/data", "first in frame 3", {}),
     "inf_counts": (_set_pixels(np.inf), "entry_1/data_1/data", "NaN or Inf", {}),
     "all_zero_counts": (_replace("entry_1/data_1/data", np.zeros((12, N, N))), "entry_1/data_1/data",
                         "not all zero", {}),
-    "no_energy_nor_wavelength": (_drop(cxi.ENERGY_PATH), cxi.ENERGY_PATH, "neither", {}),
-    "energy_in_ev": (_replace(cxi.ENERGY_PATH, 1240.0), cxi.ENERGY_PATH, "looks like eV", {}),
-    "wavelength_disagrees_with_energy": (lambda f: f.__setitem__(cxi.WAVELENGTH_PATH, 2 * WAVELENGTH),
-                                         cxi.ENERGY_PATH, "agreeing with", {}),
-    "missing_distance": (_drop(cxi.DISTANCE_PATH), cxi.DISTANCE_PATH, "far-field geometry needs it", {}),
-    "zero_distance": (_replace(cxi.DISTANCE_PATH, 0.0), cxi.DISTANCE_PATH, "> 0", {}),
-    "missing_pixel_size": (_drop(cxi.X_PIXEL_PATH, cxi.Y_PIXEL_PATH), cxi.X_PIXEL_PATH, "pixel size", {}),
-    "rectangular_pixels": (_replace(cxi.Y_PIXEL_PATH, 2 * PIXEL), cxi.X_PIXEL_PATH, "square detector pixels", {}),
-    "tilted_detector": (lambda f: f.__setitem__(cxi.BASIS_PATH, PIXEL * np.array([[0, -1], [-0.8, 0], [0.6, 0]])),
-                        cxi.BASIS_PATH, "normal to the beam", {}),
-    "no_probe": (_drop(cxi.PROBE_PATHS[0]), cxi.PROBE_PATHS[0], "probe_fallback=mean_pattern", {}),
-    "real_probe": (_replace(cxi.PROBE_PATHS[0], np.ones((N, N))), cxi.PROBE_PATHS[0], "complex", {}),
-    "zero_probe": (_replace(cxi.PROBE_PATHS[0], np.zeros((N, N), np.complex64)), cxi.PROBE_PATHS[0], "not all zero", {}),
-    "probe_smaller_than_the_window": (_replace(cxi.PROBE_PATHS[0], np.ones((32, 32), np.complex64)),
-                                      cxi.PROBE_PATHS[0], "side >= N * binning", {}),
+    "no_energy_nor_wavelength": (_drop(cxi_file.ENERGY_PATH), cxi_file.ENERGY_PATH, "neither", {}),
+    "energy_in_ev": (_replace(cxi_file.ENERGY_PATH, 1240.0), cxi_file.ENERGY_PATH, "looks like eV", {}),
+    "wavelength_disagrees_with_energy": (lambda f: f.__setitem__(cxi_file.WAVELENGTH_PATH, 2 * WAVELENGTH),
+                                         cxi_file.ENERGY_PATH, "agreeing with", {}),
+    "missing_distance": (_drop(cxi_file.DISTANCE_PATH), cxi_file.DISTANCE_PATH, "far-field geometry needs it", {}),
+    "zero_distance": (_replace(cxi_file.DISTANCE_PATH, 0.0), cxi_file.DISTANCE_PATH, "> 0", {}),
+    "missing_pixel_size": (_drop(cxi_file.X_PIXEL_PATH, cxi_file.Y_PIXEL_PATH), cxi_file.X_PIXEL_PATH, "pixel size", {}),
+    "rectangular_pixels": (_replace(cxi_file.Y_PIXEL_PATH, 2 * PIXEL), cxi_file.X_PIXEL_PATH, "square detector pixels", {}),
+    "tilted_detector": (lambda f: f.__setitem__(cxi_file.BASIS_PATH, PIXEL * np.array([[0, -1], [-0.8, 0], [0.6, 0]])),
+                        cxi_file.BASIS_PATH, "normal to the beam", {}),
+    "no_probe": (_drop(cxi_file.PROBE_PATHS[0]), cxi_file.PROBE_PATHS[0], "probe_fallback=mean_pattern", {}),
+    "real_probe": (_replace(cxi_file.PROBE_PATHS[0], np.ones((N, N))), cxi_file.PROBE_PATHS[0], "complex", {}),
+    "zero_probe": (_replace(cxi_file.PROBE_PATHS[0], np.zeros((N, N), np.complex64)), cxi_file.PROBE_PATHS[0], "not all zero", {}),
+    "probe_smaller_than_the_window": (_replace(cxi_file.PROBE_PATHS[0], np.ones((32, 32), np.complex64)),
+                                      cxi_file.PROBE_PATHS[0], "side >= N * binning", {}),
     "window_larger_than_the_frame": (None, "entry_1/data_1/data", "inside the 64x64 frame", {"N": 128}),
     "read_over_the_memory_budget": (None, "entry_1/data_1/data", "memory budget", {"max_bytes": 1000}),
     # a beam wider than the detector: 1 nm over 5 m onto 64 pixels of 1 um; the probe, 35 object pixels of
     # 78 um, is 2.7 mm wide (F = a^2 / (lambda z) ~ 1500)
     "near_field": (lambda f: [_replace(key, value)(f) for key, value in
-                              ((cxi.X_PIXEL_PATH, 1e-6), (cxi.Y_PIXEL_PATH, 1e-6), (cxi.DISTANCE_PATH, 5.0))],
-                   cxi.DISTANCE_PATH, "near-field", {}),
+                              ((cxi_file.X_PIXEL_PATH, 1e-6), (cxi_file.Y_PIXEL_PATH, 1e-6), (cxi_file.DISTANCE_PATH, 5.0))],
+                   cxi_file.DISTANCE_PATH, "near-field", {}),
 }
 
 
@@ -288,7 +289,7 @@ def test_an_unusable_file_is_refused_naming_the_hdf5_path(scan, tmp_path, case):
     max_bytes = options.pop("max_bytes", None)
     path = tmp_path / f"{case}.cxi"
     _write_plain(path, scan[0], edit=edit)
-    expected = cxi.NearFieldError if case == "near_field" else cxi.CxiFormatError
+    expected = cxi.NearFieldError if case == "near_field" else cxi_file.CxiFormatError
     with pytest.raises(expected) as caught:
         cxi.convert_cxi(path, cxi.CxiConversion(**options), max_bytes=max_bytes)
     error = caught.value
@@ -300,7 +301,7 @@ def test_an_unusable_file_is_refused_naming_the_hdf5_path(scan, tmp_path, case):
 def test_a_file_that_is_not_hdf5_or_missing_is_refused(tmp_path):
     (tmp_path / "text.cxi").write_text("not hdf5")
     for path, words in ((tmp_path / "text.cxi", "unreadable"), (tmp_path / "absent.cxi", "no such file")):
-        with pytest.raises(cxi.CxiFormatError, match=words) as caught:
+        with pytest.raises(cxi_file.CxiFormatError, match=words) as caught:
             cxi.convert_cxi(path)
         assert caught.value.key is None and str(path) in str(caught.value)
 
@@ -321,9 +322,9 @@ def test_a_stitched_object_written_as_cxi_reads_back_with_its_geometry(scan, tmp
     canvas = (rng.normal(size=(40, 40)) + 1j * rng.normal(size=(40, 40))).astype(np.complex64)
     covered = rng.random((40, 40)) > 0.3
     centre_xy = np.array([round(data.xcoords.mean()), round(data.ycoords.mean())])
-    path = cxi.export_stitched(tmp_path / "object.cxi", canvas, covered, centre_xy, report, probe=data.probe)
+    path = cxi_object.export_stitched(tmp_path / "object.cxi", canvas, covered, centre_xy, report, probe=data.probe)
 
-    back = cxi.read_object_cxi(path)
+    back = cxi_object.read_object_cxi(path)
     assert np.array_equal(back.canvas, canvas) and np.array_equal(back.covered, covered)
     assert back.pixel_size_m == pytest.approx((report.object_pixel_m, report.object_pixel_m))
     assert np.array_equal(back.probe, data.probe) and back.report["n_frames"] == data.n_images
@@ -335,14 +336,14 @@ def test_a_stitched_object_written_as_cxi_reads_back_with_its_geometry(scan, tmp
     at = back.origin_translation_m + rows[:, None] * back.basis_vectors_m[0] + cols[:, None] * back.basis_vectors_m[1]
     assert np.allclose(at[:, :2], translations[:, :2], atol=1e-3 * report.object_pixel_m)
     with h5py.File(path) as f:  # what another CXI reader looks for
-        assert f["cxi_version"][()] == cxi.CXI_VERSION
+        assert f["cxi_version"][()] == cxi_object.CXI_VERSION
         assert f["entry_1/image_1/data_space"][()] == b"real" and f["entry_1/data_1/data"].shape == (40, 40)
         assert f["entry_1/image_1/mask"][()].dtype == np.uint32
 
 
 def test_write_object_cxi_refuses_a_real_canvas(tmp_path):
     with pytest.raises(ValueError, match="complex"):
-        cxi.write_object_cxi(tmp_path / "o.cxi", np.ones((4, 4)), (1e-6, 1e-6))
+        cxi_object.write_object_cxi(tmp_path / "o.cxi", np.ones((4, 4)), (1e-6, 1e-6))
     assert not list(tmp_path.iterdir())
 
 
@@ -374,14 +375,14 @@ def test_dataset_cxi_converts_both_files_into_the_contract(scan, tmp_path):
 
 
 def test_the_size_check_counts_the_cxi_frames(scan, tmp_path):
-    from runners.phases.c1 import check_dataset_size
+    from runners.phases.datasets import check_dataset_size
 
     _write_cdtools(tmp_path / "train.cxi", scan[0])
     spec = _compose(["c1=scaled", "dataset=cxi", "dataset.train_data_file=train.cxi",
                      "dataset.test_data_file=train.cxi", "c1.n_images=13", "c1.n_groups=8"])
     with pytest.raises(ValueError, match="c1.n_images: must be <= 12"):
         check_dataset_size(spec, tmp_path)
-    assert cxi.frame_count(tmp_path / "train.cxi") == 12
+    assert cxi_file.frame_count(tmp_path / "train.cxi") == 12
 
 
 def test_dataset_cxi_needs_both_files(tmp_path):
@@ -416,5 +417,5 @@ def test_a_phase_run_on_cxi_files_leaves_the_report_and_the_object(scan, tmp_pat
     assert "format=cxi" in inventory and "train_cxi=train.cxi" in inventory, inventory
     run_dir = slot / "run_scaled"
     assert (run_dir / "cxi_conversion.json").is_file()
-    back = cxi.read_object_cxi(run_dir / "object.cxi")
+    back = cxi_object.read_object_cxi(run_dir / "object.cxi")
     assert back.canvas.ndim == 2 and back.origin_translation_m is not None

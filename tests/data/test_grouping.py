@@ -58,9 +58,9 @@ def test_coordinates_follow_nn_indices(lattice):
     np.testing.assert_array_equal(groups.coords_nn[:, 0, 1, :], y[groups.nn_indices])
 
 
-def test_scaled_settings_stay_compact_for_20_seeds(default_dataset):
+def test_scaled_settings_stay_compact_for_20_seeds(dataset_512):
     """The reference's NaN defect at the data level: offsets must stay well inside N/2."""
-    train, _ = default_dataset
+    train, _ = dataset_512
     N = train.N
     worst = 0.0
     for seed in range(20):
@@ -72,16 +72,16 @@ def test_scaled_settings_stay_compact_for_20_seeds(default_dataset):
     assert worst < 0.75 * N / 2
 
 
-def test_grouping_among_scattered_seeds_would_not_be_compact(default_dataset):
+def test_grouping_among_scattered_seeds_would_not_be_compact(dataset_512):
     """Control for the test above: the reference's way (neighbours among 32 scattered points) spreads out."""
-    train, _ = default_dataset
+    train, _ = dataset_512
     scattered = np.random.default_rng(0).choice(train.n_images, 32, replace=False)
     groups = group_positions(train.xcoords[scattered], train.ycoords[scattered], **SCALED, seed=0)
     assert np.abs(groups.coords_relative).max() > train.N / 2
 
 
-def test_compact_subset_is_the_nearest_block(default_dataset):
-    train, _ = default_dataset
+def test_compact_subset_is_the_nearest_block(dataset_512):
+    train, _ = dataset_512
     points = np.c_[train.xcoords, train.ycoords]
     subset = compact_subset(train.xcoords, train.ycoords, 64, seed=7)
     assert len(subset) == 64 and np.all(np.diff(subset) > 0)
@@ -143,13 +143,13 @@ def test_duplicate_positions_still_give_distinct_members():
 
 
 @pytest.mark.parametrize("gridsize", [1, 2])
-def test_n_groups_none_seeds_a_group_at_every_training_position(default_dataset, gridsize):
+def test_n_groups_none_seeds_a_group_at_every_training_position(dataset_512, gridsize):
     """GroupingSpec(n_groups=None): one group per training position (after the n_images subset), so no
     position is left out of training (at gridsize 1 each is one group: see the test above)."""
     from ptycho.data.batches import prepare_job_data
     from ptycho.spec import GroupingSpec, ModelSpec
 
-    train, test = default_dataset
+    train, test = dataset_512
     spec = GroupingSpec(gridsize=gridsize, n_groups=None, n_images=100)
     assert spec.groups_for(100) == 100 and GroupingSpec(n_groups=32).groups_for(100) == 32
     _, grouped, *_ = prepare_job_data(train, test, spec, ModelSpec(gridsize=gridsize))

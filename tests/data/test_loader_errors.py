@@ -5,7 +5,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from ptycho.data.contract import DataContractError, PtychoData, load_npz, validate
+from ptycho.data.contract import DataContractError, PtychoData, validate
+from ptycho.data.npz import load_npz
 
 N = 64
 

@@ -6,16 +6,16 @@ from ptycho.data import normalization
 from ptycho import physics
 
 
-def test_dataset_scale_matches_simulation_scale(default_dataset):
-    train, _ = default_dataset
+def test_dataset_scale_matches_simulation_scale(dataset_512):
+    train, _ = dataset_512
     psi = physics.illuminate(train.probe, train.Y)
     from_data = normalization.dataset_intensity_scale(train.diffraction, 1e9)
     from_truth = physics.intensity_scale(psi, 1e9)
     assert from_data == pytest.approx(from_truth, rel=2e-3)
 
 
-def test_scaled_inputs_carry_nphotons_per_frame(default_dataset):
-    train, _ = default_dataset
+def test_scaled_inputs_carry_nphotons_per_frame(dataset_512):
+    train, _ = dataset_512
     s = normalization.dataset_intensity_scale(train.diffraction, 1e9)
     X = normalization.scale_inputs(train.diffraction, s)
     labels = normalization.intensity_labels(X)

@@ -4,7 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from ptycho.data.contract import PtychoData, file_sha1, load_npz, save_npz
+from ptycho.data.contract import PtychoData
+from ptycho.data.npz import file_sha1, load_npz, save_npz
 
 OPTIONAL_FIELDS = ("object_guess", "Y", "scan_index", "xcoords_start", "ycoords_start")
 ALL_FIELDS = ("diffraction", "probe", "xcoords", "ycoords") + OPTIONAL_FIELDS
@@ -30,8 +31,8 @@ def test_round_trip_is_exact(tmp_path, valid_arrays):
     _assert_same(original, load_npz(saved))
 
 
-def test_round_trip_of_simulated_split(tmp_path, default_dataset):
-    train, _ = default_dataset
+def test_round_trip_of_simulated_split(tmp_path, dataset_512):
+    train, _ = dataset_512
     _assert_same(train, load_npz(save_npz(tmp_path / "train.npz", train)))
 
 
@@ -94,8 +95,8 @@ def test_file_sha1_tracks_content(tmp_path):
     assert file_sha1(a) != file_sha1(b)
 
 
-def test_subset_selects_per_image_arrays(default_dataset):
-    train, _ = default_dataset
+def test_subset_selects_per_image_arrays(dataset_512):
+    train, _ = dataset_512
     part = train.subset([5, 1, 7])
     assert part.n_images == 3 and part.N == 64
     np.testing.assert_array_equal(part.xcoords, train.xcoords[[5, 1, 7]])
@@ -104,8 +105,8 @@ def test_subset_selects_per_image_arrays(default_dataset):
     assert part.object_guess is train.object_guess and part.probe is train.probe
 
 
-def test_subset_rejects_bad_indices(default_dataset):
-    train, _ = default_dataset
+def test_subset_rejects_bad_indices(dataset_512):
+    train, _ = dataset_512
     with pytest.raises(ValueError, match="out of range"):
         train.subset([train.n_images])
     with pytest.raises(ValueError, match="integer"):

@@ -18,7 +18,8 @@ import pytest
 
 from ptycho import preflight
 from ptycho.data.batches import prepare_job_data
-from ptycho.data.contract import MAX_COORD_PX, DataContractError, load_npz, read_npz_headers
+from ptycho.data.contract import MAX_COORD_PX, DataContractError
+from ptycho.data.npz import load_npz, read_npz_headers
 from ptycho.preflight import MemoryBudget, MemoryBudgetError, check_job, inspect_file
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 

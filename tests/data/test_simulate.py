@@ -4,8 +4,8 @@ import pytest
 from scipy.spatial import cKDTree
 
 from ptycho import physics
-from ptycho.data import simulate
-from ptycho.data.contract import load_npz
+from ptycho.data import phantoms, simulate
+from ptycho.data.npz import load_npz
 from ptycho.data.simulate import SimulationSpec, ensure_simulated_dataset, simulate_dataset
 
 SMALL = SimulationSpec(n_images=48, nphotons=1e6)
@@ -32,23 +32,23 @@ def test_different_seed_gives_different_data():
     assert not np.allclose(train_a.diffraction, train_b.diffraction)
 
 
-def test_default_split_sizes_and_contract(default_dataset):
-    train, test = default_dataset
+def test_split_sizes_and_contract(dataset_512):
+    train, test = dataset_512
     assert (train.n_images, test.n_images, train.N) == (384, 128, 64)
     assert train.diffraction.dtype == np.float32 and train.Y.dtype == np.complex64
     assert train.has_ground_truth and test.has_ground_truth
-    assert train.object_guess.shape == (SimulationSpec().object_side,) * 2
+    assert train.object_guess.shape == (SimulationSpec(n_images=512).object_side,) * 2
 
 
-def test_split_is_spatial_and_covers_the_scan(default_dataset):
-    train, test = default_dataset
+def test_split_is_spatial_and_covers_the_scan(dataset_512):
+    train, test = dataset_512
     assert train.ycoords.max() <= test.ycoords.min()
     np.testing.assert_array_equal(np.sort(np.concatenate([train.scan_index, test.scan_index])), np.arange(512))
     assert np.all(np.diff(train.scan_index) > 0) and np.all(np.diff(test.scan_index) > 0)
 
 
-def test_object_has_structure_not_noise(default_dataset):
-    obj = default_dataset[0].object_guess
+def test_object_has_structure_not_noise(dataset_512):
+    obj = dataset_512[0].object_guess
     amplitude, phase = np.abs(obj), np.angle(obj)
     assert amplitude.min() >= 0.5 - 1e-6 and amplitude.max() <= 1 + 1e-6
     assert np.abs(phase).max() <= np.pi / 2 + 1e-5
@@ -62,19 +62,19 @@ def test_object_has_structure_not_noise(default_dataset):
 
 def test_probe_has_finite_support():
     N = 64
-    probe = simulate.make_probe(N)
+    probe = phantoms.make_probe(N)
     assert probe.dtype == np.complex64 and probe.shape == (N, N)
     grid = np.arange(N) - N / 2
     radius = np.hypot(grid[None, :], grid[:, None])
-    support = radius < simulate.probe_support_radius(N)
+    support = radius < phantoms.probe_support_radius(N)
     assert np.all(probe[~support] == 0)
     assert np.abs(probe[radius < N / 4]).min() > 0.99
-    assert N / 4 <= simulate.probe_support_radius(N) <= N / 3
+    assert N / 4 <= phantoms.probe_support_radius(N) <= N / 3
 
 
 def test_probe_phase_is_curved():
     N = 64
-    probe = simulate.make_probe(N)
+    probe = phantoms.make_probe(N)
     row = probe[N // 2, N // 2 - 16: N // 2 + 17]
     r = np.arange(-16, 17)
     phase = np.unwrap(np.angle(row))
@@ -106,8 +106,8 @@ def test_patches_are_centred_on_the_scan_positions():
         simulate.extract_patches(obj, np.array([20.0]), np.array([50.0]), 64)
 
 
-def test_diffraction_follows_the_forward_model(default_dataset):
-    train, _ = default_dataset
+def test_diffraction_follows_the_forward_model(dataset_512):
+    train, _ = dataset_512
     clean = physics.forward_amplitude(train.probe, train.Y[:16])
     observed = train.diffraction[:16].astype(np.float64)
     # photon noise at 1e9 photons per frame is tiny relative to the frame energy

@@ -3,14 +3,16 @@ import numpy as np
 import pytest
 
 from ptycho import physics
-from ptycho.data import simulate
-from ptycho.data.contract import load_npz
-from ptycho.data.simulate import SimulationSpec, ensure_simulated_dataset, make_lines_object, simulate_dataset
+from ptycho.data import phantoms, simulate
+from ptycho.data.npz import load_npz
+from ptycho.data.phantoms import make_lines_object
+from ptycho.data.simulate import SimulationSpec, ensure_simulated_dataset, simulate_dataset
 
 SMALL_LINES = SimulationSpec(n_images=48, nphotons=1e6, object_kind="lines")
-# spec_hash(SimulationSpec()) and of SimulationSpec(n_images=48, nphotons=1e6), computed
-# before object_kind existed: the default datasets' cached file names must not change
-DEFAULT_HASH_BEFORE_OBJECT_KIND = "d4e926592371"
+# spec_hash of SimulationSpec(n_images=512) (the spec's default then) and of
+# SimulationSpec(n_images=48, nphotons=1e6), computed before object_kind existed: the cached file
+# names must not change
+HASH_512_BEFORE_OBJECT_KIND = "d4e926592371"
 SMALL_HASH_BEFORE_OBJECT_KIND = "305a4ab80f29"
 
 
@@ -27,8 +29,8 @@ class FixedEndpoints:
 
 @pytest.fixture(scope="module")
 def lines_dataset():
-    """(train, test) of the default spec with the lines object."""
-    return simulate_dataset(SimulationSpec(object_kind="lines"))
+    """(train, test) of the default spec at 512 positions with the lines object."""
+    return simulate_dataset(SimulationSpec(n_images=512, object_kind="lines"))
 
 
 def test_same_seed_gives_identical_arrays_and_another_seed_does_not():
@@ -56,7 +58,7 @@ def test_amplitude_only_and_strictly_positive(lines_dataset):
             assert array.dtype == np.complex64
             assert np.all(array.imag == 0)  # phase exactly 0
             amplitude = array.real
-            assert amplitude.min() >= simulate.LINES_BACKGROUND - 1e-6 and amplitude.max() <= 1 + 1e-6
+            assert amplitude.min() >= phantoms.LINES_BACKGROUND - 1e-6 and amplitude.max() <= 1 + 1e-6
     assert np.abs(lines_dataset[0].object_guess).max() == pytest.approx(1.0)
 
 
@@ -75,7 +77,7 @@ def test_one_segment_is_a_blurred_ridge_on_an_exact_background():
     profile = amplitude[:, size // 2]
     assert np.all(np.diff(profile[: size // 2 + 1]) >= 0) and np.all(np.diff(profile[size // 2:]) <= 0)
     # blur tails end near 4 sigma = 40 px: beyond, the amplitude is the background exactly
-    background = np.isclose(amplitude, simulate.LINES_BACKGROUND, rtol=0, atol=1e-9)
+    background = np.isclose(amplitude, phantoms.LINES_BACKGROUND, rtol=0, atol=1e-9)
     assert background.mean() > 0.5 and (amplitude > 0.5).mean() < 0.1
     assert background[: size // 2 - 45].all() and not background[size // 2 - 30: size // 2 + 31].any()
 
@@ -113,11 +115,11 @@ def test_cache_round_trips_through_the_contract_and_is_reused(tmp_path, monkeypa
     assert ensure_simulated_dataset(SMALL_LINES, tmp_path) == paths
 
 
-def test_default_spec_hash_is_unchanged_and_lines_has_its_own():
-    assert simulate.spec_hash(SimulationSpec()) == DEFAULT_HASH_BEFORE_OBJECT_KIND
-    assert simulate.spec_hash(SimulationSpec(object_kind="mixed")) == DEFAULT_HASH_BEFORE_OBJECT_KIND
+def test_the_mixed_spec_hash_is_unchanged_and_lines_has_its_own():
+    assert simulate.spec_hash(SimulationSpec(n_images=512)) == HASH_512_BEFORE_OBJECT_KIND
+    assert simulate.spec_hash(SimulationSpec(n_images=512, object_kind="mixed")) == HASH_512_BEFORE_OBJECT_KIND
     assert simulate.spec_hash(SimulationSpec(n_images=48, nphotons=1e6)) == SMALL_HASH_BEFORE_OBJECT_KIND
-    assert simulate.spec_hash(SimulationSpec(object_kind="lines")) != DEFAULT_HASH_BEFORE_OBJECT_KIND
+    assert simulate.spec_hash(SimulationSpec(n_images=512, object_kind="lines")) != HASH_512_BEFORE_OBJECT_KIND
 
 
 @pytest.mark.parametrize("value", ["spiral", "Lines", None])

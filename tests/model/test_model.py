@@ -8,7 +8,7 @@ import tensorflow as tf
 from ptycho.tf.model import build_model, load_model, save_weights
 from ptycho.spec import ModelSpec
 from ptycho.stitching import canvas_size_for, check_offsets_fit
-from ptycho.data.simulate import make_probe
+from ptycho.data.phantoms import make_probe
 
 PROBE = make_probe(64)
 REFERENCE_PARAMS = {1: 2.33e6, 2: 2.34e6}  # REFERENCE.md, N = 64, n_filters_scale 2

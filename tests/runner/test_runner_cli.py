@@ -178,7 +178,7 @@ def test_mlflow_run_has_params_metrics_tags_inputs_and_artifacts(xla_off):
 
 def _fly001_files(workdir):
     """Real files in the NPZ contract at the paths dataset=fly001 expects (made by the simulator)."""
-    from ptycho.data.contract import save_npz
+    from ptycho.data.npz import save_npz
     from ptycho.data.simulate import SimulationSpec, simulate_dataset
 
     folder = workdir / "datasets" / "fly001_reconstructed_prepared"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from ptycho.data import simulate
-from ptycho.data.contract import load_npz
+from ptycho.data import phantoms, simulate
+from ptycho.data.npz import load_npz
 from runners.phases.c1 import C1Run
 from runners.schema import DatasetSource, ObjectKind, to_spec
 
@@ -42,5 +42,5 @@ def test_the_data_step_simulates_and_caches_the_lines_object(compose_phase, tmp_
     expected_hash = simulate.spec_hash(simulate.SimulationSpec(object_kind="lines", n_images=2048))
     assert train_path.name == f"simulated_{expected_hash}_train.npz" and test_path.is_file()
     train = load_npz(train_path)
-    assert np.all(train.object_guess.imag == 0) and np.abs(train.object_guess).min() >= simulate.LINES_BACKGROUND - 1e-6
+    assert np.all(train.object_guess.imag == 0) and np.abs(train.object_guess).min() >= phantoms.LINES_BACKGROUND - 1e-6
     assert (train.n_images, train.N) == (1536, 64)
