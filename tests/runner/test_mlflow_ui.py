@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runners.tracking import mlflow_ui
+from runners.tracking import mlflow_ui, store
 from runners import tracking
 
 from .conftest import REPO
@@ -33,7 +33,7 @@ def test_a_new_store_leaves_no_lock_file_and_an_existing_one_is_opened_without_o
     assert first.failure is None and (tmp_path / "mlflow.db").is_file()
     assert not (tmp_path / "mlflow.db.lock").exists()
     taken = []
-    monkeypatch.setattr(tracking, "FileLock", lambda *a, **k: taken.append(a) or pytest.fail("locked"))
+    monkeypatch.setattr(store, "FileLock", lambda *a, **k: taken.append(a) or pytest.fail("locked"))
     second = _tracker(tmp_path)
     assert second.failure is None and second.experiment_id == first.experiment_id and not taken
     assert sorted(path.name for path in tmp_path.iterdir()) == ["mlflow.db"]
@@ -179,13 +179,10 @@ def test_a_run_leaves_no_chatter_no_lock_and_a_run_that_reads_at_a_glance(quiet_
 
 @pytest.mark.slow
 def test_a_c2_run_has_a_description_and_its_parity_figures_first(tmp_path, monkeypatch, capfd, isolated_overrides):
-    from runners.evidence import outcome
-
     from .conftest import run_in_process
     from .test_runner_c2 import _bundle
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
     tf, torch = _bundle(tmp_path / "tf"), _bundle(tmp_path / "torch")
     status, out, err = run_in_process(["c2=tf_vs_torch", f"c2.tf_bundle={tf}", f"c2.torch_bundle={torch}",
                                        *isolated_overrides(tmp_path)], capfd, monkeypatch)

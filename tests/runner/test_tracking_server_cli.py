@@ -8,6 +8,7 @@ import pytest
 
 from runners import tracking
 from runners.services import tracking_server
+from runners.tracking.tracker import _run_name_text
 
 URI = "postgresql+psycopg2://mlflow:s3cret@db.lab.org:5432/mlflow"
 
@@ -62,7 +63,7 @@ def test_other_options_go_to_mlflow_server_unchanged():
 def test_a_run_name_too_long_for_postgresql_keeps_its_start_and_end():
     """runs.name is VARCHAR(250): PostgreSQL refuses more (a sweep's name holds all its overrides)."""
     name = "sweep: c1=scaled " + "x" * 400 + " [BLOCKED]"
-    clipped = tracking._run_name_text(name)
+    clipped = _run_name_text(name)
     assert len(clipped) == tracking.MAX_RUN_NAME_CHARS == 250
     assert clipped.startswith("sweep: c1=scaled x") and clipped.endswith("x [BLOCKED]") and "..." in clipped
-    assert tracking._run_name_text("tf_baseline/phase_c1_scaled") == "tf_baseline/phase_c1_scaled"
+    assert _run_name_text("tf_baseline/phase_c1_scaled") == "tf_baseline/phase_c1_scaled"
