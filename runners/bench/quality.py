@@ -59,7 +59,7 @@ false until the study ends, so a study cut short keeps its finished runs), ``qua
 (per dataset and gridsize the floor, ceiling and iterative rows, then per loss and overlap one row per
 run and a summary row: median / worst over seeds and the ratio to the floor; its "iterative ref." cell: the PINN's
 median MAE over the iterative's and both times, inference + stitching against the
-reconstruction), ``quality.png`` (per dataset:
+reconstruction; its "mlflow run" cell: the MLflow run that holds the row's numbers), ``quality.png`` (per dataset:
 truth | PINN | error of the median seed's stitched reconstruction at gridsize 2, or the largest
 gridsize run, after the metrics' global fit, then truth | iterative | error;
 ``quality_<dataset>[_iterative].png`` are its parts; with several losses or overlaps the first cell of that
@@ -68,46 +68,52 @@ canvas, one object pixel a block (no interpolation), amplitude after the global 
 per dataset (the truth's): truth | the median seed of every (gridsize, loss, overlap) cell | iterative)
 and ``runs/`` (each run's run_dir and bundle: ``<dataset>_gs<gridsize>[_<loss>][_<overlap>]_seed<seed>``,
 the loss and overlap named only where they are not the defaults).
+
+Every run trains through the runner's job path (``ptycho.pipeline.run_job`` behind the backend's
+``run_phase_job``) and the study is logged to MLflow (``runners.bench.quality_tracking``): a run for
+the study (settings, references, summaries, then the table, data and figures as artifacts) and a
+child run per trained seed (its metrics, history and bundle), in experiment ``quality-study`` of the
+runner's tracking store: ``--tracking-uri`` (default ``sqlite:///mlflow.db`` in the launch folder, as
+the runner's), ``--no-tracking`` for none. quality.json's ``mlflow`` entry names the store and the
+study's run, every run record its ``mlflow_run_id``.
 """
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
-import os
-import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from ptycho import architecture, determinism, stitching
-from ptycho.evaluation import bundle, plots
 from ptycho.data.batches import group_data
-from ptycho.pipeline import RECONSTRUCTION_FILE, STITCH_SOURCES
 from ptycho.data.simulate import SimulationSpec, simulate_dataset
+from ptycho.pipeline import STITCH_SOURCES
 from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 from ptycho.stitching import PHASE_OFFSETS
 from ptycho.torch.device import check_device_name
+from runners.bench.quality_figures import write_figure, write_zoom_figure
+from runners.bench.quality_report import (
+    DEFAULT_LOSS, DEFAULT_OVERLAP, EVERY_WAY, METRICS, NO_OVERLAP, print_run, ratio, run_name, study_cells, summarise,
+    write_document, write_table,
+)
+from runners.bench.quality_tracking import EXPERIMENT, StudyTracking
+from runners.schema import TrackingConfig
 
 DATASETS = {"simulated": "mixed", "lines": "lines"}  # dataset -> SimulationSpec.object_kind
-AMPLITUDE_ONLY = {"lines": "amplitude only (true phase is 0): judge amp_* metrics"}
 BACKENDS = ("pytorch", "tensorflow")
 LEARNING_RATE = ModelSpec.learning_rate  # the study's default: ModelSpec's
 EPOCHS = 10  # 960 steps with a group at each of 1536 training positions (round 10: 30 epochs of 384 groups, 720)
 LOSSES = {"poisson_nll": {}, "diffraction_mae": {"nll_weight": 0.0, "diffraction_mae_weight": 1.0}}  # -> ModelSpec
 NEIGHBOR_COUNT = 7
 VALIDATION_SPLIT = 0.05
-FIGURE_GRIDSIZE = 2
 ITERATIVE_MISSING = "n/a (cdtools not installed: pip install -e \".[iterative]\")"
-METRICS = ("amp_mae", "phase_mae", "amp_ssim", "phase_ssim", "frc50", "amp_psnr")
-LOWER_IS_BETTER = {"amp_mae", "phase_mae"}  # SSIM, FRC50 (cycles/px) and PSNR (dB): higher is better
-DEFAULT_LOSS, DEFAULT_OVERLAP = "poisson_nll", ModelSpec.overlap
-NO_OVERLAP = "-"  # a gridsize-1 run's overlap: it has no group to average
 ABLATION = {"gridsizes": [1, 2], "loss": ["poisson_nll", "diffraction_mae"], "overlap": ["weighted", "uniform"]}
-ZOOM_SIZE = 64  # px of object per side in quality_zoom.png
-ZOOM_PANEL_IN, ZOOM_ROW_IN, ZOOM_BAR_IN = 2.4, 3.0, 1.2  # a panel's width, a dataset row's height, the bar's
+SETTINGS = ("datasets", "gridsizes", "seeds", "epochs", "n_groups", "batch_size", "n_images", "backend", "device",
+            "learning_rate", "loss", "overlap", "ablation", "stitch_from", "phase_offsets", "iterative_epochs")
 
 
 def _positive_int(text: str) -> int:
@@ -170,6 +176,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="compute threads (default: every CPU of this process's affinity mask)")
     parser.add_argument("--out", type=Path, default=Path("bench_quality_out"), help="default bench_quality_out/")
+    parser.add_argument("--tracking-uri", default=TrackingConfig.uri,
+                        help=f"the MLflow store the study is logged to (experiment {EXPERIMENT}); default "
+                             f"{TrackingConfig.uri}, the runner's, a relative path taken from the launch folder")
+    parser.add_argument("--no-tracking", action="store_true", help="log nothing to MLflow")
     args = parser.parse_args(argv)
     if args.ablation:
         given = [f"--{name}" for name in ABLATION if getattr(args, name) is not None]
@@ -241,41 +251,6 @@ def iterative_reference(test, epochs: int, threads: int, device: str = "cpu") ->
             "epochs": epochs, "library": f"{iterative.DISTRIBUTION} {result.version}"}, canvas
 
 
-def iterative_cell(summary: dict, runs: list[dict], reference) -> str:
-    """The summary row's comparison with the iterative reference (module docstring)."""
-    if not isinstance(reference, dict):
-        return reference
-    inference = statistics.median(run["inference_stitching_s"] for run in runs)
-    times = {key: _cell(ratio(summary[key]["median"], reference[key]), 1) for key in ("amp_mae", "phase_mae")}
-    return (f"PINN / iterative: amp_mae {times['amp_mae']}x, phase_mae {times['phase_mae']}x; "
-            f"inference {inference:.1f} s vs {reference['seconds']:.1f} s")
-
-
-def ratio(value: float, floor: float) -> float | None:
-    """value / floor, or None where the floor is 0 (the lines object's phase)."""
-    return value / floor if floor > 0 else None
-
-
-def _groups_text(n_groups: int | None) -> str:
-    return "a group seeded at every training position" if n_groups is None else f"{n_groups} groups"
-
-
-def study_cells(gridsizes, losses, overlaps) -> list[tuple[int, str, str]]:
-    """The study's (gridsize, loss, overlap) cells in run order: every loss at every gridsize, every
-    overlap only at gridsize > 1 (gridsize 1's is NO_OVERLAP)."""
-    return [(gridsize, loss, overlap) for gridsize in gridsizes for loss in losses
-            for overlap in (overlaps if gridsize > 1 else [NO_OVERLAP])]
-
-
-def run_name(dataset: str, gridsize: int, loss: str, overlap: str, seed: int) -> str:
-    """A run's folder under runs/: the loss and overlap named only where they are not the defaults,
-    so the default study keeps its folder names."""
-    parts = [dataset, f"gs{gridsize}"]
-    parts += [loss] if loss != DEFAULT_LOSS else []
-    parts += [overlap] if overlap not in (DEFAULT_OVERLAP, NO_OVERLAP) else []
-    return "_".join([*parts, f"seed{seed}"])
-
-
 def run_one(run_phase_job, train, test, dataset: str, gridsize: int, seed: int, args, floor: dict,
             loss: str | None = None, overlap: str | None = None) -> dict:
     """Train and stitch one run; returns its record for quality.json. loss, overlap: the cell's
@@ -306,282 +281,73 @@ def run_one(run_phase_job, train, test, dataset: str, gridsize: int, seed: int, 
     }
 
 
-TIMES = ("train_s", "inference_stitching_s")
+class QualityStudy:
+    """One study: every dataset's references and every cell's seeds, written as they come (quality.json)
+    and logged to MLflow (:class:`StudyTracking`); the table and the figures once every run is done."""
 
+    def __init__(self, args: argparse.Namespace, threads: int, run_phase_job, stitch_patches, compute: dict):
+        self.args, self.threads = args, threads
+        self.run_phase_job, self.stitch_patches = run_phase_job, stitch_patches
+        self.cells = study_cells(args.gridsizes, args.loss, args.overlap)
+        self.document = {"settings": {**{key: getattr(args, key) for key in SETTINGS},
+                                      "cells": [list(cell) for cell in self.cells], "compute": compute,
+                                      "neighbor_count": NEIGHBOR_COUNT, "validation_split": VALIDATION_SPLIT,
+                                      "reference_groups_seed": 0},
+                         "references": [], "runs": [], "summaries": []}
+        self.tracking = StudyTracking(None if args.no_tracking else args.tracking_uri, Path.cwd())
+        self.test_sets, self.iterative_canvases = {}, {}
 
-def summarise(runs: list[dict], floor: dict) -> dict:
-    """Median and worst over the seeds of each metric, train seconds, ratios to the floor."""
-    summary = {"n_seeds": len(runs)}
-    for key in (*METRICS, *TIMES):
-        values = [run[key] for run in runs]
-        worst = max(values) if key in LOWER_IS_BETTER or key in TIMES else min(values)
-        summary[key] = {"median": statistics.median(values), "worst": worst}
-    for key in ("amp_mae", "phase_mae"):
-        summary[f"{key}_to_floor"] = {stat: ratio(summary[key][stat], floor[key]) for stat in ("median", "worst")}
-    return summary
+    def run(self) -> None:
+        out = self.args.out
+        self.document["mlflow"] = self.tracking.start(self.document["settings"])
+        try:
+            for dataset in self.args.datasets:
+                self._dataset(dataset)
+            self._save(complete=True)
+            write_table(out / "quality.md", self.document)
+            figure = write_figure(out, self.document["runs"], self.test_sets, self.iterative_canvases)
+            zoom = write_zoom_figure(out, self.document["runs"], self.test_sets, self.iterative_canvases)
+        except BaseException:  # cut short (Ctrl-C, a time limit) or failed: its MLflow run ends FAILED
+            self.tracking.finish(out, complete=False)
+            raise
+        print(f"table: {out / 'quality.md'}  (data: quality.json, figures: {figure.name}, {zoom.name})")
+        self.tracking.finish(out, complete=True)
 
+    def _dataset(self, dataset: str) -> None:
+        args = self.args
+        train, test = simulate_dataset(SimulationSpec(object_kind=DATASETS[dataset], seed=0, n_images=args.n_images))
+        self.test_sets[dataset] = test
+        iterative, self.iterative_canvases[dataset] = iterative_reference(test, args.iterative_epochs, self.threads,
+                                                                          args.device)
+        if isinstance(iterative, dict):
+            print(f"{dataset:9s} iterative: amp_mae={iterative['amp_mae']:.4f} phase_mae={iterative['phase_mae']:.4f} "
+                  f"in {iterative['seconds']:.1f} s", flush=True)
+        for gridsize in args.gridsizes:
+            references = reference_quality(train, test, gridsize, 0, self.stitch_patches)
+            entry = {"dataset": dataset, "gridsize": gridsize, **references, "iterative": iterative}
+            self.document["references"].append(entry)
+            self.tracking.log_references(dataset, gridsize, {**references, "iterative": iterative})
+            for _, loss, overlap in (cell for cell in self.cells if cell[0] == gridsize):
+                runs = [self._seed(train, test, dataset, gridsize, seed, references["floor"], loss, overlap)
+                        for seed in range(args.seeds)]
+                summary = {"dataset": dataset, "gridsize": gridsize, "loss": loss, "overlap": overlap,
+                           **summarise(runs, references["floor"])}
+                self.document["summaries"].append(summary)
+                self.tracking.log_summary(summary)
 
-def median_run(runs: list[dict]) -> dict:
-    """The run with the median amp_mae (the lower middle one for an even count)."""
-    ranked = sorted(runs, key=lambda run: run["amp_mae"])
-    return ranked[(len(ranked) - 1) // 2]
+    def _seed(self, train, test, dataset: str, gridsize: int, seed: int, floor: dict, loss: str, overlap: str) -> dict:
+        """One trained run, logged to MLflow and saved in quality.json (a study cut short keeps it)."""
+        start_time_ms = int(time.time() * 1000)
+        record = run_one(self.run_phase_job, train, test, dataset, gridsize, seed, self.args, floor, loss, overlap)
+        record["mlflow_run_id"] = self.tracking.log_run(record, self.document["settings"], start_time_ms)
+        self.document["runs"].append(record)
+        self._save(complete=False)
+        print_run(record)
+        return record
 
-
-def _cell(value, digits: int) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, dict):
-        return f"{_cell(value['median'], digits)} / {_cell(value['worst'], digits)}"
-    return f"{value:.{digits}f}"
-
-
-TABLE_COLUMNS = (("amp_mae", 4), ("phase_mae", 4), ("amp_ssim", 3), ("phase_ssim", 3), ("frc50", 3),
-                 ("amp_psnr", 2), ("train_s", 1), ("inference_stitching_s", 1), ("amp_mae_to_floor", 2),
-                 ("phase_mae_to_floor", 2))
-# amp / phase MAE of the same patches with each way of setting their phase offsets
-OFFSET_COLUMNS = tuple(f"offsets_{mode}" for mode in PHASE_OFFSETS)
-TABLE_HEADER = ("dataset", "gridsize", "row", "loss", "overlap", "seed", "amp_mae", "phase_mae (rad)", "amp_ssim",
-                "phase_ssim", "frc50 (cyc/px)", "amp_psnr (dB)", "train s", "infer+stitch s", "amp_mae / floor",
-                "phase_mae / floor",
-                *(f"offsets {mode}: amp / phase" for mode in PHASE_OFFSETS), "iterative ref.", "note")
-EVERY_WAY = tuple(f"{name}_{label}" for label in OFFSET_COLUMNS for name in ("amp_mae", "phase_mae"))
-
-
-def table_row(dataset: str, gridsize: int, label: str, seed, values: dict, iterative: str = "",
-              loss: str = "-", overlap: str = "-") -> str:
-    cells = [dataset, str(gridsize), label, loss, overlap, str(seed)]
-    cells += [_cell(values.get(key), digits) if key in values else "-" for key, digits in TABLE_COLUMNS]
-    cells += [f"{values[f'amp_mae_{label}']:.4f} / {values[f'phase_mae_{label}']:.4f}"
-              if f"amp_mae_{label}" in values else "-" for label in OFFSET_COLUMNS]
-    cells += [iterative, AMPLITUDE_ONLY.get(dataset, "")]
-    return "| " + " | ".join(cells) + " |"
-
-
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _cell_of(record: dict) -> tuple[str, str]:
-    """(loss, overlap) of a run or summary (DEFAULT_LOSS and the gridsize's default overlap for a record
-    written before they were recorded)."""
-    default_overlap = NO_OVERLAP if record["gridsize"] == 1 else DEFAULT_OVERLAP
-    return record.get("loss", DEFAULT_LOSS), record.get("overlap", default_overlap)
-
-
-def _cell_label(gridsize: int, loss: str, overlap: str) -> str:
-    return f"gridsize {gridsize}, {loss}" + ("" if overlap == NO_OVERLAP else f", {overlap} overlap")
-
-
-def write_table(path: Path, document: dict) -> None:
-    """quality.md: per (dataset, gridsize) the floor, the ceiling and the iterative, then per (loss, overlap)
-    one row per run and the summary."""
-    settings = document["settings"]
-    lines = [
-        "# Reconstruction quality: PINN against the constant-object floor and the true-patch ceiling", "",
-        f"Backend {settings['backend']} on {settings['compute'].get('device', 'cpu')}, "
-        f"loss {' / '.join(_as_list(settings['loss']))}, "
-        f"learning rate {settings['learning_rate']:g}, "
-        f"epochs {settings['epochs']}, {_groups_text(settings['n_groups'])}, batch "
-        f"{settings['batch_size']}, overlap at gridsize > 1 "
-        f"{' / '.join(_as_list(settings.get('overlap', DEFAULT_OVERLAP)))}, "
-        f"{settings['n_images']} simulated positions (a quarter test), threads "
-        f"{settings['compute']['threads']}. Metrics on the stitched test reconstruction after the global "
-        "amplitude scale and phase offset fit (ptycho.evaluation.quality); amp_psnr: 20 log10(the truth's peak amplitude / "
-        "amplitude RMSE). Summary cells: median / worst over seeds. "
-        "floor: every patch the constant a0, phase 0; ceiling: the true patches, stitched alike. "
-        f"iterative: cdtools L-BFGS, {settings['iterative_epochs']} epochs, probe known, the same test positions "
-        "on the same canvas convention (its train s: the reconstruction's seconds).", "",
-        "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER),
-    ]
-    for entry in document["references"]:
-        dataset, gridsize = entry["dataset"], entry["gridsize"]
-        floor = entry["floor"]
-        iterative = entry["iterative"]
-        for name in ("floor", "ceiling", "iterative"):
-            if not isinstance(entry[name], dict):
-                lines.append(table_row(dataset, gridsize, name, "-", {}, iterative=entry[name]))
-                continue
-            values = {**entry[name], "amp_mae_to_floor": ratio(entry[name]["amp_mae"], floor["amp_mae"]),
-                      "phase_mae_to_floor": ratio(entry[name]["phase_mae"], floor["phase_mae"])}
-            if name == "iterative":
-                values["train_s"] = entry[name]["seconds"]
-            lines.append(table_row(dataset, gridsize, name, "-", values))
-        for summary in document["summaries"]:
-            if (summary["dataset"], summary["gridsize"]) != (dataset, gridsize):
-                continue
-            cell = _cell_of(summary)
-            runs = [run for run in document["runs"]
-                    if (run["dataset"], run["gridsize"]) == (dataset, gridsize) and _cell_of(run) == cell]
-            lines += [table_row(dataset, gridsize, "PINN", run["seed"], run, loss=cell[0], overlap=cell[1])
-                      for run in runs]
-            lines.append(table_row(dataset, gridsize, f"summary of {summary['n_seeds']} seeds", "-", summary,
-                                   iterative=iterative_cell(summary, runs, iterative), loss=cell[0], overlap=cell[1]))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _truth_part(path: Path, stitched, test, dataset: str):
-    """truth | reconstruction | error of one stitched canvas (the bundle's truth figure), read back as an image."""
-    from matplotlib.image import imread
-
-    truth, inside = stitching.ground_truth_window(test.object_guess, stitched)
-    rows, mask = bundle.truth_comparison_rows(stitched.canvas, stitched.covered, truth, inside)
-    if dataset in AMPLITUDE_ONLY:
-        rows = {"amplitude": rows["amplitude"]}
-    return imread(plots.save_truth_comparison(path, rows, mask))
-
-
-def write_figure(out: Path, runs: list[dict], test_sets: dict, iterative_canvases: dict) -> Path:
-    """quality.png: per dataset truth | PINN | error of the median seed, then truth | iterative | error
-    (the bundle's truth figure, stacked). iterative_canvases: dataset -> Stitched or None."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    parts = []
-    for dataset, test in test_sets.items():
-        candidates = [run for run in runs if run["dataset"] == dataset]
-        gridsize = FIGURE_GRIDSIZE if any(r["gridsize"] == FIGURE_GRIDSIZE for r in candidates) \
-            else max(r["gridsize"] for r in candidates)
-        at_gridsize = [r for r in candidates if r["gridsize"] == gridsize]
-        cell = _cell_of(at_gridsize[0])  # the first (loss, overlap) run at that gridsize
-        seeds = [r for r in at_gridsize if _cell_of(r) == cell]
-        chosen = median_run(seeds)
-        stitched = load_stitched(chosen["run_dir"])
-        only = ", amplitude only" if dataset in AMPLITUDE_ONLY else ""
-        which = f"gridsize {gridsize}" if len({_cell_of(r) for r in candidates}) == len(
-            {r["gridsize"] for r in candidates}) else _cell_label(gridsize, *cell)
-        parts.append((f"{dataset}: PINN at {which}, seed {chosen['seed']} (median amp_mae of {len(seeds)} "
-                      f"seeds){only}", _truth_part(out / f"quality_{dataset}.png", stitched, test, dataset)))
-        if iterative_canvases.get(dataset) is not None:
-            parts.append((f"{dataset}: iterative reference (cdtools L-BFGS){only}",
-                          _truth_part(out / f"quality_{dataset}_iterative.png", iterative_canvases[dataset], test,
-                                      dataset)))
-    heights = [image.shape[0] for _, image in parts]
-    width = max(image.shape[1] for _, image in parts)
-    fig = Figure(figsize=(width / plots.DPI, (sum(heights) + 40 * len(parts)) / plots.DPI), dpi=plots.DPI)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(parts), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
-    for ax, (title, image) in zip(axes, parts):
-        ax.imshow(image)
-        ax.set_axis_off()
-        ax.set_title(title, fontsize=12)
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.97, hspace=0.08)
-    path = out / "quality.png"
-    fig.savefig(path)
-    return path
-
-
-def load_stitched(run_dir) -> stitching.Stitched:
-    """The stitched test reconstruction a run saved (RECONSTRUCTION_FILE in its run_dir)."""
-    with np.load(Path(run_dir) / RECONSTRUCTION_FILE) as saved:
-        return stitching.Stitched(saved["canvas"], saved["covered"], saved["offsets_xy"], saved["centre_xy"],
-                                  int(saved["crop"]))
-
-
-def _object_crop(image: np.ndarray, top: int, left: int, y0: int, x0: int, size: int) -> np.ndarray:
-    """(size, size) float64 of ``image``, whose pixel (0, 0) is object pixel (top, left), over object rows
-    y0.. and columns x0..; NaN where the image does not reach."""
-    crop = np.full((size, size), np.nan)
-    r0, c0 = y0 - top, x0 - left
-    rows = slice(max(r0, 0), min(r0 + size, image.shape[0]))
-    cols = slice(max(c0, 0), min(c0 + size, image.shape[1]))
-    if rows.start < rows.stop and cols.start < cols.stop:
-        crop[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0] = image[rows, cols]
-    return crop
-
-
-def _fitted_amplitude(stitched: stitching.Stitched, object_guess: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """(the canvas's amplitude after the metrics' global fit, NaN where uncovered; the object row and column
-    of its pixel (0, 0))."""
-    truth, inside = stitching.ground_truth_window(object_guess, stitched)
-    rows, _ = bundle.truth_comparison_rows(stitched.canvas, stitched.covered, truth, inside)
-    top, left = np.round(stitched.centre_xy[::-1]).astype(int) - stitched.canvas.shape[0] // 2
-    return np.where(stitched.covered, rows["amplitude"][1], np.nan), int(top), int(left)
-
-
-def zoom_panels(runs: list[dict], test, iterative_canvas, size: int = ZOOM_SIZE) -> tuple[int, int, list]:
-    """(y0, x0, [(title, crop or None)]) of one dataset's row of quality_zoom.png: the object rows y0..y0+size-1
-    and columns x0..x0+size-1 around the centre of the test canvas (the first run's ``centre_xy``); the truth's
-    amplitude, the median seed's of every (gridsize, loss, overlap) cell of ``runs`` in run order and the
-    iterative's (None without one), each (size, size) float64 after the metrics' global fit, NaN where uncovered."""
-    centre_x, centre_y = np.round(load_stitched(runs[0]["run_dir"]).centre_xy).astype(int)
-    y0, x0 = int(centre_y) - size // 2, int(centre_x) - size // 2
-    panels = [("truth", _object_crop(np.abs(np.asarray(test.object_guess)), 0, 0, y0, x0, size))]
-    for gridsize, loss, overlap in dict.fromkeys((run["gridsize"], *_cell_of(run)) for run in runs):
-        chosen = median_run([run for run in runs if (run["gridsize"], *_cell_of(run)) == (gridsize, loss, overlap)])
-        amplitude, top, left = _fitted_amplitude(load_stitched(chosen["run_dir"]), test.object_guess)
-        title = (f"PINN gs{gridsize} {loss}" + ("" if overlap == NO_OVERLAP else f"\n{overlap} overlap")
-                 + f", seed {chosen['seed']}\namp_mae {chosen['amp_mae']:.4f}")
-        panels.append((title, _object_crop(amplitude, top, left, y0, x0, size)))
-    if iterative_canvas is None:
-        panels.append(("iterative: n/a", None))
-    else:
-        amplitude, top, left = _fitted_amplitude(iterative_canvas, test.object_guess)
-        panels.append(("iterative (cdtools)", _object_crop(amplitude, top, left, y0, x0, size)))
-    return y0, x0, panels
-
-
-def write_zoom_figure(out: Path, runs: list[dict], test_sets: dict, iterative_canvases: dict,
-                      size: int = ZOOM_SIZE) -> Path:
-    """quality_zoom.png (module docstring): one row of ``zoom_panels`` per dataset, drawn pixel for pixel
-    (interpolation 'nearest') on the truth crop's colour range (its 1st to 99th percentile)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    n_rows, n_cols = len(test_sets), len({(run["gridsize"], *_cell_of(run)) for run in runs}) + 2
-    width, height = n_cols * ZOOM_PANEL_IN + ZOOM_BAR_IN, n_rows * ZOOM_ROW_IN + 0.5
-    fig = Figure(figsize=(width, height), dpi=plots.DPI)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    fig.subplots_adjust(left=0.6 / width, right=(n_cols * ZOOM_PANEL_IN) / width, bottom=0.02,
-                        top=1 - 0.75 / height, wspace=0.12, hspace=0.3)
-    fig.suptitle(f"Amplitude, {size} x {size} px at the centre of the test canvas, one object pixel per block "
-                 "(no interpolation),\nafter the metrics' global fit; each row on its truth's colour range",
-                 fontsize=9)
-    for row, (dataset, test) in enumerate(test_sets.items()):
-        y0, x0, panels = zoom_panels([run for run in runs if run["dataset"] == dataset], test,
-                                     iterative_canvases.get(dataset), size)
-        limits = plots.robust_limits(panels[0][1])
-        for ax, (title, image) in zip(axes[row], panels):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_box_aspect(1)
-            ax.set_title(title, fontsize=8)
-            if image is None:
-                ax.text(0.5, 0.5, "no iterative reference\n(cdtools not installed)", ha="center", va="center",
-                        fontsize=8, transform=ax.transAxes)
-                continue
-            artist = ax.imshow(np.ma.masked_invalid(image), cmap=plots.AMPLITUDE_CMAP, vmin=limits[0],
-                               vmax=limits[1], interpolation="nearest", origin="upper")
-            if title == "truth":
-                truth_artist = artist
-        axes[row, 0].set_ylabel(f"{dataset}\nobject rows {y0}..{y0 + size - 1}\ncolumns {x0}..{x0 + size - 1}",
-                                fontsize=8)
-        axes[row, -1].apply_aspect()
-        box = axes[row, -1].get_position()
-        bar = fig.colorbar(truth_artist, cax=fig.add_axes((box.x1 + 0.2 / width, box.y0, 0.15 / width, box.height)))
-        bar.set_label(f"amplitude\n{limits[0]:.3g} .. {limits[1]:.3g}", fontsize=8)
-    path = out / "quality_zoom.png"
-    fig.savefig(path, dpi=plots.DPI)
-    return path
-
-
-def write_document(out: Path, document: dict, complete: bool) -> None:
-    """quality.json, atomically (a temporary file, then a rename), with ``complete`` false until
-    the last run: a study that is stopped (a time limit, Ctrl-C) keeps every finished run."""
-    path = out / "quality.json"
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps({**document, "complete": complete}, indent=2, default=str) + "\n",
-                         encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def _print_run(run: dict) -> None:
-    loss, overlap = _cell_of(run)
-    print(f"{run['dataset']:9s} gridsize={run['gridsize']} seed={run['seed']}: amp_mae={run['amp_mae']:.4f} "
-          f"phase_mae={run['phase_mae']:.4f} amp_psnr={run['amp_psnr']:.2f} dB "
-          f"amp/floor={_cell(run['amp_mae_to_floor'], 2)} "
-          f"phase/floor={_cell(run['phase_mae_to_floor'], 2)} train {run['train_s']:.1f} s, "
-          f"inference+stitching {run['inference_stitching_s']:.1f} s (loss {loss}, overlap {overlap})", flush=True)
+    def _save(self, complete: bool) -> None:
+        self.document["mlflow"] = self.tracking.entry()
+        write_document(self.args.out, self.document, complete)
 
 
 def main(argv=None) -> int:
@@ -593,43 +359,7 @@ def main(argv=None) -> int:
         print(f"bench_quality: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = {key: getattr(args, key) for key in
-                ("datasets", "gridsizes", "seeds", "epochs", "n_groups", "batch_size", "n_images", "backend",
-                 "device", "learning_rate", "loss", "overlap", "ablation", "stitch_from", "phase_offsets",
-                 "iterative_epochs")}
-    cells = study_cells(args.gridsizes, args.loss, args.overlap)
-    document = {"settings": {**settings, "cells": [list(cell) for cell in cells], "compute": compute,
-                             "neighbor_count": NEIGHBOR_COUNT,
-                             "validation_split": VALIDATION_SPLIT, "reference_groups_seed": 0},
-                "references": [], "runs": [], "summaries": []}
-    test_sets, iterative_canvases = {}, {}
-    for dataset in args.datasets:
-        train, test = simulate_dataset(SimulationSpec(object_kind=DATASETS[dataset], seed=0, n_images=args.n_images))
-        test_sets[dataset] = test
-        iterative, iterative_canvases[dataset] = iterative_reference(test, args.iterative_epochs, threads,
-                                                                     args.device)
-        if isinstance(iterative, dict):
-            print(f"{dataset:9s} iterative: amp_mae={iterative['amp_mae']:.4f} phase_mae={iterative['phase_mae']:.4f} "
-                  f"in {iterative['seconds']:.1f} s", flush=True)
-        for gridsize in args.gridsizes:
-            references = reference_quality(train, test, gridsize, 0, stitch_patches)
-            document["references"].append({"dataset": dataset, "gridsize": gridsize, **references,
-                                           "iterative": iterative})
-            for _, loss, overlap in (cell for cell in cells if cell[0] == gridsize):
-                runs = []
-                for seed in range(args.seeds):  # positional: run_one's first eight, then the cell
-                    runs.append(run_one(run_phase_job, train, test, dataset, gridsize, seed, args,
-                                        references["floor"], loss, overlap))
-                    document["runs"].append(runs[-1])
-                    write_document(args.out, document, complete=False)  # a study cut short keeps its runs
-                    _print_run(runs[-1])
-                document["summaries"].append({"dataset": dataset, "gridsize": gridsize, "loss": loss,
-                                              "overlap": overlap, **summarise(runs, references["floor"])})
-    write_document(args.out, document, complete=True)
-    write_table(args.out / "quality.md", document)
-    figure = write_figure(args.out, document["runs"], test_sets, iterative_canvases)
-    zoom = write_zoom_figure(args.out, document["runs"], test_sets, iterative_canvases)
-    print(f"table: {args.out / 'quality.md'}  (data: quality.json, figures: {figure.name}, {zoom.name})")
+    QualityStudy(args, threads, run_phase_job, stitch_patches, compute).run()
     return 0
 
 

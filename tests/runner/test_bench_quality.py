@@ -5,16 +5,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from ptycho.evaluation import plots
 from runners.bench import quality as bench_quality
+from runners.bench import quality_figures, quality_tracking
 
 from ..png_checks import assert_cells_not_blank, assert_figure, colour_fraction, read_png
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]  # the quality study's command
 
 
-def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
+def test_quality_study_writes_table_json_and_figure(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default store, sqlite:///mlflow.db, and its mlruns/ are the launch folder's
     out = tmp_path / "quality"
     status = bench_quality.main(["--datasets", "simulated", "--gridsizes", "1", "--seeds", "1", "--epochs", "1",
                                  "--n-images", "64", "--backend", "pytorch", "--threads", "1",
@@ -66,10 +69,48 @@ def test_quality_study_writes_table_json_and_figure(tmp_path, capsys):
     assert ("Backend pytorch on cpu, loss poisson_nll, learning rate 0.0002, epochs 1, a group seeded at every "
             "training position, batch 16," in (out / "quality.md").read_text())
     assert "simulated gridsize=1 seed=0: amp_mae=" in capsys.readouterr().out
+    _assert_study_is_in_mlflow(tmp_path / "mlflow.db", document, out)
+
+
+def _assert_study_is_in_mlflow(store, document: dict, out: Path) -> None:
+    """The study's run holds its settings, references, summaries and files; each table row names its run."""
+    client = MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name(quality_tracking.EXPERIMENT)
+    study_id = document["mlflow"]["study_run_id"]
+    assert document["mlflow"] == {"uri": f"sqlite:///{store}", "experiment": "quality-study",
+                                  "study_run_id": study_id, "failure": None}
+    study = client.get_run(study_id)
+    assert study.info.experiment_id == experiment.experiment_id and study.info.status == "FINISHED"
+    assert (study.info.run_name, study.data.tags["role"], study.data.params["epochs"]) == ("quality study", "study", "1")
+    (reference,) = document["references"]
+    assert study.data.metrics["reference.simulated_gs1.floor.amp_mae"] == pytest.approx(reference["floor"]["amp_mae"])
+    (summary,) = document["summaries"]
+    assert study.data.metrics["summary.simulated_gs1_poisson_nll.amp_mae.median"] == pytest.approx(
+        summary["amp_mae"]["median"])
+    files = {item.path for item in client.list_artifacts(study_id, "quality")}
+    assert {"quality/quality.md", "quality/quality.json", "quality/quality.png", "quality/quality_zoom.png"} <= files
+
+    for run in document["runs"]:
+        logged = client.get_run(run["mlflow_run_id"])
+        assert logged.data.tags["mlflow.parentRunId"] == study_id and logged.info.status == "FINISHED"
+        assert logged.info.run_name == Path(run["run_dir"]).parent.name
+        assert logged.data.metrics["quality.amp_mae"] == pytest.approx(run["amp_mae"])
+        assert logged.data.metrics["quality.amp_mae_to_floor"] == pytest.approx(run["amp_mae_to_floor"])
+        assert (logged.data.params["seed"], logged.data.params["loss"]) == (str(run["seed"]), run["loss"])
+        assert [item.path for item in client.list_artifacts(logged.info.run_id)] == ["bundle"]
+        assert len(client.get_metric_history(logged.info.run_id, "loss")) == 1  # one epoch's history
+
+    table = (out / "quality.md").read_text()
+    header = _cells(next(line for line in table.splitlines() if line.startswith("| dataset |")))
+    rows = [_cells(line) for line in table.splitlines() if line.startswith("| simulated |")]
+    assert header[-1] == "mlflow run"
+    assert [row[-1] for row in rows] == [study_id] * 3 + [run["mlflow_run_id"] for run in document["runs"]] + [study_id]
+    assert f"the references and summaries are in the study's run {study_id}" in table
 
 
 def test_a_study_cut_short_keeps_its_finished_runs(tmp_path, monkeypatch):
-    """Stopped (Ctrl-C, a job's time limit) during its second run, the study has written its first."""
+    """Stopped (Ctrl-C, a job's time limit) during its second run, the study has written its first,
+    which is in MLflow too, and its MLflow run ends FAILED."""
     real_run_one, calls = bench_quality.run_one, []
 
     def second_run_interrupted(*args):
@@ -80,14 +121,19 @@ def test_a_study_cut_short_keeps_its_finished_runs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench_quality, "run_one", second_run_interrupted)
     out = tmp_path / "quality"
+    store = tmp_path / "mlflow.db"
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         bench_quality.main(["--datasets", "simulated", "--gridsizes", "1", "--seeds", "2", "--epochs", "1",
                             "--n-groups", "8", "--n-images", "64", "--threads", "1", "--iterative-epochs", "1",
-                            "--out", str(out)])
+                            "--out", str(out), "--tracking-uri", f"sqlite:///{store}"])
     document = json.loads((out / "quality.json").read_text())
     assert document["complete"] is False and [run["seed"] for run in document["runs"]] == [0]
     assert document["runs"][0]["amp_mae"] > 0 and not (out / "quality.md").exists()
     assert sorted(p.name for p in out.iterdir()) == ["quality.json", "runs"]  # no temporary file left
+    client = MlflowClient(f"sqlite:///{store}")
+    assert client.get_run(document["mlflow"]["study_run_id"]).info.status == "FAILED"
+    assert client.get_run(document["runs"][0]["mlflow_run_id"]).data.metrics["quality.amp_mae"] > 0
 
 
 def test_rejects_more_groups_than_training_positions(capsys):
@@ -184,7 +230,7 @@ def untrained_study(monkeypatch):
         stitched = _fake_stitched(test, len(calls), 0.02 * (seed + 1))
         np.savez(run_dir / RECONSTRUCTION_FILE, canvas=stitched.canvas, covered=stitched.covered,
                  offsets_xy=stitched.offsets_xy, centre_xy=stitched.centre_xy, crop=stitched.crop)
-        quality = stitching.stitched_quality(bench_quality.load_stitched(run_dir), test.object_guess)
+        quality = stitching.stitched_quality(quality_figures.load_stitched(run_dir), test.object_guess)
         return {"dataset": dataset, "gridsize": gridsize, "loss": loss, "overlap": overlap, "seed": seed,
                 **{key: quality[key] for key in bench_quality.METRICS},
                 "amp_mae_to_floor": bench_quality.ratio(quality["amp_mae"], floor["amp_mae"]),
@@ -216,13 +262,14 @@ def _cells(line: str) -> list[str]:
 def test_the_ablation_runs_every_cell_and_reports_each(tmp_path, untrained_study, capsys):
     out = tmp_path / "ablation"
     assert bench_quality.main(["--ablation", "--seeds", "2", "--n-images", "64", "--threads", "1",
-                               "--out", str(out)]) == 0
+                               "--out", str(out), "--no-tracking"]) == 0
     expected = [(dataset, *cell[:2], cell[2], seed) for dataset in ("simulated", "lines")
                 for cell in ABLATION_CELLS for seed in (0, 1)]
     assert untrained_study == expected  # dataset x gridsize x loss x overlap x seed, in that order
 
     document = json.loads((out / "quality.json").read_text())
     assert document["complete"] is True and document["settings"]["ablation"] is True
+    assert document["mlflow"] == {} and all(run["mlflow_run_id"] is None for run in document["runs"])
     assert document["settings"]["cells"] == [list(cell) for cell in ABLATION_CELLS]
     assert [(r["dataset"], r["gridsize"], r["loss"], r["overlap"], r["seed"]) for r in document["runs"]] == expected
     summaries = [(s["dataset"], s["gridsize"], s["loss"], s["overlap"], s["n_seeds"]) for s in document["summaries"]]
@@ -251,13 +298,14 @@ def test_the_ablation_runs_every_cell_and_reports_each(tmp_path, untrained_study
             assert [row[2] for row in references] == ["floor", "ceiling", "iterative"]
             assert all(float(row[psnr]) > 0 for row in references)
     assert "loss poisson_nll / diffraction_mae, learning rate" in (out / "quality.md").read_text()
+    assert {row[-1] for row in rows} == {"-"} and "Not tracked in MLflow." in (out / "quality.md").read_text()
     assert "(loss diffraction_mae, overlap uniform)" in capsys.readouterr().out
 
     # quality_zoom.png: per dataset truth | 6 cells | iterative, each panel a colour map
     n_cols = len(ABLATION_CELLS) + 2
-    width = n_cols * bench_quality.ZOOM_PANEL_IN + bench_quality.ZOOM_BAR_IN
-    zoom = assert_figure(out / "quality_zoom.png", (width, 2 * bench_quality.ZOOM_ROW_IN + 0.5), plots.DPI)
-    panels = zoom[:, : int(n_cols * bench_quality.ZOOM_PANEL_IN * plots.DPI)]
+    width = n_cols * quality_figures.ZOOM_PANEL_IN + quality_figures.ZOOM_BAR_IN
+    zoom = assert_figure(out / "quality_zoom.png", (width, 2 * quality_figures.ZOOM_ROW_IN + 0.5), plots.DPI)
+    panels = zoom[:, : int(n_cols * quality_figures.ZOOM_PANEL_IN * plots.DPI)]
     top = int(0.5 * plots.DPI)  # the title band
     band = (zoom.shape[0] - top) // 2
     for row in range(2):
@@ -283,16 +331,16 @@ def test_the_zoom_crops_the_canvas_centre_pixel_for_pixel(tmp_path):
              offsets_xy=np.zeros((1, 2)), centre_xy=np.array([90.2, 81.7]), crop=np.int64(32))
     runs = [{"dataset": "lines", "gridsize": 1, "loss": "poisson_nll", "overlap": "-", "seed": 0,
              "amp_mae": 0.0, "run_dir": str(run_dir)}]
-    y0, x0, panels = bench_quality.zoom_panels(runs, test, None)
+    y0, x0, panels = quality_figures.zoom_panels(runs, test, None)
     assert (y0, x0) == (82 - 32, 90 - 32) and [title for title, _ in panels][::2] == ["truth", "iterative: n/a"]
     (_, truth), (_, pinn) = panels[:2]
     np.testing.assert_array_equal(truth, np.abs(test.object_guess[50:114, 58:122]))
     np.testing.assert_allclose(pinn, truth, rtol=1e-5)
 
-    path = bench_quality.write_zoom_figure(tmp_path, runs, {"lines": test}, {"lines": None})
-    image = assert_figure(path, (3 * bench_quality.ZOOM_PANEL_IN + bench_quality.ZOOM_BAR_IN,
-                                 bench_quality.ZOOM_ROW_IN + 0.5), plots.DPI)
-    third = int(bench_quality.ZOOM_PANEL_IN * plots.DPI)
+    path = quality_figures.write_zoom_figure(tmp_path, runs, {"lines": test}, {"lines": None})
+    image = assert_figure(path, (3 * quality_figures.ZOOM_PANEL_IN + quality_figures.ZOOM_BAR_IN,
+                                 quality_figures.ZOOM_ROW_IN + 0.5), plots.DPI)
+    third = int(quality_figures.ZOOM_PANEL_IN * plots.DPI)
     left, middle, right = (image[:, k * third:(k + 1) * third] for k in range(3))
     assert colour_fraction(left) > 0.3 and colour_fraction(middle) > 0.3 and colour_fraction(right) < 0.05  # n/a: text
     coloured = (left.astype(int).max(axis=-1) - left.astype(int).min(axis=-1)) > 40
