@@ -23,12 +23,14 @@ from omegaconf import DictConfig
 
 from runners.evidence import PhaseRecord
 from runners.job import JobContext
-from runners.process import interrupt
+from runners.process import interrupt, xla
 from runners import sweep
-from runners.evidence.outcome import PhaseBlocked, PhaseConfigError, blockers_seen, forget_blockers
+from runners.evidence.outcome import BlockerLog, PhaseBlocked, PhaseConfigError, blocker_log, note_blocker
 from runners.schema import register_configs, to_spec
 
 register_configs()
+# Here, not in cli(): a launcher's worker imports this module to run its jobs and never calls cli()
+xla.remember_process_env()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="phase")
@@ -46,6 +48,7 @@ def main(cfg: DictConfig) -> PhaseRecord | PhaseBlocked:
         with interrupt.handling():  # a launcher's worker process runs the job without cli()
             return run_phase(spec, job)
     except PhaseBlocked as blocked:
+        note_blocker(blocked.blocker, announced=blocked.announced)
         return blocked
 
 
@@ -123,18 +126,18 @@ def _hydra_hint_dropped() -> Iterator[None]:
 def cli() -> None:
     """Hydra's main; then a sweep's summary block, and a ``blocker: <path>`` line for each blocker
     that no job printed. Exit status 1 when any job was blocked (or a sweep's job never reported)."""
-    forget_blockers()
     sweep.note_launch(None)
-    try:
-        with _root_logger_restored(), _absl_stream_parked(), _hydra_hint_dropped(), interrupt.handling(), \
-                interrupt.at_signal(_sweep_interrupted):
-            main()
-    except SystemExit as exit_:
-        if exit_.code:
-            _report_end()
-        raise
-    if not _report_end():
-        sys.exit(1)
+    with blocker_log() as blockers:
+        try:
+            with _root_logger_restored(), _absl_stream_parked(), _hydra_hint_dropped(), interrupt.handling(), \
+                    interrupt.at_signal(_sweep_interrupted):
+                main()
+        except SystemExit as exit_:
+            if exit_.code:
+                _report_end(blockers)
+            raise
+        if not _report_end(blockers):
+            sys.exit(1)
 
 
 def _sweep_interrupted(sig: interrupt.Signal) -> None:
@@ -146,9 +149,9 @@ def _sweep_interrupted(sig: interrupt.Signal) -> None:
     interrupt.call_bounded(lambda: sweep.kill_parent(launched), sig.remaining(), "mlflow-kill-parent")
 
 
-def _report_end() -> bool:
+def _report_end(blockers: BlockerLog) -> bool:
     """Print what the jobs did not; True when every job was GREEN."""
-    green = not blockers_seen()
+    green = not blockers.paths()
     launched = sweep.launched()
     if launched is not None:
         sweep.wait_for_slurm_members(launched, lambda text: print(text, flush=True))
@@ -156,7 +159,7 @@ def _report_end() -> bool:
         print(text, flush=True)
         green = green and all_green
     else:
-        for path in blockers_seen(unannounced=True):
+        for path in blockers.paths(unannounced=True):
             sys.stderr.write(f"blocker: {path}\n")
     sys.stderr.flush()
     return green

@@ -4,9 +4,11 @@ The job writes its outcome itself (primary path); the Hydra post-hook calls the 
 functions again after the job (second path), which change nothing when the job already
 wrote them. The errors below derive from Hydra's CompactHydraException, so Hydra prints only their
 message (not a traceback) and exits with status 1. Hydra then adds a hint line of its own,
-so the entry point (``runners.phase.cli``) ends the output with the blocker paths: every
-blocker written in this process and every PhaseBlocked made here (raised here or
-unpickled from a launcher's worker) is remembered for it (:func:`blockers_seen`).
+so the entry point (``runners.phase.cli``) ends the output with the blocker paths: it opens a
+:class:`BlockerLog` for each invocation (:func:`blocker_log`), and :func:`note_blocker` enters
+every blocker written in this process, printed by its job, or received as a PhaseBlocked
+(raised to the entry point, or unpickled from a launcher's worker). Outside that block
+nothing is collected.
 """
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ import logging
 import os
 import re
 import traceback
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from hydra.errors import CompactHydraException
 
@@ -39,12 +42,6 @@ class PhaseConfigError(CompactHydraException, ValueError):
     """The composed config cannot run (message starts with the key); nothing was done."""
 
 
-_BLOCKERS_SEEN: list[str] = []
-
-
-_BLOCKERS_ANNOUNCED: list[str] = []
-
-
 class PhaseBlocked(CompactHydraException):
     """The phase failed; the blocker file says why. Picklable (joblib sends it back).
 
@@ -55,25 +52,56 @@ class PhaseBlocked(CompactHydraException):
     def __init__(self, reason: str, blocker: str, announced: bool = False):
         super().__init__(reason, blocker, announced)
         self.reason, self.blocker, self.announced = reason, blocker, announced
-        _BLOCKERS_SEEN.append(blocker)
-        if announced:
-            _BLOCKERS_ANNOUNCED.append(blocker)
 
     def __str__(self) -> str:
         return f"BLOCKED: {self.reason}\nblocker: {self.blocker}"
 
-
-def forget_blockers() -> None:
-    """Start a new invocation's count (a host process may run the entry point several times)."""
-    _BLOCKERS_SEEN.clear()
-    _BLOCKERS_ANNOUNCED.clear()
+    def __reduce__(self):
+        return received_from_worker, (self.reason, self.blocker, self.announced)
 
 
-def blockers_seen(*, unannounced: bool = False) -> list[str]:
-    """Blocker paths written or received in this process, first seen first (``unannounced``: only
-    those no job printed)."""
-    seen = dict.fromkeys(_BLOCKERS_SEEN)
-    return [path for path in seen if not (unannounced and path in _BLOCKERS_ANNOUNCED)]
+def received_from_worker(reason: str, blocker: str, announced: bool) -> PhaseBlocked:
+    """A PhaseBlocked unpickled from a launcher's worker process (joblib, SLURM), noted where it
+    arrives: that process's own notes stay there."""
+    note_blocker(blocker, announced=announced)
+    return PhaseBlocked(reason, blocker, announced)
+
+
+class BlockerLog:
+    """The blocker paths one invocation of the entry point saw, first seen first, and which of them
+    a job printed itself (``announced``)."""
+
+    def __init__(self):
+        self._announced: dict[str, bool] = {}
+
+    def note(self, path: str, announced: bool = False) -> None:
+        self._announced[path] = self._announced.get(path, False) or announced
+
+    def paths(self, *, unannounced: bool = False) -> list[str]:
+        """Every blocker path (``unannounced``: only those no job printed)."""
+        return [path for path, announced in self._announced.items() if not (unannounced and announced)]
+
+
+_open_log: BlockerLog | None = None
+
+
+@contextmanager
+def blocker_log() -> Iterator[BlockerLog]:
+    """A new BlockerLog that :func:`note_blocker` fills while the block runs (the entry point opens one
+    per invocation: a host process may run it several times)."""
+    global _open_log
+    outer, _open_log = _open_log, BlockerLog()
+    try:
+        yield _open_log
+    finally:
+        _open_log = outer
+
+
+def note_blocker(path: str | None, announced: bool = False) -> None:
+    """Enter a blocker in the entry point's :class:`BlockerLog`; nothing when none is open (a
+    launcher's worker, a test that runs a phase directly) or no blocker was written."""
+    if _open_log is not None and path:
+        _open_log.note(path, announced)
 
 
 def display_path(path: Path, launch_dir: Path) -> str:
@@ -125,25 +153,6 @@ def interrupted(
     return _write_blocker(record, slot, stack, stale, launch_dir, lock_timeout_s)
 
 
-def interrupt_evidence(run, sig: interrupt.Signal, tee) -> None:
-    """What a C2 or C3 job ``run`` (its record, slot, spec, job, tracker, space, outcome_path) ended by
-    ``sig`` leaves (in the interrupt's writer thread): blocker, section and summary entry, its
-    MLflow run KILLED (bounded), the console's blocker line; then its CLI log (``tee``) is closed.
-    A job that had ended (GREEN or blocked) keeps its record."""
-    record, slot, tracker = run.record, run.slot, run.tracker
-    run.space.release()  # the process ends with os._exit: nothing after this gives it back
-    if record.blocker is None and record.status != GREEN:
-        lock_timeout_s = min(run.spec.hub.lock_timeout_s, INTERRUPT_LOCK_TIMEOUT_S)
-        interrupted(record, slot, sig.name, interrupt.main_stack(), run.job.launch_dir, lock_timeout_s)
-        run_id = tracker.run_id if tracker is not None else None
-        if run_id is not None:
-            record.mlflow["end"] = kill_run(tracker.client, run_id, record, min(MLFLOW_KILL_TIMEOUT_S, sig.remaining()))
-            publish(record, slot, lock_timeout_s)
-        record.save(run.outcome_path)
-        interrupt.say(f"INTERRUPTED: {record.title} at step {record.step!r}\nblocker: {record.blocker}")
-    tee.close(join_timeout_s=min(TEE_CLOSE_TIMEOUT_S, sig.remaining()))
-
-
 def _write_blocker(record: PhaseRecord, slot: hub.HubSlot, stack: str, stale_bundle: str | None, launch_dir: Path,
                    lock_timeout_s: float, elsewhere: Callable[[str], str | None] | None = None) -> Path | None:
     """The blocker in the slot's ``red/``; where the hub cannot take it (a full disk, a read-only
@@ -158,7 +167,7 @@ def _write_blocker(record: PhaseRecord, slot: hub.HubSlot, stack: str, stale_bun
         record.blocker = display_path(path, launch_dir)
     except OSError as exc:
         path, record.blocker = _blocker_elsewhere(markdown, slot, label, launch_dir, (exc, slot.red_dir), elsewhere)
-    _BLOCKERS_SEEN.append(record.blocker)
+    note_blocker(record.blocker)
     try:
         publish(record, slot, lock_timeout_s)
     except OSError as exc:
@@ -205,34 +214,6 @@ def report_failure(record: PhaseRecord, error: BaseException, space: "diskfull.J
     else:
         logger.error("%s failed at step %r: %s", record.title, record.step, error)
     return full
-
-
-def block_failed_job(record: PhaseRecord, slot: hub.HubSlot, error: BaseException, launch_dir: Path,
-                     lock_timeout_s: float, space: "diskfull.JobSpace", outcome_path: Path, *,
-                     store: Path | None = None, written: list[Path] = (),
-                     elsewhere: Callable[[str], str | None] | None = None, logger: logging.Logger = log) -> None:
-    """The evidence of a failed C2 or C3 job before its tracking ends (:func:`report_failure`); the
-    blocker (hub, launch folder, else ``elsewhere``: the MLflow run), section and summary entry; the
-    error's frames released on a full disk (what they held is closed); the record saved where the disk lets it."""
-    full = report_failure(record, error, space, store=store, written=written, logger=logger, stack=False)
-    block(record, slot, error, launch_dir, lock_timeout_s, reason=full.line() if full else None, elsewhere=elsewhere)
-    if full is not None:
-        diskfull.release(error)
-    save_record(record, outcome_path)
-
-
-def blocker_in_run(job) -> Callable[[str], str | None]:
-    """``elsewhere`` for :func:`block`: the blocker kept in ``job.blocker_text``, which the job's MLflow
-    run description shows (:func:`described`), where neither the hub nor the launch folder could take
-    it; None without a run."""
-    def keep(markdown: str) -> str | None:
-        tracker = job.tracker
-        if tracker is None or tracker.run_id is None:
-            return None
-        job.blocker_text = markdown
-        return f"the description of MLflow run {tracker.run_id}"
-
-    return keep
 
 
 def described(text: str, blocker_text: str | None) -> str:

@@ -33,18 +33,17 @@ from pathlib import Path
 from typing import Protocol
 
 from ptycho import disk_preflight
-from runners.phases import c1
-from runners.process import diskfull, interrupt
-from runners.evidence import hub, outcome
 from runners import tracking
-from runners.phases.c2_inputs import LABELS, BundlePaths, C2InputError, Inputs, LookupFailed, RunPair, select_pairs
+from runners.evidence import OUTCOME_FILE, PhaseRecord
+from runners.evidence import hub, outcome
 from runners.evidence.envinfo import git_commit, library_versions, project_root
-from runners.evidence import OUTCOME_FILE, PhaseRecord, failed_tracking, run_description
-from runners.job import JobContext
 from runners.evidence.outcome import PhaseBlocked, PhaseConfigError, display_path
+from runners.job import JobContext
+from runners.phases.base import PhaseRun
+from runners.phases.c2_inputs import LABELS, BundlePaths, C2InputError, Inputs, LookupFailed, RunPair, select_pairs
+from runners.phases.disk import store_disk_needs, store_folder, written_folders
 from runners.schema import PhaseConfig
 from runners.tracking.sync import keep_journal
-from runners.process.tee import FdTee
 
 log = logging.getLogger(__name__)
 GUARD_NAME = "c2_compare"
@@ -220,40 +219,24 @@ class ComparisonGroup:
         self.tracker.end(green=not n_blocked)
 
 
-class C2Run:
+class C2Run(PhaseRun):
     """One comparison: its inputs, comparison.json/.png, MLflow run and hub entry (or blocker)."""
 
     def __init__(self, spec: PhaseConfig, job: JobContext, comparison: Comparison, parent_run_id: str | None):
-        self.spec, self.job, self.settings = spec, job, spec.c2
-        self.slot, self.source, self.parent_run_id = comparison.slot, comparison.source, parent_run_id
-        self.record = new_record(spec, job, self.slot, {}, comparison.selection)
-        self.outcome_path = job.output_dir / OUTCOME_FILE
-        self.tracker: tracking.Tracker | None = None
-        self.space = diskfull.JobSpace()  # pre-flight, space set aside for the evidence, partial files
-        self.blocker_text: str | None = None  # the blocker, when only the MLflow run could take it
+        super().__init__(spec, job, comparison.slot, new_record(spec, job, comparison.slot, {}, comparison.selection))
+        self.settings, self.source, self.parent_run_id = spec.c2, comparison.source, parent_run_id
 
-    def execute(self) -> PhaseRecord:
+    def _make_dirs(self) -> None:
         analysis_dir(self.slot).mkdir(parents=True, exist_ok=True)
-        self.record.save(self.outcome_path)
-        banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
         self.slot.cli_log.parent.mkdir(parents=True, exist_ok=True)
-        failure = blocked = None
-        with FdTee(self.slot.cli_log, banner) as tee, interrupt.at_signal(
-                lambda sig: outcome.interrupt_evidence(self, sig, tee)):
-            try:
-                self._run()
-            except Exception as exc:
-                failure, blocked = exc, self._fail(exc)
-            else:
-                print(f"GREEN: {self.record.title}; verdict GREEN; "
-                      f"worst relative difference {self.record.parameters.get('worst_rel_diff', '-')}; "
-                      f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}", flush=True)
-            finally:
-                self.space.release()
-        tracking.copy_log(self.tracker, self.slot.cli_log, self.spec.tracking.log_artifacts)  # complete now
-        if blocked is not None:
-            raise blocked from failure
-        return self.record
+
+    def _green_text(self) -> str:
+        return (f"GREEN: {self.record.title}; verdict GREEN; "
+                f"worst relative difference {self.record.parameters.get('worst_rel_diff', '-')}; "
+                f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}")
+
+    def _written_folders(self) -> list[Path]:
+        return written_folders(self.spec, self.job.launch_dir, self.slot, cache=False)
 
     def _run(self) -> None:
         self.record.step = "disk pre-flight"
@@ -280,7 +263,7 @@ class C2Run:
             failing = ", ".join(f"{s.name} (ratio {s.ratio:.4g})" for s in comparison.failures)
             raise VerdictRed(f"verdict RED (tolerance {self.settings.tolerance:g}): {failing}")
         self.record.step = "hub"
-        outcome.mark_green(self.record, self.slot, self.spec.hub.lock_timeout_s)
+        outcome.mark_green(self.record, self.slot, self.lock_timeout_s)
         self._end_tracking(green=True)
         self.record.save(self.outcome_path)
 
@@ -290,8 +273,8 @@ class C2Run:
         then space set aside for the evidence on the hub's and the store's file systems."""
         out = analysis_dir(self.slot)
         needs = disk_preflight.comparison_outputs(out, self.slot.cli_log.parent, "hub.root")
-        self.space.claim(needs + c1.store_disk_needs(self.spec, self.job.launch_dir),
-                         [self.slot.dir, *c1.store_folder(self.spec, self.job.launch_dir)], [out])
+        self.space.claim(needs + store_disk_needs(self.spec, self.job.launch_dir),
+                         [self.slot.dir, *store_folder(self.spec, self.job.launch_dir)], [out])
 
     def _start_tracking(self, uri: str, inputs: Inputs) -> None:
         tags = {"phase": "c2", "phase_variant": self.settings.variant, "slot": self.slot.name,
@@ -357,31 +340,5 @@ class C2Run:
         self.space.end_run(self.tracker, green, {"status": self.record.status, "blocker": self.record.blocker or "-",
                                                  "error": self.record.error or "-"})
         if self.tracker.failure is not None:
-            keep_journal(self.tracker, self.record, self.slot, self.outcome_path, self.spec.hub.lock_timeout_s,
+            keep_journal(self.tracker, self.record, self.slot, self.outcome_path, self.lock_timeout_s,
                          self.spec.tracking.log_artifacts)
-
-    def _describe_run(self) -> None:
-        """The MLflow run's description: title, status (verdict), where the hub keeps the evidence."""
-        text = run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir))
-        self.tracker.describe(outcome.described(text, self.blocker_text))
-
-    def _store(self) -> Path | None:
-        return tracking.sqlite_file(self.tracker.uri) if self.tracker is not None else None
-
-    def _tracking_failed(self, failure: tracking.TrackingFailure) -> None:
-        self.record.tracking = failed_tracking(failure.operation, failure.error, self.record.step)
-
-    def _fail(self, error: Exception) -> PhaseBlocked:
-        launch = self.job.launch_dir
-        outcome.block_failed_job(self.record, self.slot, error, launch, self.spec.hub.lock_timeout_s, self.space,
-                                 self.outcome_path, store=self._store(), logger=log,
-                                 written=c1.written_folders(self.spec, launch, self.slot, cache=False),
-                                 elsewhere=outcome.blocker_in_run(self))
-        if self.tracker is not None:  # a degraded tracker (no run) still keeps its journal
-            try:
-                self._end_tracking(green=False)
-            except Exception:
-                log.exception("could not close the MLflow run %s as FAILED", self.tracker.run_id)
-        print(f"BLOCKED: {self.record.title}; {self.record.error}\nblocker: {self.record.blocker}",
-              file=sys.stderr, flush=True)
-        return PhaseBlocked(self.record.error, self.record.blocker, announced=True)

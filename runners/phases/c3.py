@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -29,16 +27,17 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ptycho import determinism, disk_preflight
-from runners.phases import c1
-from runners.process import diskfull, interrupt
-from runners.evidence import hub, outcome
 from runners import tracking
+from runners.evidence import PhaseRecord, quality_warning, warning_tags
+from runners.evidence import hub, outcome
 from runners.evidence.envinfo import git_commit, library_versions, project_root
-from runners.evidence import OUTCOME_FILE, PhaseRecord, quality_warning, run_description, warning_tags
+from runners.evidence.outcome import PhaseConfigError, display_path
 from runners.job import JobContext
-from runners.evidence.outcome import PhaseBlocked, PhaseConfigError, display_path
+from runners.phases.base import PhaseRun, slot_name
+from runners.phases.closing import quality_line
+from runners.phases.datasets import dataset_files
+from runners.phases.disk import data_disk_needs, store_disk_needs, store_folder, within_memory
 from runners.schema import PhaseConfig, PositionSet
-from runners.process.tee import FdTee
 
 log = logging.getLogger(__name__)
 TAG = "iterative"
@@ -53,7 +52,7 @@ BUNDLE_DUPLICATES = ("quality", "iterative")  # stats.json sections logged under
 def c3_slot(spec: PhaseConfig, job: JobContext) -> hub.HubSlot:
     """``iterative_reference/phase_c3_<variant>`` with C1's rules (``hub.slot``, sweep suffix)."""
     stem = f"phase_c3_{spec.c3.variant}"
-    name = c1.slot_name(spec, job, f"{TAG}_reference/{stem}")
+    name = slot_name(spec, job, f"{TAG}_reference/{stem}")
     return hub.resolve_slot(job.launch_dir / spec.hub.root, name, tag=TAG, phase_stem=stem,
                             variant=spec.c3.variant, guard_name=GUARD_NAME, log_verb="reconstruct")
 
@@ -105,44 +104,16 @@ def reference_data(loaded: dict, positions: PositionSet):
     )
 
 
-class C3Run:
+class C3Run(PhaseRun):
     """One C3 job (see the module docstring for the order of work)."""
 
     def __init__(self, spec: PhaseConfig, job: JobContext, slot: hub.HubSlot):
-        self.spec, self.job, self.slot, self.settings = spec, job, slot, spec.c3
-        self.lock_timeout_s = spec.hub.lock_timeout_s
-        self.record = new_record(spec, job, slot, {})
-        self.outcome_path = job.output_dir / OUTCOME_FILE
-        self.tracker: tracking.Tracker | None = None
+        super().__init__(spec, job, slot, new_record(spec, job, slot, {}))
+        self.settings = spec.c3
         self.outcome_lines: list[str] = []  # quality and time, printed above the GREEN line
-        self.space = diskfull.JobSpace()  # pre-flight, space set aside for the evidence, partial files
-        self.blocker_text: str | None = None  # the blocker, when only the MLflow run could take it
 
-    def execute(self) -> PhaseRecord:
-        self.slot.make_dirs()
-        self.record.save(self.outcome_path)
-        banner = f"# {self.record.title}\n# {self.record.utc_time} pid {os.getpid()}\n# {self.record.command}"
-        failure = blocked = None
-        with FdTee(self.slot.cli_log, banner) as tee, interrupt.at_signal(
-                lambda sig: outcome.interrupt_evidence(self, sig, tee)):
-            try:
-                self._run()
-            except Exception as exc:
-                failure, blocked = exc, self._fail(exc)
-            else:
-                print(*self.outcome_lines, sep="\n", flush=True)
-                print(f"GREEN: {self.record.title}; stats.json sha1 {self.record.stats_sha1}; "
-                      f"inventory {display_path(self.slot.inventory, self.job.launch_dir)}", flush=True)
-            finally:
-                self.space.release()
-        tracking.copy_log(self.tracker, self.slot.cli_log, self.spec.tracking.log_artifacts)  # complete now
-        if blocked is not None:
-            raise blocked from failure
-        return self.record
-
-    def _step(self, name: str) -> None:
-        self.record.step = name
-        log.info("step: %s", name)
+    def _green_text(self) -> str:
+        return "\n".join([*self.outcome_lines, super()._green_text()])
 
     def _run(self) -> None:
         self._step("disk pre-flight")
@@ -171,7 +142,7 @@ class C3Run:
         self.outcome_lines = [
             f"  reconstruction  {iterative.DISTRIBUTION} {settings.engine.value}, {len(result.loss_history)} epochs, "
             f"{data.n_images} positions, {result.seconds:.1f} s ({result.cpu_seconds:.1f} s CPU)",
-            "  quality         " + (c1.quality_line(quality) if quality else "not measured (no objectGuess)"),
+            "  quality         " + (quality_line(quality) if quality else "not measured (no objectGuess)"),
         ]
         self.record.quality_warning = quality_warning(quality)
         if self.record.quality_warning:
@@ -191,14 +162,14 @@ class C3Run:
         aside for the evidence on the hub's and the store's file systems."""
         launch, slot = self.job.launch_dir, self.slot
         needs = []
-        found = c1.data_disk_needs(self.spec, launch)
+        found = data_disk_needs(self.spec, launch)
         if found is not None:  # data files that cannot be read: the data step reports them
             N, canvas, needs = found
             outputs = disk_preflight.reconstruction_outputs(slot.run_dir, slot.bundle_dir, slot.cli_log.parent, N=N,
                                                             canvas_px=canvas, setting="hub.root")
             outputs.append(disk_preflight.DiskNeed("reconstructed object", slot.run_dir, canvas**2 * 8, "hub.root"))
-            needs = needs + c1.within_memory(outputs) + c1.store_disk_needs(self.spec, launch)
-        self.space.claim(needs, [slot.dir, *c1.store_folder(self.spec, launch)],
+            needs = needs + within_memory(outputs) + store_disk_needs(self.spec, launch)
+        self.space.claim(needs, [slot.dir, *store_folder(self.spec, launch)],
                          [slot.run_dir, slot.bundle_dir.parent])
 
     def _start_tracking(self) -> None:
@@ -216,16 +187,11 @@ class C3Run:
         config = OmegaConf.to_container(OmegaConf.structured(spec), enum_to_str=True)
         self.tracker.log_params(tracking.flatten(config))
 
-    def _describe_run(self) -> None:
-        """The MLflow run's description: title, status, where the hub keeps the evidence."""
-        text = run_description(self.record, display_path(self.slot.inventory, self.job.launch_dir))
-        self.tracker.describe(outcome.described(text, self.blocker_text))
-
     def _load_data(self):
         """The data files the positions need, loaded, validated and logged; the data to reconstruct."""
-        from ptycho.data.contract import file_sha1, load_npz
+        from ptycho.data.npz import file_sha1, load_npz
 
-        paths = dict(zip(("train", "test"), c1.dataset_files(self.spec, self.job.launch_dir)))
+        paths = dict(zip(("train", "test"), dataset_files(self.spec, self.job.launch_dir)))
         wanted = ("train", "test") if self.settings.positions is PositionSet.all else (self.settings.positions.value,)
         loaded = {}
         self.record.dataset = {"name": self.spec.dataset.name}
@@ -290,6 +256,8 @@ class C3Run:
             self.tracker.log_artifacts(self.job.output_dir / ".hydra", "hydra")
 
     def _end_tracking(self, green: bool) -> None:
+        if not green and self.tracker.run_id is None:  # failed before its MLflow run started: nothing to close
+            return
         blocker = {"blocker": self.record.blocker} if self.record.blocker else {}
         self.tracker.set_tags({"status": self.record.status, **blocker})
         if not green:
@@ -298,20 +266,3 @@ class C3Run:
         # the CLI log follows when it is complete (execute)
         self.space.end_run(self.tracker, green, {"status": self.record.status, "blocker": self.record.blocker or "-",
                                                  "error": self.record.error or "-"})
-
-    def _fail(self, error: Exception) -> PhaseBlocked:
-        """Complete the evidence of a failed job; the PhaseBlocked to raise once the CLI log is closed."""
-        launch = self.job.launch_dir
-        outcome.block_failed_job(self.record, self.slot, error, launch, self.lock_timeout_s, self.space,
-                                 self.outcome_path, logger=log,
-                                 written=c1.written_folders(self.spec, launch, self.slot),
-                                 store=tracking.sqlite_file(self.tracker.uri) if self.tracker is not None else None,
-                                 elsewhere=outcome.blocker_in_run(self))
-        if self.tracker is not None and self.tracker.run_id is not None:
-            try:
-                self._end_tracking(green=False)
-            except Exception:  # the blocker is written; MLflow trouble must not hide the first error
-                log.exception("could not close the MLflow run %s as FAILED", self.tracker.run_id)
-        print(f"BLOCKED: {self.record.title}; {self.record.error}\nblocker: {self.record.blocker}",
-              file=sys.stderr, flush=True)
-        return PhaseBlocked(self.record.error, self.record.blocker, announced=True)

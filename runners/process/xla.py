@@ -26,10 +26,9 @@ from runners.evidence.envinfo import XLA_ENV_KEYS
 PARENT_JOB_ENV = "RUNNERS_PHASE_PARENT_JOB"
 log = logging.getLogger(__name__)
 
-# The XLA environment of this process before any Hydra job changed it: what TensorFlow saw
-# if something imported it outside a job.
-_PROCESS_XLA_ENV = {key: os.environ.get(key, "") for key in XLA_ENV_KEYS}
-_tf_import_env: dict[str, str] | None = None
+UNKNOWN = "<unknown>"  # a variable's value when TensorFlow was imported outside a job, unrecorded
+_process_xla_env: dict[str, str] | None = None  # remember_process_env()
+_tf_import_env: dict[str, str] | None = None  # import_tensorflow()
 
 
 def current_xla_env() -> dict[str, str]:
@@ -37,11 +36,27 @@ def current_xla_env() -> dict[str, str]:
     return {key: os.environ.get(key, "") for key in XLA_ENV_KEYS}
 
 
+def remember_process_env() -> None:
+    """Record the XLA variables of this process outside any job: what TensorFlow saw if something
+    imported it outside a job. The entry point (``runners.phase``) calls it before any job runs
+    (Hydra sets a job's ``env_set`` for the job only and puts the variables back after it)."""
+    global _process_xla_env
+    _process_xla_env = current_xla_env()
+
+
 def tf_import_env() -> dict[str, str] | None:
-    """The XLA environment TensorFlow was imported under in this process (None: not imported)."""
+    """The XLA environment TensorFlow was imported under in this process (None: not imported).
+
+    TensorFlow imported outside a job: the process's environment (:func:`remember_process_env`),
+    or, where that was not recorded, UNKNOWN for each variable, which matches no job's
+    environment: the job then runs in a fresh process, where the environment is known."""
     if "tensorflow" not in sys.modules:
         return None
-    return _tf_import_env if _tf_import_env is not None else dict(_PROCESS_XLA_ENV)
+    if _tf_import_env is not None:
+        return _tf_import_env
+    if _process_xla_env is not None:
+        return dict(_process_xla_env)
+    return dict.fromkeys(XLA_ENV_KEYS, UNKNOWN)
 
 
 def needs_isolation() -> bool:

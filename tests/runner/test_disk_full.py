@@ -75,7 +75,6 @@ def phase_run(tmp_path, monkeypatch, capfd, write_guard, sim_cache):
     """phase_run(*overrides) -> (status, stdout + stderr) of an in-process tiny C1 job launched in tmp_path."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(xla, "needs_isolation", lambda: False)
-    monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
     guard = write_guard(tmp_path, passing=True)
 
     def run(*overrides):

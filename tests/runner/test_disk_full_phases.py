@@ -29,9 +29,6 @@ FS_MB = 32  # room for a tiny job and the pre-flight's margin (C3 and its store:
 def c2_run(tmp_path, monkeypatch, capfd):
     """c2_run(*overrides) -> (status, output) of an in-process C2 job comparing two tiny bundles."""
     monkeypatch.chdir(tmp_path)
-    from runners.evidence import outcome
-
-    monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
     tf, torch = _bundle(tmp_path / "tf"), _bundle(tmp_path / "torch")
 
     def run(*overrides):
@@ -47,9 +44,6 @@ def c2_run(tmp_path, monkeypatch, capfd):
 def c3_run(tmp_path, monkeypatch, capfd, sim_cache):
     """c3_run(*overrides) -> (status, output) of an in-process tiny C3 job."""
     monkeypatch.chdir(tmp_path)
-    from runners.evidence import outcome
-
-    monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
 
     def run(*overrides):
         argv = [*C3_TINY, f"dataset.cache_dir={sim_cache}", f"hydra.run.dir={tmp_path / 'outputs'}", *overrides]

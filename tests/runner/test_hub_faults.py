@@ -319,7 +319,6 @@ def _read_only(folder: Path, command: str) -> str:
 def phase_in_process(tmp_path, monkeypatch, capfd, isolated_overrides):
     """phase_in_process(*overrides) -> (exit status, stdout + stderr) of the runner run in this process."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
 
     def run(*overrides):
         status, out, err = run_in_process(["c1=scaled", "xla=off", *isolated_overrides(tmp_path), *overrides], capfd,

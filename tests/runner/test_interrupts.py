@@ -388,7 +388,7 @@ def test_a_store_whose_creation_was_cut_short_leaves_nothing_half_made(tmp_path,
 
 
 def test_sigterm_during_a_c2_comparison_leaves_an_interrupted_record(launch, tmp_path):
-    """Phase C2 (and C3, through the same outcome.interrupt_evidence) records its interrupt as C1 does."""
+    """Phase C2 (and C3, through the same runners.phases.base.PhaseRun) records its interrupt as C1 does."""
     from .test_runner_c2 import _bundle
 
     tf, torch = _bundle(tmp_path / "tf"), _bundle(tmp_path / "torch")

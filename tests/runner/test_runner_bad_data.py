@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runners.evidence import outcome
 from runners.process import xla
-from runners.phases.c1 import check_dataset_size
+from runners.phases.datasets import check_dataset_size
 from runners.schema import to_spec
 
 from .conftest import run_in_process
@@ -152,7 +151,6 @@ def phase_run(tmp_path, monkeypatch, capfd, isolated_overrides, write_guard):
     """phase_run(*overrides) -> (exit status, stdout + stderr, hub root) of an in-process run."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(xla, "needs_isolation", lambda: False)
-    monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
     guard = write_guard(tmp_path, passing=True)
 
     def run(*overrides):

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from runners.evidence import hub, outcome
+from runners.evidence import hub
 from runners.process import xla
 
 from .conftest import run_in_process
@@ -30,7 +30,6 @@ def phase_run(tmp_path, monkeypatch, capfd, isolated_overrides, write_guard):
     """phase_run(*overrides) -> (exit status, (stdout, stderr), hub root) for an in-process run."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(xla, "needs_isolation", lambda: False)
-    monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])  # one process runs many phases here
     guard = write_guard(tmp_path, passing=True)
 
     def run(*overrides):

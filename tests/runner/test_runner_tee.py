@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from runners.evidence import outcome
 from runners.process.tee import FdTee
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +37,6 @@ def test_in_process_run(capfd, monkeypatch):
 def run_in_process(tmp_path, monkeypatch, isolated_overrides):
     """run_in_process(*overrides) -> exit status of ``python -m runners.phase`` run in this process."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
 
     def run(*overrides):
         monkeypatch.setattr(sys, "argv", ["phase", *isolated_overrides(tmp_path), *overrides])

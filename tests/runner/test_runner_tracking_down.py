@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runners.evidence import hub, outcome
+from runners.evidence import hub
 from runners.tracking import sync
 from runners.process import xla
 
@@ -36,7 +36,6 @@ def phase_run(tmp_path, monkeypatch, capfd, isolated_overrides, write_guard):
     """phase_run(*overrides) -> (exit status, stdout + stderr, hub root, seconds), run in this process."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(xla, "needs_isolation", lambda: False)
-    monkeypatch.setattr(outcome, "_BLOCKERS_SEEN", [])
     guard = write_guard(tmp_path, passing=True)
 
     def run(*overrides):
