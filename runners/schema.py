@@ -1,25 +1,35 @@
-"""Typed schema of the phase runner's config (conf/phase.yaml), registered in Hydra's ConfigStore.
+"""Typed schema of the phase runner's config (runners/conf/phase.yaml), registered in Hydra's ConfigStore.
 
 The dataclasses make composition strict: an unknown key or a wrong type fails while Hydra
 composes. Range and cross-field checks run in ``__post_init__`` when :func:`to_spec` turns
 the composed config into objects; they raise ``ValueError`` whose message starts with the
 dotted key (``c1.gridsize: ...``) and says what is allowed. Checks that need the dataset
-itself (how many scan positions a file holds) are in ``runners.preflight``.
+itself (how many scan positions a file holds) are in ``runners.preflight``. The dataset
+group's schema is ``runners.dataset_schema``.
+
+A setting the core also has takes its default from the core's dataclass (``ModelSpec``,
+``TrainSpec``, ``GroupingSpec``, ``IterativeSpec``), so the runner and the library cannot
+disagree; the options in runners/conf/ restate some of them (tests/runner/test_runner_config.py
+checks that they agree).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar, List, Optional
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ptycho.architecture import OVERLAP_MODES
+from ptycho.evaluation.compare import DEFAULT_TOLERANCE
+from ptycho.iterative import IterativeSpec
 from ptycho.pipeline import STITCH_SOURCES
+from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
 from ptycho.stitching import PHASE_OFFSETS
 from ptycho.torch.device import DEVICE_NAMES, check_device_name
+from runners.dataset_schema import DatasetConfig
 
 INITIATIVE_ID = "FIX-PYTORCH-FORWARD-PARITY-001"
 
@@ -32,40 +42,6 @@ class Backend(str, Enum):
 class XlaMode(str, Enum):
     on = "on"
     off = "off"
-
-
-class DatasetSource(str, Enum):
-    simulated = "simulated"
-    files = "files"
-
-
-class DataFormat(str, Enum):
-    """How data files are read: the NPZ contract (``ptycho.data.contract``) or CXI (``ptycho.data.cxi``, converted)."""
-
-    npz = "npz"
-    cxi = "cxi"
-
-
-class ObjectKind(str, Enum):
-    """Simulated objects (``ptycho.data.simulate.OBJECT_KINDS``)."""
-
-    mixed = "mixed"
-    lines = "lines"
-
-
-class ProbeKind(str, Enum):
-    """Simulated probes (``ptycho.data.simulate.PROBE_KINDS``)."""
-
-    default = "default"
-    disk = "disk"
-    defocus = "defocus"
-
-
-class AmplitudeUnits(str, Enum):
-    """How simulated diffraction is stored (``ptycho.data.simulate.AMPLITUDE_UNITS``)."""
-
-    normalised = "normalised"
-    counts = "counts"
 
 
 class PhaseKind(str, Enum):
@@ -94,94 +70,6 @@ class PositionSet(str, Enum):
 def _require(ok: bool, key: str, allowed: str, got: object) -> None:
     if not ok:
         raise ValueError(f"{key}: must be {allowed}; got {got!r}")
-
-
-@dataclass
-class SimulationConfig:
-    """Mirror of ``ptycho.data.simulate.SimulationSpec`` (the core validates the values again)."""
-
-    _key: ClassVar[str] = "dataset.simulation"
-    N: int = 64
-    n_images: int = 512
-    nphotons: float = 1e9
-    seed: int = 0
-    object_size: Optional[int] = None
-    test_fraction: float = 0.25
-    scan: str = "fermat"
-    scan_step_px: Optional[float] = None
-    object_kind: ObjectKind = ObjectKind.mixed
-    amplitude_range: Optional[List[float]] = None
-    probe_kind: ProbeKind = ProbeKind.default
-    amplitude_units: AmplitudeUnits = AmplitudeUnits.normalised
-
-    def __post_init__(self) -> None:
-        _require(self.N in (64, 128, 256), f"{self._key}.N", "one of 64, 128, 256", self.N)
-        _require(self.amplitude_range is None or (
-            len(self.amplitude_range) == 2 and all(math.isfinite(v) for v in self.amplitude_range)
-            and 0 < self.amplitude_range[0] < self.amplitude_range[1]),
-            f"{self._key}.amplitude_range", "null or [lo, hi] with 0 < lo < hi", self.amplitude_range)
-        _require(self.n_images >= 2, f"{self._key}.n_images", ">= 2", self.n_images)
-        _require(self.nphotons > 0, f"{self._key}.nphotons", "> 0", self.nphotons)
-        _require(0 < self.test_fraction < 1, f"{self._key}.test_fraction", "in (0, 1)", self.test_fraction)
-
-    @property
-    def n_train(self) -> int:
-        """Images in the train split (the simulator puts round(test_fraction * n) in test)."""
-        return self.n_images - int(round(self.test_fraction * self.n_images))
-
-
-@dataclass
-class CxiConfig:
-    """Mirror of ``ptycho.data.cxi.CxiConversion`` (the core checks the values again) plus ``probe_file``:
-    a probe on the converted grid (.npy complex (N, N), or .npz with ``probeGuess``) used instead of
-    the file's. Relative paths: from the launch directory."""
-
-    N: Optional[int] = None
-    binning: int = 1
-    center: Optional[List[float]] = None
-    mask_fill: str = "partner"
-    max_masked_fraction: float = 0.5
-    clip_negative: bool = False
-    probe_file: Optional[str] = None
-    probe_fallback: Optional[str] = None
-
-
-@dataclass
-class DatasetConfig:
-    """Where the train/test files come from (``format``: npz, or cxi converted by runners/phases/cxi_input.py).
-    Relative paths: from the launch directory."""
-
-    name: str = MISSING
-    source: DatasetSource = MISSING
-    train_data_file: Optional[str] = None
-    test_data_file: Optional[str] = None
-    cache_dir: str = "datasets/simulated"
-    nphotons: Optional[float] = None
-    simulation: Optional[SimulationConfig] = None
-    format: DataFormat = DataFormat.npz
-    cxi: Optional[CxiConfig] = None
-
-    def __post_init__(self) -> None:
-        given = (self.train_data_file is not None, self.test_data_file is not None)
-        if any(given) and not all(given):
-            missing = "dataset.test_data_file" if given[0] else "dataset.train_data_file"
-            raise ValueError(f"{missing}: must be set too when the other data file is set")
-        if self.format is DataFormat.cxi:
-            _require(all(given), "dataset.train_data_file", "set (with dataset.test_data_file) for format=cxi", None)
-            if self.cxi is None:
-                self.cxi = CxiConfig()
-        if self.source is DatasetSource.files:
-            _require(all(given), "dataset.train_data_file", "set (with dataset.test_data_file) for source=files", None)
-        else:
-            _require(
-                all(given) or self.simulation is not None, "dataset.simulation",
-                "set for source=simulated (or give both data files)", None,
-            )
-        _require(self.nphotons is None or self.nphotons > 0, "dataset.nphotons", "null or > 0", self.nphotons)
-
-    @property
-    def uses_files(self) -> bool:
-        return self.train_data_file is not None
 
 
 @dataclass
@@ -221,18 +109,18 @@ class XlaConfig:
 
 @dataclass
 class ModelConfig:
-    """Mirror of the trainable settings of ``ptycho.spec.ModelSpec``."""
+    """The trainable settings of ``ptycho.spec.ModelSpec``, with its defaults."""
 
-    n_filters_scale: int = 2
-    object_big: bool = True
-    probe_mask: bool = False
-    intensity_scale_trainable: bool = True
-    nll_weight: float = 1.0
-    mae_weight: float = 0.0
-    realspace_weight: float = 0.0
-    diffraction_mae_weight: float = 0.0
-    learning_rate: float = 1e-4
-    overlap: str = "weighted"  # how a group's patches are averaged in the forward model (ptycho.architecture.OVERLAP_MODES)
+    n_filters_scale: int = ModelSpec.n_filters_scale
+    object_big: bool = ModelSpec.object_big
+    probe_mask: bool = ModelSpec.probe_mask
+    intensity_scale_trainable: bool = ModelSpec.intensity_scale_trainable
+    nll_weight: float = ModelSpec.nll_weight
+    mae_weight: float = ModelSpec.mae_weight
+    realspace_weight: float = ModelSpec.realspace_weight
+    diffraction_mae_weight: float = ModelSpec.diffraction_mae_weight
+    learning_rate: float = ModelSpec.learning_rate
+    overlap: str = ModelSpec.overlap  # how a group's patches are averaged in the forward model (ptycho.architecture.OVERLAP_MODES)
 
     def __post_init__(self) -> None:
         _require(self.n_filters_scale >= 1, "c1.model.n_filters_scale", ">= 1", self.n_filters_scale)
@@ -254,7 +142,7 @@ class C1Config:
 
     variant: str = MISSING
     title: str = MISSING
-    n_images: Optional[int] = None
+    n_images: Optional[int] = GroupingSpec.n_images
     n_groups: Optional[int] = MISSING  # null: one group seeded at every training position
     batch_size: int = MISSING
     gridsize: int = MISSING
@@ -263,9 +151,9 @@ class C1Config:
     do_stitching: bool = True
     phase_offsets: str = "com"  # how stitching sets each patch's own phase offset (ptycho.stitching.PHASE_OFFSETS)
     stitch_from: str = "canvas"  # canvas: the patches the forward model diffracts; patches: the decoder's (ptycho.pipeline)
-    quiet: bool = True
-    seed: int = 0
-    validation_split: float = 0.05
+    quiet: bool = TrainSpec.quiet
+    seed: int = TrainSpec.seed  # also GroupingSpec's and ModelSpec's
+    validation_split: float = TrainSpec.validation_split
     memory_budget_gb: Optional[float] = None
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -317,7 +205,7 @@ class C2Config:
 
     variant: str = MISSING
     title: str = MISSING
-    tolerance: float = 0.10
+    tolerance: float = DEFAULT_TOLERANCE
     atol: float = 1e-6
     phase_atol_rad: float = 1e-3
     tf_bundle: Optional[str] = None
@@ -343,12 +231,12 @@ class C3Config:
 
     variant: str = MISSING
     title: str = MISSING
-    engine: IterativeEngine = IterativeEngine.lbfgs
-    epochs: int = 10
-    learning_rate: Optional[float] = None
-    batch_size: int = 16
+    engine: IterativeEngine = IterativeEngine(IterativeSpec.engine)
+    epochs: int = IterativeSpec.epochs
+    learning_rate: Optional[float] = IterativeSpec.learning_rate
+    batch_size: int = IterativeSpec.batch_size
     positions: PositionSet = PositionSet.test
-    seed: int = 0
+    seed: int = IterativeSpec.seed
 
     def __post_init__(self) -> None:
         _require(self.variant.isidentifier(), "c3.variant", "an identifier (used in the slot name)", self.variant)
@@ -413,7 +301,7 @@ class PhaseConfig:
 
     initiative: str = INITIATIVE_ID
     phase: PhaseKind = PhaseKind.c1
-    gridsize: int = 2
+    gridsize: int = GroupingSpec.gridsize
     threads: Optional[int] = None
     force: bool = False
     verbose: bool = False

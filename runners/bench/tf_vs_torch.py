@@ -106,7 +106,7 @@ def _scaled_groups():
     from ptycho.data.simulate import SimulationSpec, simulate_dataset
     from ptycho.stitching import canvas_size_for
 
-    train, _ = simulate_dataset(SimulationSpec())
+    train, _ = simulate_dataset(SimulationSpec(n_images=512))
     train = train.subset(grouping.compact_subset(train.xcoords, train.ycoords,
                                                  SCALED["n_images"], SCALED["seed"]))
     groups = grouping.group_positions(train.xcoords, train.ycoords, SCALED["gridsize"],

@@ -19,13 +19,13 @@ from ptycho.tf.workflow import run_phase_job
 
 SCALED = GroupingSpec(gridsize=2, neighbor_count=7, n_groups=32, n_images=64, seed=0)
 SCALED_TRAINING = TrainSpec(max_epochs=1, batch_size=4)
-pytestmark = pytest.mark.slow  # the default 2048-position dataset and the full network
+pytestmark = pytest.mark.slow  # a 512-position dataset and the full network
 
 
 @pytest.fixture(scope="module")
 def default_data():
-    """The default simulated dataset; the test split cut to a compact 32 positions for speed."""
-    train_data, test_data = simulate_dataset(SimulationSpec())
+    """The default simulated dataset at 512 positions; the test split cut to a compact 32 positions for speed."""
+    train_data, test_data = simulate_dataset(SimulationSpec(n_images=512))
     return train_data, test_data.subset(compact_subset(test_data.xcoords, test_data.ycoords, 32, seed=0))
 
 

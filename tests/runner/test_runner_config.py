@@ -1,14 +1,27 @@
 """Config composition: every group and option, the typed schema, and its error messages."""
+import dataclasses
+import inspect
 import subprocess
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from runners.schema import Backend, DatasetSource, PhaseKind, XlaMode, to_spec
+from ptycho import iterative, pipeline
+from ptycho.data import phantoms, simulate
+from ptycho.data.cxi import CxiConversion
+from ptycho.evaluation.compare import DEFAULT_TOLERANCE
+from ptycho.spec import GroupingSpec, ModelSpec, TrainSpec
+from runners.dataset_schema import (
+    AmplitudeUnits, CxiConfig, DatasetSource, ObjectKind, ProbeKind, SimulationConfig,
+)
+from runners.schema import (
+    Backend, C1Config, C3Config, IterativeEngine, ModelConfig, PhaseConfig, PhaseKind, XlaMode, to_spec,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO / "runners" / "conf"
@@ -100,6 +113,65 @@ def test_fly001_points_at_the_prepared_files_and_files_are_overridable(compose_p
     assert spec.dataset.test_data_file.endswith("fly001_reconstructed_final_downsampled_data_test.npz")
     spec = to_spec(compose_phase(["dataset.train_data_file=a.npz", "dataset.test_data_file=b.npz"]))
     assert spec.dataset.uses_files and spec.dataset.train_data_file == "a.npz"
+
+
+def _defaults(cls) -> dict:
+    """{field: default} of a dataclass's fields that have one (neither none nor omegaconf's MISSING);
+    an enum as its value."""
+    return {f.name: f.default.value if isinstance(f.default, Enum) else f.default
+            for f in dataclasses.fields(cls) if f.default not in (dataclasses.MISSING, "???")}
+
+
+@pytest.mark.parametrize("config, core", [
+    (SimulationConfig, simulate.SimulationSpec), (CxiConfig, CxiConversion), (ModelConfig, ModelSpec),
+    (C1Config, TrainSpec), (C1Config, GroupingSpec), (C3Config, iterative.IterativeSpec), (PhaseConfig, GroupingSpec),
+], ids=lambda cls: cls.__name__)
+def test_every_schema_default_is_the_cores(config, core):
+    schema, library = _defaults(config), _defaults(core)
+    shared = sorted(schema.keys() & library.keys())
+    assert shared and {key: schema[key] for key in shared} == {key: library[key] for key in shared}
+
+
+@pytest.mark.parametrize("config, core, extra", [
+    (SimulationConfig, simulate.SimulationSpec, set()), (CxiConfig, CxiConversion, {"probe_file"}),
+    (ModelConfig, ModelSpec, set()),
+], ids=lambda value: getattr(value, "__name__", ""))
+def test_a_schema_mirror_holds_only_the_cores_fields(config, core, extra):
+    mirrored = {f.name for f in dataclasses.fields(config)} - extra
+    assert mirrored <= {f.name for f in dataclasses.fields(core)}
+    assert core is ModelSpec or mirrored == {f.name for f in dataclasses.fields(core)}
+
+
+def test_c1_stitching_defaults_are_the_pipelines():
+    run_job, c1 = inspect.signature(pipeline.run_job).parameters, _defaults(C1Config)
+    for key in ("do_stitching", "phase_offsets", "stitch_from"):
+        assert c1[key] == run_job[key].default, key
+
+
+@pytest.mark.parametrize("enum, choices", [
+    (ObjectKind, phantoms.OBJECT_KINDS), (ProbeKind, phantoms.PROBE_KINDS),
+    (AmplitudeUnits, simulate.AMPLITUDE_UNITS), (IterativeEngine, iterative.ENGINES),
+], ids=lambda value: getattr(value, "__name__", ""))
+def test_every_choice_is_the_cores(enum, choices):
+    assert tuple(member.value for member in enum) == tuple(choices)
+
+
+def test_the_default_options_give_the_cores_defaults(compose_phase):
+    """What the CLI gives without overrides is what the library gives without arguments: the
+    options in runners/conf/ that restate a default agree with the core (the simulated dataset:
+    2048 positions)."""
+    spec = to_spec(compose_phase())
+    assert simulate.SimulationSpec(**dataclasses.asdict(spec.dataset.simulation)) == simulate.SimulationSpec()
+    assert spec.dataset.simulation.n_images == simulate.SimulationSpec().n_images == 2048
+    assert ModelSpec(**dataclasses.asdict(spec.c1.model)) == ModelSpec()
+    assert (spec.gridsize, spec.c1.quiet, spec.c1.seed, spec.c1.validation_split) == (
+        GroupingSpec.gridsize, TrainSpec.quiet, TrainSpec.seed, TrainSpec.validation_split)
+    cxi = dataclasses.asdict(to_spec(compose_phase(["dataset=cxi"])).dataset.cxi)
+    assert cxi.pop("probe_file") is None and CxiConversion(**cxi) == CxiConversion()
+    c3 = to_spec(compose_phase(["c3=iterative"])).c3
+    assert iterative.IterativeSpec(engine=c3.engine.value, epochs=c3.epochs, learning_rate=c3.learning_rate,
+                                   batch_size=c3.batch_size, seed=c3.seed) == iterative.IterativeSpec()
+    assert to_spec(compose_phase(["c2=tf_vs_torch"])).c2.tolerance == DEFAULT_TOLERANCE
 
 
 @pytest.mark.parametrize("override", ["c1.gridsiz=2", "hub.rot=x", "tracking.url=x", "bogus=1"])

@@ -9,7 +9,8 @@ from hydra.errors import ConfigCompositionException
 from ptycho.data import phantoms, simulate
 from ptycho.data.npz import load_npz
 from runners.phases.c1 import C1Run
-from runners.schema import DatasetSource, ObjectKind, to_spec
+from runners.dataset_schema import DatasetSource, ObjectKind
+from runners.schema import to_spec
 
 
 def test_dataset_lines_composes_into_the_simulated_default_with_the_lines_object(compose_phase):

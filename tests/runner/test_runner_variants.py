@@ -5,7 +5,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from ptycho.data import simulate
-from runners.schema import AmplitudeUnits, ProbeKind, to_spec
+from runners.dataset_schema import AmplitudeUnits, ProbeKind
+from runners.schema import to_spec
 
 VARIANT = ["dataset.simulation.amplitude_range=[1,10]", "dataset.simulation.probe_kind=defocus",
            "dataset.simulation.amplitude_units=counts"]
