@@ -324,9 +324,9 @@ class QualityStudy:
                   f"in {iterative['seconds']:.1f} s", flush=True)
         for gridsize in args.gridsizes:
             references = reference_quality(train, test, gridsize, 0, self.stitch_patches)
-            entry = {"dataset": dataset, "gridsize": gridsize, **references, "iterative": iterative}
-            self.document["references"].append(entry)
-            self.tracking.log_references(dataset, gridsize, {**references, "iterative": iterative})
+            measured = {**references, "iterative": iterative}
+            self.document["references"].append({"dataset": dataset, "gridsize": gridsize, **measured})
+            self.tracking.log_references(dataset, gridsize, measured)
             for _, loss, overlap in (cell for cell in self.cells if cell[0] == gridsize):
                 runs = [self._seed(train, test, dataset, gridsize, seed, references["floor"], loss, overlap)
                         for seed in range(args.seeds)]

@@ -7,10 +7,8 @@
 For the SLURM test and for trying ``hydra/launcher=slurm`` by hand, not for production: one node
 (this machine) serving its own controller. munged runs as the ``munge`` user on a socket of its
 own; MariaDB (as ``mysql``) holds the accounting database behind slurmdbd, which ``sacct`` needs:
-without it submitit never learns that a job was cancelled before it wrote a result. slurmctld
-and slurmd listen on 127.0.0.1 only, with ``proctrack/linuxproc``, ``task/none`` and
-``select/cons_tres`` (no cgroups). Ports and paths are the cluster's own, so a system munge,
-MariaDB or SLURM on the machine is left alone.
+without it submitit never learns that a job was cancelled before it wrote a result. Its ports,
+paths and configuration (127.0.0.1 only, no cgroups): ``runners.services.slurm_config``.
 
 Everything lives under ``root`` (default ``$PTYCHO_SLURM_DIR`` or ``/tmp/ptycho-slurm``):
 ``slurm.conf`` and ``slurmdbd.conf``, ``munge/`` (key, socket), ``mysql/`` (database),
