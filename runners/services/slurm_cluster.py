@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runners.services.slurm_config import (
-    ACCOUNT, CLUSTER, KILL_WAIT_S, PARTITION, PORTS, ClusterUnavailable, Layout, db_password, default_root, write_config,
+    ACCOUNT, CLUSTER, KILL_WAIT_S, PARTITION, PORTS, ClusterUnavailable, Layout, db_password, default_root,
+    write_config,
 )
 
 PACKAGES = ("slurm-wlm", "slurmdbd", "munge", "mariadb-server", "mariadb-client")

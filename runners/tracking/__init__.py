@@ -1,4 +1,4 @@
-"""MLflow tracking of phase jobs; MLflow is imported only when a tracker is made.
+"""MLflow tracking of phase jobs (docs/design.md §9); MLflow is imported only when a tracker is made.
 
 ``runners.tracking.X`` is the API the phases use; its parts live in:
 

@@ -1,4 +1,4 @@
-"""What one phase job's MLflow run holds, and the names and keys the phases log it under.
+"""What one phase job's MLflow run holds (docs/design.md §9), and the names and keys the phases log it under.
 
 Schema of one job's run (experiment = the initiative id, run name = the hub slot):
 

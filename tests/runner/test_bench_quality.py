@@ -81,7 +81,8 @@ def _assert_study_is_in_mlflow(store, document: dict, out: Path) -> None:
                                   "study_run_id": study_id, "failure": None}
     study = client.get_run(study_id)
     assert study.info.experiment_id == experiment.experiment_id and study.info.status == "FINISHED"
-    assert (study.info.run_name, study.data.tags["role"], study.data.params["epochs"]) == ("quality study", "study", "1")
+    assert (study.info.run_name, study.data.tags["role"], study.data.params["epochs"]) == (
+        "quality study", "study", "1")
     (reference,) = document["references"]
     assert study.data.metrics["reference.simulated_gs1.floor.amp_mae"] == pytest.approx(reference["floor"]["amp_mae"])
     (summary,) = document["summaries"]
