@@ -74,10 +74,10 @@ class BlockerLog:
     def __init__(self):
         self._announced: dict[str, bool] = {}
 
-    def note(self, path: str, announced: bool = False) -> None:
+    def note(self, path: str | None, announced: bool = False) -> None:
         self._announced[path] = self._announced.get(path, False) or announced
 
-    def paths(self, *, unannounced: bool = False) -> list[str]:
+    def paths(self, *, unannounced: bool = False) -> list[str | None]:
         """Every blocker path (``unannounced``: only those no job printed)."""
         return [path for path, announced in self._announced.items() if not (unannounced and announced)]
 
@@ -98,9 +98,10 @@ def blocker_log() -> Iterator[BlockerLog]:
 
 
 def note_blocker(path: str | None, announced: bool = False) -> None:
-    """Enter a blocker in the entry point's :class:`BlockerLog`; nothing when none is open (a
-    launcher's worker, a test that runs a phase directly) or no blocker was written."""
-    if _open_log is not None and path:
+    """Enter a blocker in the entry point's :class:`BlockerLog` (None: a job blocked without one, which
+    still fails the invocation); nothing when none is open (a launcher's worker, a test that runs a
+    phase directly)."""
+    if _open_log is not None:
         _open_log.note(path, announced)
 
 

@@ -195,7 +195,7 @@ class C1Run(PhaseRun):
         self._step("model build and grouping")
         result = workflow.run_phase_job(train, test, **self._core_arguments(train))
         self.timeline.mark("core_done")
-        self.result = result
+        self.result, self.bundle_written = result, True
         self.record.quality_warning = quality_warning(result.quality)
         self.core_timings = dict(result.timings_s)
         if self.cxi_inputs is not None:

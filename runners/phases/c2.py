@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -45,7 +44,6 @@ from runners.phases.disk import store_disk_needs, store_folder, written_folders
 from runners.schema import PhaseConfig
 from runners.tracking.sync import keep_journal
 
-log = logging.getLogger(__name__)
 GUARD_NAME = "c2_compare"
 NEEDS_MLFLOW = (
     "C2 finds the runs to compare in MLflow (c2.tf_bundle and c2.torch_bundle compare bundles without it)")

@@ -4,7 +4,8 @@ They use ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
 ``on_train_batch_end(batch, logs)``, ``on_epoch_end(epoch, logs)`` and ``on_train_end(logs)``
 (the PyTorch trainer calls them as Keras does) and ``on_fit_data(info)`` (from
 ``ptycho.pipeline``, before the fit). :func:`make_callbacks` derives them from the backend's base class
-(``keras.callbacks.Callback`` for TensorFlow, from :func:`keras_base`, imported only then).
+(``runners.phases.backends``: ``keras.callbacks.Callback`` for TensorFlow, from :func:`keras_base`,
+imported only then; ``object`` for PyTorch).
 """
 from __future__ import annotations
 

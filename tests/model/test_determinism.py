@@ -2,7 +2,7 @@
 another process keeps a CPU busy (ptycho.determinism: fixed threads, deterministic kernels).
 
 Each run is a fresh interpreter configured exactly as the runner configures a job
-(``runners.phases.c1``: ``determinism.configure_<backend>(resolve_threads(None))``).
+(``runners.phases.backends``: ``determinism.configure_<backend>(resolve_threads(None))``).
 """
 import subprocess
 import sys

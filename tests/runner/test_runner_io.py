@@ -136,3 +136,16 @@ def test_hydra_quote_round_trips_through_the_override_parser(value):
 
     parsed = OverridesParser.create().parse_overrides([f"hydra.run.dir={xla.hydra_quote(value)}"])[0]
     assert parsed.value() == value
+
+
+def test_tensorflow_imported_outside_a_job_saw_the_process_env_the_entry_point_recorded(monkeypatch):
+    monkeypatch.setattr(xla, "_tf_import_env", None)
+    monkeypatch.setattr(xla, "_process_xla_env", None)
+    monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow", object()))
+    monkeypatch.setenv("TF_XLA_FLAGS", "")
+    monkeypatch.setenv("USE_XLA_TRANSLATE", "1")
+    assert set(xla.tf_import_env().values()) == {xla.UNKNOWN} and xla.needs_isolation()  # not recorded: isolate
+    xla.remember_process_env()
+    assert xla.tf_import_env() == {"TF_XLA_FLAGS": "", "USE_XLA_TRANSLATE": "1"} and not xla.needs_isolation()
+    monkeypatch.setenv("USE_XLA_TRANSLATE", "0")  # a job's env_set
+    assert xla.needs_isolation()
