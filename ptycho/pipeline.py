@@ -6,8 +6,9 @@ steps and write the same files. Steps:
 
 1. data_prep: ``batches.prepare_job_data`` (compact subset, groups, inference groups,
    intensity scale, canvas side from the actual offsets).
-2. training: the backend's ``train``; weights, ``history.json`` and the resolved
-   ``model_spec.json`` go to ``run_dir``. Callbacks with an ``on_fit_data(info)`` method
+2. training: the backend's ``train``; weights, ``history.json``, the resolved
+   ``model_spec.json`` and the network card with its probe (``ptycho.network``: ``network.json``,
+   ``probe.npy``, what applying the network again needs) go to ``run_dir``. Callbacks with an ``on_fit_data(info)`` method
    get the fit's size and Poisson NLL floors first (:func:`_notify_fit_data`).
 3. inference: object patches of every test group. With ``stitch_from='canvas'`` (the default)
    they are the patches the forward model diffracts: with object_big at gridsize > 1 each group's
@@ -27,6 +28,9 @@ steps and write the same files. Steps:
 6. bundle: ``reconstruction.npz`` goes to ``run_dir``, then ``bundle.write_debug_bundle``;
    nothing is written to ``bundle_dir`` if any earlier step (a callback's ``on_train_begin``
    included) fails (the writer is atomic).
+
+:func:`reconstruct_job` applies a trained network (``ptycho.network.load_network``) to other data:
+steps 3-6 alone, on groups scaled with the network's own intensity scale.
 
 History metric names (per epoch, lists of floats, the same on both backends):
 
@@ -57,8 +61,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ptycho.evaluation import bundle
-from ptycho import com_phase, stitching
-from ptycho.data.batches import DEFAULT_NPHOTONS, n_batches, prepare_job_data, split_validation
+from ptycho import com_phase, network, stitching
+from ptycho.data.batches import DEFAULT_NPHOTONS, group_data, n_batches, prepare_job_data, split_validation
 from ptycho.data.contract import PtychoData
 from ptycho.preflight import INFERENCE_BATCH_MAX
 from ptycho.spec import GroupingSpec, JobResult, ModelSpec, TrainSpec
@@ -76,8 +80,9 @@ TIMING_KEYS = ("data_prep", "first_epoch", "training", "inference", "stitching",
 class JobBackend:
     """What a backend supplies to :func:`run_job`.
 
-    build_model(spec, probe) -> model; train(model, GroupedData, TrainSpec, callbacks) ->
-    history; save_weights(model, run_dir) -> path; predict_patches(model, inputs, batch_size)
+    name: 'tensorflow' or 'pytorch' (the network card's backend); build_model(spec, probe) -> model;
+    load_model(spec, probe, weights_path) -> the model with the weights save_weights wrote; train(model,
+    GroupedData, TrainSpec, callbacks) -> history; save_weights(model, run_dir) -> path; predict_patches(model, inputs, batch_size)
     -> (B, N, N, C) complex64; diffracted_patches(model, patches, coords_relative, batch_size) ->
     the patches the forward model diffracts, (B, N, N, C) complex64 (the patches themselves unless
     the model reassembles); stitch_patches(patches, groups) -> stitching.Stitched;
@@ -85,7 +90,9 @@ class JobBackend:
     release(model): frees what training held before stitching (optional).
     """
 
+    name: str
     build_model: Callable[[ModelSpec, np.ndarray], Any]
+    load_model: Callable[[ModelSpec, np.ndarray, Path], Any]
     train: Callable[..., dict]
     save_weights: Callable[[Any, Path], Path]
     predict_patches: Callable[[Any, dict, int], np.ndarray]
@@ -108,9 +115,7 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
     """
     if stitch_from not in STITCH_SOURCES:
         raise ValueError(f"run_job: stitch_from must be one of {', '.join(STITCH_SOURCES)}; got {stitch_from!r}")
-    if inference_batch_size is not None and (not isinstance(inference_batch_size, int) or inference_batch_size < 1):
-        raise ValueError(f"run_job: inference_batch_size must be an integer >= 1 or None; got {inference_batch_size!r}")
-    inference_batch = inference_batch_size or INFERENCE_BATCH_MAX
+    inference_batch = _inference_batch(inference_batch_size, "run_job")
     stitching.check_phase_offsets(phase_offsets, "run_job")  # before training: nothing written on a typo
     timings = {}
     clock = time.perf_counter()
@@ -125,9 +130,115 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
     weights_path = backend.save_weights(model, run_dir)
     write_json(run_dir / HISTORY_FILE, history)
     write_json(run_dir / MODEL_SPEC_FILE, dataclasses.asdict(spec))
+    network.write_card(run_dir, backend=backend.name, weights=weights_path, spec=spec, probe=train_data.probe,
+                       grouping=grouping, phase_offsets=phase_offsets, stitch_from=stitch_from,
+                       nphotons=nphotons or DEFAULT_NPHOTONS)
     timings["training"], clock = _lap(clock)
     timings["first_epoch"] = history["epoch_time_s"][0]
 
+    quality, result_sha1 = _apply_network(
+        backend, model, spec, test_data, test_grouped, test_groups, run_dir=run_dir, bundle_dir=bundle_dir,
+        do_stitching=do_stitching, phase_offsets=phase_offsets, stitch_from=stitch_from,
+        inference_batch=inference_batch, history=history, timings=timings, clock=clock,
+        sections=lambda quality: extra_stats(history, quality, train_grouped.n_groups, spec))
+    fitted, _ = split_validation(train_grouped, train_spec.validation_split)
+    return JobResult(
+        history=history, stats_sha1=result_sha1, bundle_dir=Path(bundle_dir), weights_path=weights_path,
+        quality=quality, throughput_groups_per_s=throughput(history, fitted.n_groups),
+        n_groups_train=train_grouped.n_groups, intensity_scale=model.intensity_scale,
+        bundle_stats=bundle.read_bundle_stats(bundle_dir), timings_s=timings, model_spec=spec,
+    )
+
+
+def reconstruct_job(backend: JobBackend, trained: network.TrainedNetwork, data: PtychoData, *,
+                    run_dir: str | os.PathLike, bundle_dir: str | os.PathLike, source: str = "data",
+                    pixel_size_m: float | None = None,
+                    inference_batch_size: int | None = None) -> Reconstruction:
+    """Apply a trained network (``ptycho.network``) to ``data`` (named ``source`` in errors): steps 3-6
+    of :func:`run_job` on groups of every position of ``data``, scaled with the network's own intensity
+    scale and stitched as it was at training (the card's phase_offsets, stitch_from). The model's canvas
+    grows where the data's groups reach further than its training groups did (the weights do not depend
+    on it). ``reconstruction.npz`` also holds ``origin_xy`` (object pixels [x, y] of canvas pixel
+    (0, 0)) and ``pixel_size_m`` (NaN when the data do not say). NetworkMismatchError (before any work)
+    for data it cannot serve; the result's ``warnings`` for data far from its training data."""
+    inference_batch = _inference_batch(inference_batch_size, "reconstruct_job")
+    if trained.backend != backend.name:
+        raise network.NetworkMismatchError(f"{trained.folder}: a {trained.backend} network; this is the {backend.name} "
+                                           f"backend (apply it with backend={trained.backend})")
+    warnings = network.check_serves(trained, data, source)
+    timings = {}
+    clock = time.perf_counter()
+    spec, grouping = trained.spec, trained.grouping
+    groups = stitching.inference_groups(data, grouping.gridsize, grouping.neighbor_count, grouping.seed)
+    if spec.reassembles:
+        needed = stitching.canvas_size_for(spec.N, groups.coords_relative)
+        spec = dataclasses.replace(spec, canvas_size=max(spec.canvas_size or spec.N, needed))
+    grouped = group_data(data, groups, spec.intensity_scale, with_object=False)
+    timings["data_prep"], clock = _lap(clock)
+    model = _load_model(backend, trained, spec)
+    timings["load"], clock = _lap(clock)
+    history_path = trained.folder / HISTORY_FILE
+    history = json.loads(history_path.read_text(encoding="utf-8")) if history_path.is_file() else {}
+
+    def frame(stitched: stitching.Stitched) -> dict:
+        return {"origin_xy": stitched.centre_xy - stitched.canvas.shape[0] // 2,
+                "pixel_size_m": np.float64(np.nan if pixel_size_m is None else pixel_size_m)}
+
+    quality, result_sha1 = _apply_network(
+        backend, model, spec, data, grouped, groups, run_dir=Path(run_dir), bundle_dir=bundle_dir,
+        do_stitching=True, phase_offsets=trained.phase_offsets, stitch_from=trained.stitch_from,
+        inference_batch=inference_batch, history=history, timings=timings, clock=clock, frame=frame,
+        sections=lambda quality: {"quality": quality, "network": _network_section(trained, spec, warnings)})
+    return Reconstruction(stats_sha1=result_sha1, bundle_dir=Path(bundle_dir), quality=quality,
+                          intensity_scale=model.intensity_scale, bundle_stats=bundle.read_bundle_stats(bundle_dir),
+                          timings_s=timings, model_spec=spec, warnings=warnings, n_groups=grouped.n_groups)
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Outcome of :func:`reconstruct_job`: the bundle (stats_sha1, bundle_stats), quality (empty without
+    ground truth), the network's intensity scale, seconds per step (data_prep, load, inference, stitching,
+    evaluation, bundle), the spec applied (its canvas fitted to the data), warnings (``network.check_serves``)
+    and the number of groups reconstructed."""
+
+    stats_sha1: str
+    bundle_dir: Path
+    quality: dict[str, float]
+    intensity_scale: float
+    bundle_stats: dict
+    timings_s: dict[str, float]
+    model_spec: ModelSpec
+    warnings: list[str]
+    n_groups: int
+
+
+def _load_model(backend: JobBackend, trained: network.TrainedNetwork, spec: ModelSpec):
+    """The network's model with its weights; NetworkError naming the file when they do not fit its card."""
+    try:
+        return backend.load_model(spec, trained.probe, trained.weights_path)
+    except (ValueError, RuntimeError, OSError, KeyError) as exc:
+        raise network.NetworkError(
+            f"{trained.weights_path}: the weights do not load into the network its card describes (N={spec.N}, "
+            f"gridsize={spec.gridsize}, n_filters_scale={spec.n_filters_scale}): {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def _network_section(trained: network.TrainedNetwork, spec: ModelSpec, warnings: list[str]) -> dict:
+    """stats.json's ``network`` section of a reconstruction: which network, at which scale."""
+    return {"backend": trained.backend, "N": spec.N, "gridsize": spec.gridsize,
+            "data_intensity_scale": spec.intensity_scale, "model_canvas_size": spec.canvas_size,
+            "phase_offsets": trained.phase_offsets, "stitch_from": trained.stitch_from, "warnings": list(warnings)}
+
+
+def _apply_network(backend: JobBackend, model, spec: ModelSpec, test_data: PtychoData, test_grouped, test_groups, *,
+                   run_dir: Path, bundle_dir, do_stitching: bool, phase_offsets: str, stitch_from: str,
+                   inference_batch: int, history: dict, timings: dict, clock: float, sections: Callable,
+                   frame: Callable | None = None) -> tuple[dict, str]:
+    """Steps 3-6 of the job (module docstring) with ``model``: (quality, stats.json sha1).
+
+    ``sections(quality)``: stats.json's extra sections; ``frame(stitched)``: more arrays for
+    reconstruction.npz. Adds the steps' seconds to ``timings`` (``clock``: the last lap's end).
+    """
     patches = backend.predict_patches(model, test_grouped.inputs(), inference_batch)
     if stitch_from == "canvas":
         patches = backend.diffracted_patches(model, patches, test_grouped.coords_relative, inference_batch)
@@ -142,6 +253,8 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
         extra = {"offsets_xy": stitched.offsets_xy, "centre_xy": stitched.centre_xy, "crop": stitched.crop}
         if stitched.phase_corrections is not None:
             extra["phase_corrections"] = stitched.phase_corrections
+        if frame is not None:
+            extra.update(frame(stitched))
     else:
         canvas = backend.model_canvas(model, patches[:1], test_grouped.coords_relative[:1])
         canvas_mask = None
@@ -168,22 +281,23 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
 
     offsets, _ = stitching.global_offsets(test_groups)
     flat = np.transpose(patches, (0, 3, 1, 2)).reshape(-1, spec.N, spec.N)
-    del patches, test_grouped  # the bundle's drawing is the run's memory peak: keep only `flat`
+    del patches  # the bundle's drawing is the run's memory peak: keep only `flat`
     bundle.write_debug_bundle(
         bundle_dir, flat, offsets, canvas, canvas_mask=canvas_mask, intensity_scale=model.intensity_scale,
         history={k: v for k, v in history.items() if k not in (*NON_LOSS_CURVES, STEP_LOSS)},
         step_loss=history.get(STEP_LOSS), ground_truth=truth[0], ground_truth_mask=truth[1],
-        extra_stats=extra_stats(history, quality, train_grouped.n_groups, spec),
+        extra_stats=sections(quality),
     )
     result_sha1 = bundle.stats_sha1(bundle_dir)
     timings["bundle"], _ = _lap(clock)
-    fitted, _ = split_validation(train_grouped, train_spec.validation_split)
-    return JobResult(
-        history=history, stats_sha1=result_sha1, bundle_dir=Path(bundle_dir), weights_path=weights_path,
-        quality=quality, throughput_groups_per_s=throughput(history, fitted.n_groups),
-        n_groups_train=train_grouped.n_groups, intensity_scale=model.intensity_scale,
-        bundle_stats=bundle.read_bundle_stats(bundle_dir), timings_s=timings, model_spec=spec,
-    )
+    return quality, result_sha1
+
+
+def _inference_batch(inference_batch_size: int | None, caller: str) -> int:
+    """Groups per inference batch: ``inference_batch_size`` checked, or ``preflight.INFERENCE_BATCH_MAX``."""
+    if inference_batch_size is not None and (not isinstance(inference_batch_size, int) or inference_batch_size < 1):
+        raise ValueError(f"{caller}: inference_batch_size must be an integer >= 1 or None; got {inference_batch_size!r}")
+    return inference_batch_size or INFERENCE_BATCH_MAX
 
 
 def _com_phase(data: PtychoData) -> com_phase.ComPhase:

@@ -50,6 +50,7 @@ class PhaseKind(str, Enum):
     c1 = "c1"
     c2 = "c2"
     c3 = "c3"
+    reconstruct = "reconstruct"
 
 
 class IterativeEngine(str, Enum):
@@ -248,6 +249,25 @@ class C3Config:
 
 
 @dataclass
+class ReconstructConfig:
+    """Reconstruct with a trained network (runners/phases/reconstruct.py): ``network`` is an MLflow run
+    id of a C1 run, a hub slot (``tf_baseline/phase_c1_scaled``) or a folder (a run folder holding the
+    network card, ``network.json``); ``positions``: the dataset's files reconstructed (as ``c3.positions``).
+    The backend is the network's."""
+
+    variant: str = MISSING
+    title: str = MISSING
+    network: str = ""
+    positions: PositionSet = PositionSet.test
+
+    def __post_init__(self) -> None:
+        _require(self.variant.isidentifier(), "reconstruct.variant", "an identifier (used in the slot name)",
+                 self.variant)
+        _require(bool(self.network.strip()), "reconstruct.network",
+                 "an MLflow run id, a hub slot or a folder holding network.json", self.network)
+
+
+@dataclass
 class GuardConfig:
     """The pytest selector run before training; ``name`` is the stem of its log and blockers."""
 
@@ -312,6 +332,7 @@ class PhaseConfig:
     c1: Optional[C1Config] = None
     c2: Optional[C2Config] = None
     c3: Optional[C3Config] = None
+    reconstruct: Optional[ReconstructConfig] = None
     tracking: TrackingConfig = MISSING
     hub: HubConfig = MISSING
 
@@ -333,9 +354,12 @@ class PhaseConfig:
             _require(self.c2 is not None, "c2", "a c2 option (tf_vs_torch) for phase=c2", None)
         elif self.phase is PhaseKind.c3:
             _require(self.c3 is not None, "c3", "a c3 option (iterative) for phase=c3", None)
+        elif self.phase is PhaseKind.reconstruct:
+            _require(self.reconstruct is not None, "reconstruct",
+                     "a reconstruct option (trained) for phase=reconstruct", None)
 
     @property
-    def phase_settings(self) -> C1Config | C2Config | C3Config:
+    def phase_settings(self) -> C1Config | C2Config | C3Config | ReconstructConfig:
         """The settings of the selected phase."""
         return getattr(self, self.phase.value)
 

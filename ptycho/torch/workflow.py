@@ -3,7 +3,8 @@
 The steps, files and history names are ``ptycho.pipeline``'s, shared with the TensorFlow
 side, so a runner switches backends by choosing the module. ``run_dir`` receives
 ``model.pt`` (the torch state dict) instead of ``model.weights.h5``. Callbacks are called
-duck-typed (``ptycho.torch.training``). Nothing here imports TensorFlow.
+duck-typed (``ptycho.torch.training``). Nothing here imports TensorFlow. :func:`reconstruct` applies a trained network
+(``ptycho.network.load_network``) to other data.
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import torch
 
 from ptycho import pipeline
 from ptycho.data.contract import PtychoData
+from ptycho.network import TrainedNetwork
 from ptycho.spec import JobResult
 from ptycho.torch import inference, training
-from ptycho.torch.model import build_model, save_weights
+from ptycho.torch.model import build_model, load_model, save_weights
 
 
 def _model_canvas(model, patches: np.ndarray, coords_relative: np.ndarray) -> np.ndarray:
@@ -28,7 +30,7 @@ def _model_canvas(model, patches: np.ndarray, coords_relative: np.ndarray) -> np
 
 
 BACKEND = pipeline.JobBackend(
-    build_model=build_model, train=training.train, save_weights=save_weights,
+    name="pytorch", build_model=build_model, load_model=load_model, train=training.train, save_weights=save_weights,
     predict_patches=inference.predict_patches, diffracted_patches=inference.diffracted_patches,
     stitch_patches=inference.stitch_patches,
     model_canvas=_model_canvas,
@@ -44,3 +46,13 @@ def run_phase_job(train_data: PtychoData, test_data: PtychoData, device: str | N
     if device is not None:
         backend = dataclasses.replace(BACKEND, build_model=functools.partial(build_model, device=device))
     return pipeline.run_job(backend, train_data, test_data, **options)
+
+
+def reconstruct(network: TrainedNetwork, data: PtychoData, device: str | None = None,
+                **options) -> pipeline.Reconstruction:
+    """``pipeline.reconstruct_job`` on PyTorch; the options of ``ptycho.tf.workflow.reconstruct``, and
+    ``device`` (as in :func:`run_phase_job`) where the network predicts."""
+    backend = BACKEND
+    if device is not None:
+        backend = dataclasses.replace(BACKEND, load_model=functools.partial(load_model, device=device))
+    return pipeline.reconstruct_job(backend, network, data, **options)

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
-from runners.phases import c1, c1_start, c2, c3
+from runners.phases import c1, c1_start, c2, c3, reconstruct
 from runners.evidence import hub
 from runners.process import interrupt
 from runners import sweep
@@ -35,6 +35,8 @@ PHASE_RUNNERS: dict[PhaseKind, PhaseRunner] = {
     PhaseKind.c1: PhaseRunner(run=c1_start.run_c1, slot=c1.c1_slot, new_record=c1.new_record),
     PhaseKind.c2: PhaseRunner(run=c2.run_c2, slot=c2.c2_slot, new_record=c2.new_record),
     PhaseKind.c3: PhaseRunner(run=c3.run_c3, slot=c3.c3_slot, new_record=c3.new_record),
+    PhaseKind.reconstruct: PhaseRunner(run=reconstruct.run_reconstruct, slot=reconstruct.slot_of,
+                                       new_record=reconstruct.new_record),
 }
 
 

@@ -113,8 +113,8 @@ def test_a_job_infers_at_its_own_batch_not_trainings(sim, tmp_path, monkeypatch)
         original = getattr(workflow.BACKEND, name)
         return lambda model, first, *rest: seen.append((name, rest[-1])) or original(model, first, *rest)
 
-    monkeypatch.setattr(workflow, "BACKEND", workflow.phase_job.JobBackend(**{
-        **{field: getattr(workflow.BACKEND, field) for field in workflow.phase_job.JobBackend.__dataclass_fields__},
+    monkeypatch.setattr(workflow, "BACKEND", workflow.pipeline.JobBackend(**{
+        **{field: getattr(workflow.BACKEND, field) for field in workflow.pipeline.JobBackend.__dataclass_fields__},
         "predict_patches": recording("predict_patches"), "diffracted_patches": recording("diffracted_patches")}))
     workflow.run_phase_job(
         *sim, grouping=GroupingSpec(gridsize=2, neighbor_count=7, n_groups=2, n_images=16),
