@@ -6,9 +6,9 @@ steps and write the same files. Steps:
 
 1. data_prep: ``batches.prepare_job_data`` (compact subset, groups, inference groups,
    intensity scale, canvas side from the actual offsets).
-2. training: the backend's ``train``; weights, ``history.json``, the resolved
-   ``model_spec.json`` and the network card with its probe (``ptycho.network``: ``network.json``,
-   ``probe.npy``, what applying the network again needs) go to ``run_dir``. Callbacks with an ``on_fit_data(info)`` method
+2. training: the backend's ``train``; weights, ``history.json``, the resolved ``model_spec.json``
+   and the network card with its probe (``ptycho.network``: ``network.json``, ``probe.npy``, what
+   applying the network again needs) go to ``run_dir``. Callbacks with an ``on_fit_data(info)`` method
    get the fit's size and Poisson NLL floors first (:func:`_notify_fit_data`).
 3. inference: object patches of every test group. With ``stitch_from='canvas'`` (the default)
    they are the patches the forward model diffracts: with object_big at gridsize > 1 each group's
@@ -82,7 +82,8 @@ class JobBackend:
 
     name: 'tensorflow' or 'pytorch' (the network card's backend); build_model(spec, probe) -> model;
     load_model(spec, probe, weights_path) -> the model with the weights save_weights wrote; train(model,
-    GroupedData, TrainSpec, callbacks) -> history; save_weights(model, run_dir) -> path; predict_patches(model, inputs, batch_size)
+    GroupedData, TrainSpec, callbacks) -> history; save_weights(model, run_dir) -> path;
+    predict_patches(model, inputs, batch_size)
     -> (B, N, N, C) complex64; diffracted_patches(model, patches, coords_relative, batch_size) ->
     the patches the forward model diffracts, (B, N, N, C) complex64 (the patches themselves unless
     the model reassembles); stitch_patches(patches, groups) -> stitching.Stitched;
@@ -296,7 +297,8 @@ def _apply_network(backend: JobBackend, model, spec: ModelSpec, test_data: Ptych
 def _inference_batch(inference_batch_size: int | None, caller: str) -> int:
     """Groups per inference batch: ``inference_batch_size`` checked, or ``preflight.INFERENCE_BATCH_MAX``."""
     if inference_batch_size is not None and (not isinstance(inference_batch_size, int) or inference_batch_size < 1):
-        raise ValueError(f"{caller}: inference_batch_size must be an integer >= 1 or None; got {inference_batch_size!r}")
+        raise ValueError(f"{caller}: inference_batch_size must be an integer >= 1 or None; "
+                         f"got {inference_batch_size!r}")
     return inference_batch_size or INFERENCE_BATCH_MAX
 
 

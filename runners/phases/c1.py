@@ -26,14 +26,13 @@ from runners.evidence import hub, outcome
 from runners.evidence.envinfo import XLA_ENV_KEYS, git_commit, library_versions, project_root
 from runners.evidence.outcome import display_path
 from runners.job import JobContext
-from runners.phases import cxi_input
+from runners.phases import cxi_input, networks
 from runners.phases.backends import runner_backend
 from runners.phases.base import PhaseRun, slot_name
 from runners.phases.callbacks import make_callbacks
 from runners.phases.closing import closing_block
 from runners.phases.datasets import configured_dataset, dataset_files, loss_photons
 from runners.phases.disk import disk_needs, store_folder
-from runners.phases.networks import publish_network
 from runners.process import interrupt, xla
 from runners.process.guard import GuardFailed, GuardRun
 from runners.process.tee import framework_chatter
@@ -343,7 +342,7 @@ class C1Run(PhaseRun):
         if self.spec.tracking.log_artifacts:
             self.tracker.log_artifacts(self.slot.bundle_dir, "bundle")
             self.tracker.log_artifacts(self.job.output_dir / ".hydra", "hydra")
-        publish_network(self.tracker, self.slot, self.record, self.spec.tracking.log_artifacts)
+        networks.publish_network(self.tracker, self.slot, self.record, self.spec.tracking.log_artifacts)
 
     def _end_tracking(self, green: bool) -> None:
         """Final tags, timing metrics, log artifacts; end the run; write timings.json."""

@@ -92,7 +92,8 @@ def _download(run_id: str, tracking_uri: str, download_to: Path) -> Path:
         client.get_run(run_id)
     except MlflowException as exc:
         raise NetworkNotFound(f"{KEY}: no MLflow run {run_id} in {tracking_uri} ({str(exc).splitlines()[0]})") from exc
-    if not any(item.path == f"{ARTIFACT_FOLDER}/{CARD_FILE}" for item in client.list_artifacts(run_id, ARTIFACT_FOLDER)):
+    logged = {item.path for item in client.list_artifacts(run_id, ARTIFACT_FOLDER)}
+    if f"{ARTIFACT_FOLDER}/{CARD_FILE}" not in logged:
         raise NetworkNotFound(f"{KEY}: MLflow run {run_id} has no {ARTIFACT_FOLDER}/{CARD_FILE} artifact (not a C1 "
                               "run of this version, or its artifacts were not logged: tracking.log_artifacts=false)")
     folder = download_to / run_id

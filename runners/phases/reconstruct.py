@@ -271,11 +271,12 @@ class ReconstructRun(PhaseRun):
         reconstruction = display_path(self.slot.run_dir / RECONSTRUCTION_FILE, self.job.launch_dir)
         self.outcome_lines = [
             f"== {self.record.title} ==",
-            f"  network         {display_path(trained.folder, self.job.launch_dir)} ({trained.backend}, N={trained.spec.N}, "
-            f"gridsize={trained.spec.gridsize})",
+            f"  network         {display_path(trained.folder, self.job.launch_dir)} "
+            f"({trained.backend}, N={trained.spec.N}, gridsize={trained.spec.gridsize})",
             f"  reconstruction  {data.n_images} positions, {result.n_groups} groups in {seconds:.1f} s "
             "(grouping, loading the network, inference, stitching)",
-            "  quality         " + (quality_line(result.quality) if result.quality else "not measured (no objectGuess)"),
+            "  quality         " + (quality_line(result.quality) if result.quality
+                                     else "not measured (no objectGuess)"),
             *[f"  WARNING         {warning}" for warning in warnings],
             f"  object          {reconstruction} (canvas, origin_xy, pixel_size_m)",
             f"  bundle          {self.record.paths['bundle']}",

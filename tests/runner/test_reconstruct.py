@@ -40,7 +40,8 @@ class Folder:
     def run(self, *args):
         self.count += 1
         isolated = [f"hub.root={self.path / 'hub'}", f"tracking.uri=sqlite:///{self.path / 'mlflow.db'}",
-                    f"dataset.cache_dir={self.path / 'cache'}", f"hydra.run.dir={self.path / 'outputs' / str(self.count)}"]
+                    f"dataset.cache_dir={self.path / 'cache'}",
+                    f"hydra.run.dir={self.path / 'outputs' / str(self.count)}"]
         return self.run_cli([*args, *SMALL, *isolated], cwd=self.path, timeout=300)
 
     def reconstruct(self, network, *args):
