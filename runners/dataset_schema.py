@@ -109,7 +109,7 @@ class CxiConfig:
 
 @dataclass
 class DatasetConfig:
-    """Where the train/test files come from (``format``: npz, or cxi converted by runners/phases/cxi_input.py).
+    """Where the train/test files come from (``format``: npz, or cxi converted by runners/inputs/cxi.py).
     Relative paths: from the launch directory."""
 
     name: str = MISSING

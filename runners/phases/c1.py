@@ -26,12 +26,12 @@ from runners.evidence import hub, outcome
 from runners.evidence.envinfo import XLA_ENV_KEYS, git_commit, library_versions, project_root
 from runners.evidence.outcome import display_path
 from runners.job import JobContext
-from runners.phases import cxi_input, networks
+from runners.inputs import cxi as cxi_input, networks
 from runners.phases.backends import runner_backend
 from runners.phases.base import PhaseRun, slot_name
 from runners.phases.callbacks import make_callbacks
 from runners.phases.closing import closing_block
-from runners.phases.datasets import configured_dataset, dataset_files, loss_photons
+from runners.inputs.datasets import configured_dataset, dataset_files, loss_photons
 from runners.phases.disk import disk_needs, store_folder
 from runners.process import interrupt, xla
 from runners.process.guard import GuardFailed, GuardRun

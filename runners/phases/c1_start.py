@@ -17,7 +17,7 @@ from runners.evidence.outcome import PhaseBlocked, PhaseConfigError
 from runners.job import JobContext
 from runners.phases.backends import runner_backend
 from runners.phases.c1 import C1Run, c1_slot, new_record
-from runners.phases.datasets import check_dataset_size
+from runners.inputs.datasets import check_dataset_size
 from runners.process import xla
 from runners.schema import PhaseConfig
 

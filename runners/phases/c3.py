@@ -35,7 +35,7 @@ from runners.evidence.outcome import PhaseConfigError, display_path
 from runners.job import JobContext
 from runners.phases.base import PhaseRun, slot_name
 from runners.phases.closing import quality_line
-from runners.phases.datasets import dataset_files
+from runners.inputs.datasets import dataset_files
 from runners.phases.disk import data_disk_needs, store_disk_needs, store_folder, within_memory
 from runners.schema import PhaseConfig, PositionSet
 

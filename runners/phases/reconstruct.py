@@ -1,6 +1,6 @@
 """Reconstruct with a trained network (``python -m runners.phase reconstruct=trained reconstruct.network=<...>``).
 
-The network of a C1 run (``runners.phases.networks.find_network``: an MLflow run id, a hub slot or a
+The network of a C1 run (``runners.inputs.networks.find_network``: an MLflow run id, a hub slot or a
 folder holding its card) is applied to any dataset the runner loads (``dataset=``: simulated, lines,
 NPZ files, CXI): groups of every position, scaled with the network's own intensity scale, predicted,
 stitched, with quality against ``objectGuess`` when the data carry it (``ptycho.pipeline.reconstruct_job``).
@@ -35,15 +35,15 @@ from runners.evidence import hub, outcome
 from runners.evidence.envinfo import git_commit, library_versions, project_root
 from runners.evidence.outcome import PhaseConfigError, display_path
 from runners.job import JobContext
-from runners.phases import cxi_input
+from runners.inputs import cxi as cxi_input
 from runners.phases.backends import runner_backend
 from runners.phases.base import PhaseRun, slot_name
 from runners.phases.c1_start import run_in_fresh_process
 from runners.phases.c3 import reference_data
 from runners.phases.closing import mlflow_lines, quality_line
-from runners.phases.datasets import dataset_files
+from runners.inputs.datasets import dataset_files
 from runners.phases.disk import data_disk_needs, store_disk_needs, store_folder, within_memory
-from runners.phases.networks import NetworkNotFound, find_network
+from runners.inputs.networks import NetworkNotFound, find_network
 from runners.process import xla
 from runners.process.tee import framework_chatter
 from runners.dataset_schema import DataFormat

@@ -360,7 +360,7 @@ def _compose(overrides):
 
 
 def test_dataset_cxi_converts_both_files_into_the_contract(scan, tmp_path):
-    from runners.phases import cxi_input
+    from runners.inputs import cxi as cxi_input
 
     _write_cdtools(tmp_path / "train.cxi", scan[0])
     _write_cdtools(tmp_path / "test.cxi", scan[1])
@@ -375,7 +375,7 @@ def test_dataset_cxi_converts_both_files_into_the_contract(scan, tmp_path):
 
 
 def test_the_size_check_counts_the_cxi_frames(scan, tmp_path):
-    from runners.phases.datasets import check_dataset_size
+    from runners.inputs.datasets import check_dataset_size
 
     _write_cdtools(tmp_path / "train.cxi", scan[0])
     spec = _compose(["c1=scaled", "dataset=cxi", "dataset.train_data_file=train.cxi",

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from runners.process import xla
-from runners.phases.datasets import check_dataset_size
+from runners.inputs.datasets import check_dataset_size
 from runners.schema import to_spec
 
 from .conftest import run_in_process

@@ -52,5 +52,5 @@ def test_a_bad_choice_fails_at_composition_naming_the_key_and_choices(compose_ph
     (["dataset.train_data_file=a.npz", "dataset.test_data_file=b.npz"], None),  # files that do not say
 ])
 def test_the_loss_works_at_the_simulated_photon_level(compose_phase, overrides, expected):
-    from runners.phases.datasets import loss_photons
+    from runners.inputs.datasets import loss_photons
     assert loss_photons(to_spec(compose_phase(overrides)).dataset) == expected

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from runners.evidence.outcome import display_path
-from runners.phases import cxi_input
+from runners.inputs import cxi as cxi_input
 from runners.dataset_schema import DataFormat
 from runners.schema import PhaseConfig
 
@@ -14,7 +14,7 @@ from runners.schema import PhaseConfig
 def dataset_files(spec: PhaseConfig, launch_dir: Path) -> tuple[Path, Path]:
     """(train, test) NPZ paths of ``spec.dataset``: the files given, or the simulated ones (made on first use)."""
     dataset = spec.dataset
-    if dataset.format is DataFormat.cxi:  # converted into NPZ files of the contract (runners/phases/cxi_input.py)
+    if dataset.format is DataFormat.cxi:  # converted into NPZ files of the contract (runners/inputs/cxi.py)
         return cxi_input.converted_paths(spec, launch_dir)
     if dataset.uses_files:
         return launch_dir / dataset.train_data_file, launch_dir / dataset.test_data_file
