@@ -1,10 +1,11 @@
 """The import graph of ptycho/ and runners/: folders, module sizes, cycles, and a Mermaid drawing.
 
-    python plans/active/LAYOUT-024/import_graph.py [--root .] [--out graph.md]
+    python tests/import_graph.py [--root .] [--out graph.md]
 
 Reads the source with ``ast`` (nothing is imported). Prints, per folder, the number of modules and
 the longest module; every import cycle between modules (strongly connected components); and a
 Mermaid flowchart of the folder-level graph (an edge A --> B: a module of A imports one of B).
+tests/test_layout.py holds the layout to these numbers.
 """
 from __future__ import annotations
 
@@ -50,6 +51,20 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
             if candidate and candidate != name:
                 targets.add(candidate)
     return targets
+
+
+def external_imports(path: Path, module_level_only: bool = False) -> set[str]:
+    """The modules ``path`` imports by absolute name (``from a.b import c`` -> ``a.b``), anywhere in it,
+    or only those imported at import time (outside functions and classes) with ``module_level_only``."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
