@@ -4,7 +4,7 @@ The dataclasses make composition strict: an unknown key or a wrong type fails wh
 composes. Range and cross-field checks run in ``__post_init__`` when :func:`to_spec` turns
 the composed config into objects; they raise ``ValueError`` whose message starts with the
 dotted key (``c1.gridsize: ...``) and says what is allowed. Checks that need the dataset
-itself (how many scan positions a file holds) are in ``runners.preflight``. The dataset
+itself (how many scan positions a file holds) are in ``runners.inputs.datasets.check_dataset_size``. The dataset
 group's schema is ``runners.dataset_schema``.
 
 A setting the core also has takes its default from the core's dataclass (``ModelSpec``,
