@@ -11,6 +11,8 @@ import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 120
 
@@ -114,12 +116,14 @@ def test_the_readme_commands_are_found():
     assert any(command.startswith("pip install") for command in commands)
 
 
+@pytest.mark.slow  # eight Hydra and --help subprocesses
 def test_every_readme_command_works(tmp_path):
     """From an empty folder: the commands must not depend on the checkout as working directory."""
     problems = problems_of(readme(), tmp_path)
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_a_broken_command_turns_it_red(tmp_path):
     """Each kind of check fails on a broken command (only the broken commands are run again)."""
     broken = readme()
