@@ -22,8 +22,11 @@ our data with the library's forward model):
   our object pixel ``(row, col) = origin_rc + (a, b)``.
 
 The object starts at the constant amplitude the data imply (Parseval) with phase 0, the
-constant object of the quality floor; pixels no probe reaches keep that value. cdtools and
-torch are imported when a function needs them, never at import.
+constant object of the quality floor; pixels no probe reaches keep that value. Or it starts
+from another reconstruction's stitched canvas (:func:`start_from_canvas`, e.g. a trained
+network's: Phase C3's ``c3.init=pinn``), placed on the solver's object grid, the flat start
+filling what the canvas does not cover. cdtools and torch are imported when a function needs
+them, never at import.
 """
 from __future__ import annotations
 
@@ -140,14 +143,23 @@ def constant_amplitude(diffraction: np.ndarray, probe: np.ndarray) -> float:
     return math.sqrt(energy / probe_energy)
 
 
-def reconstruct(data: PtychoData, spec: IterativeSpec,
-                on_epoch: Callable[[int, float], None] | None = None) -> IterativeResult:
-    """Reconstruct the object of ``data`` (probe known) with cdtools; ``on_epoch(epoch, loss)`` after each epoch."""
+def reconstruct(data: PtychoData, spec: IterativeSpec, on_epoch: Callable[[int, float], None] | None = None,
+                start: np.ndarray | None = None) -> IterativeResult:
+    """Reconstruct the object of ``data`` (probe known) with cdtools; ``on_epoch(epoch, loss)`` after each epoch.
+
+    start: the initial object, (H, W) complex on the grid of ``object_frame`` (:func:`start_from_canvas`);
+    None: the flat start (the constant amplitude the data imply, phase 0).
+    """
     cdtools = load_cdtools()
     import torch
 
     origin, shape = object_frame(data.xcoords, data.ycoords, data.N)
-    start = np.full(shape, constant_amplitude(data.diffraction, data.probe), np.complex64)
+    if start is None:
+        start = np.full(shape, constant_amplitude(data.diffraction, data.probe), np.complex64)
+    elif np.shape(start) != shape:
+        raise ValueError(f"reconstruct: the initial object must be {shape} (object_frame of the data's positions); "
+                         f"got {np.shape(start)}")
+    start = np.asarray(start, np.complex64)
     intensities = np.square(data.diffraction.astype(np.float32))
     model, dataset = _model_and_dataset(cdtools, data.probe, data.xcoords, data.ycoords, intensities, start, origin)
     engines = cdtools.reconstructors
@@ -170,6 +182,44 @@ def reconstruct(data: PtychoData, spec: IterativeSpec,
     seconds, cpu_seconds = time.perf_counter() - clock, time.process_time() - cpu_clock
     obj = model.obj.detach().cpu().numpy().astype(np.complex64)
     return IterativeResult(obj, origin, tuple(losses), seconds, metadata.version(DISTRIBUTION), cpu_seconds)
+
+
+def start_from_canvas(data: PtychoData, canvas: np.ndarray, covered: np.ndarray,
+                      centre_xy: np.ndarray) -> np.ndarray:
+    """The initial object (H, W) complex64 on the solver's grid (:func:`object_frame`) from a stitched canvas.
+
+    canvas (M, M) complex, covered (M, M) bool, centre_xy (2,) object pixels [x, y] of canvas pixel
+    (M/2, M/2) (``ptycho.stitching.Stitched``; C1's and the reconstruct phase's reconstruction.npz).
+    Canvas pixel (i, j) lies on object pixel (row, col) = round(centre_xy[::-1]) - M//2 + (i, j), as in
+    ``stitching.ground_truth_window``; the covered pixels inside the grid are placed, every other pixel
+    keeps the flat start. The canvas's global factors are set to the flat start's before placing:
+    the phase reference (the covered pixels' mean phase, amplitude-weighted) to 0, the flat start's
+    phase, and the RMS amplitude over the covered pixels to the flat start's constant amplitude
+    (Parseval: the level the data imply), so the two meet without a step the solver must first undo.
+    ValueError when no covered pixel lies on the grid.
+    """
+    canvas, covered = np.asarray(canvas), np.asarray(covered, bool)
+    if canvas.ndim != 2 or canvas.shape != covered.shape:
+        raise ValueError(f"start_from_canvas: canvas and covered must be one (M, M) shape; got {canvas.shape} "
+                         f"and {covered.shape}")
+    origin, shape = object_frame(data.xcoords, data.ycoords, data.N)
+    flat = constant_amplitude(data.diffraction, data.probe)
+    start = np.full(shape, flat, np.complex64)
+    top, left = np.round(np.asarray(centre_xy, np.float64)[::-1]).astype(int) - canvas.shape[0] // 2 - origin
+    rows = slice(max(top, 0), min(top + canvas.shape[0], shape[0]))
+    cols = slice(max(left, 0), min(left + canvas.shape[1], shape[1]))
+    window = (slice(rows.start - top, rows.stop - top), slice(cols.start - left, cols.stop - left))
+    placed, inside = canvas[window], covered[window]
+    if rows.start >= rows.stop or cols.start >= cols.stop or not inside.any():
+        raise ValueError("start_from_canvas: no covered pixel of the canvas lies on the solver's object grid "
+                         f"(rows {origin[0]}..{origin[0] + shape[0]}, columns {origin[1]}..{origin[1] + shape[1]})")
+    values = placed[inside].astype(np.complex128)
+    rms = float(np.sqrt(np.mean(np.abs(values) ** 2)))
+    if not (math.isfinite(rms) and rms > 0):
+        raise ValueError(f"start_from_canvas: the covered pixels must carry a finite, non-zero amplitude; RMS {rms}")
+    reference = np.exp(-1j * np.angle(np.sum(values))) * flat / rms
+    start[rows, cols] = np.where(inside, placed * reference, start[rows, cols])
+    return start
 
 
 def simulate_amplitudes(probe: np.ndarray, obj: np.ndarray, origin_rc: tuple[int, int],
