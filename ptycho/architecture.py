@@ -35,6 +35,7 @@ OUTPUT_CONVS = ("head/centre_conv", "head/outer_conv")  # no ReLU after them
 AMPLITUDE_START_RANGE = (0.05, 0.95)  # a0 the sigmoid centre can start at (logit stays within +-3)
 AMPLITUDE_OUTSIDE_START = 0.5  # where the sigmoid starts when the data's amplitude lies outside that range
 RING_WEIGHT = 0.01  # weight of a patch's outer ring in the group's overlap average (overlap_weights)
+PROBE_FIELD = "probe_field"  # the weight of a refined probe (ModelSpec.refine_probe; probe_field_start)
 OVERLAP_MODES = ("weighted", "uniform")  # ModelSpec.overlap: how a group's patches are averaged
 
 
@@ -190,6 +191,38 @@ def prepare_probe(probe: np.ndarray, N: int, probe_mask: bool) -> np.ndarray:
     if not np.all(np.isfinite(probe)):
         raise ValueError("probe contains NaN or Inf")
     if probe_mask:
-        grid = np.arange(N) - N / 2
-        probe = probe * (np.hypot(grid[None, :], grid[:, None]) < N / 4)
+        probe = probe * probe_disk(N)
     return probe.astype(np.complex64)
+
+
+def probe_disk(N: int) -> np.ndarray:
+    """(N, N) float32 of ``ModelSpec.probe_mask``: 1 within radius N/4 of pixel (N/2, N/2), 0 beyond."""
+    grid = np.arange(N) - N / 2
+    return (np.hypot(grid[None, :], grid[:, None]) < N / 4).astype(np.float32)
+
+
+def probe_field_start(probe: np.ndarray, learning_rate_factor: float) -> np.ndarray:
+    """The trainable field of a refined probe (``ModelSpec.refine_probe``) at the start: (N, N, 2) float32,
+    [real, imag] of P / (k * max|P|) for the prepared probe P and k = ``probe_learning_rate_factor``.
+
+    The model's probe is :func:`probe_from_field`, the field rescaled to the given probe's total energy, so
+    the field's norm is free: the field's pixels start at most 1/k, an Adam step moves one by about the
+    learning rate, hence the probe by about learning_rate * k of its peak.
+    """
+    peak = float(np.max(np.abs(probe)))
+    if peak == 0:
+        raise ValueError("refine_probe: the probe is zero everywhere; there is nothing to refine")
+    scaled = np.asarray(probe, np.complex128) / (learning_rate_factor * peak)
+    return np.stack([scaled.real, scaled.imag], axis=-1).astype(np.float32)
+
+
+def probe_from_field(field: np.ndarray, energy: float, support: np.ndarray | None = None) -> np.ndarray:
+    """(N, N) complex64 probe of a trainable field (N, N, 2) [real, imag], times ``support`` (the probe_mask
+    disk or None), rescaled to total energy sum |P|**2 = ``energy`` (the given probe's): the oracle of both
+    backends' ``probe`` (docs/design.md §4: the energy is fixed, so the intensity scale cannot trade off
+    against the probe's norm)."""
+    field = np.asarray(field, np.float64)
+    probe = field[..., 0] + 1j * field[..., 1]
+    if support is not None:
+        probe = probe * support
+    return (probe * np.sqrt(energy / np.sum(np.abs(probe) ** 2))).astype(np.complex64)

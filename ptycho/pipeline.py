@@ -8,7 +8,7 @@ steps and write the same files. Steps:
    intensity scale, canvas side from the actual offsets).
 2. training: the backend's ``train``; weights, ``history.json``, the resolved ``model_spec.json``
    and the network card with its probe (``ptycho.network``: ``network.json``, ``probe.npy``, what
-   applying the network again needs) go to ``run_dir``. Callbacks with an ``on_fit_data(info)`` method
+   applying the network again needs; the refined probe with ``ModelSpec.refine_probe``) go to ``run_dir``. Callbacks with an ``on_fit_data(info)`` method
    get the fit's size and Poisson NLL floors first (:func:`_notify_fit_data`).
 3. inference: object patches of every test group. With ``stitch_from='canvas'`` (the default)
    they are the patches the forward model diffracts: with object_big at gridsize > 1 each group's
@@ -131,7 +131,8 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
     weights_path = backend.save_weights(model, run_dir)
     write_json(run_dir / HISTORY_FILE, history)
     write_json(run_dir / MODEL_SPEC_FILE, dataclasses.asdict(spec))
-    network.write_card(run_dir, backend=backend.name, weights=weights_path, spec=spec, probe=train_data.probe,
+    probe = model.probe_array if spec.refine_probe else train_data.probe
+    network.write_card(run_dir, backend=backend.name, weights=weights_path, spec=spec, probe=probe,
                        grouping=grouping, phase_offsets=phase_offsets, stitch_from=stitch_from,
                        nphotons=nphotons or DEFAULT_NPHOTONS)
     timings["training"], clock = _lap(clock)
@@ -141,7 +142,8 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
         backend, model, spec, test_data, test_grouped, test_groups, run_dir=run_dir, bundle_dir=bundle_dir,
         do_stitching=do_stitching, phase_offsets=phase_offsets, stitch_from=stitch_from,
         inference_batch=inference_batch, history=history, timings=timings, clock=clock,
-        sections=lambda quality: extra_stats(history, quality, train_grouped.n_groups, spec))
+        sections=lambda quality: {**extra_stats(history, quality, train_grouped.n_groups, spec),
+                                  **refined_probe_stats(spec, train_data.probe, probe)})
     fitted, _ = split_validation(train_grouped, train_spec.validation_split)
     return JobResult(
         history=history, stats_sha1=result_sha1, bundle_dir=Path(bundle_dir), weights_path=weights_path,
@@ -240,6 +242,7 @@ def _apply_network(backend: JobBackend, model, spec: ModelSpec, test_data: Ptych
     ``sections(quality)``: stats.json's extra sections; ``frame(stitched)``: more arrays for
     reconstruction.npz. Adds the steps' seconds to ``timings`` (``clock``: the last lap's end).
     """
+    probe = model.probe_array if spec.refine_probe else None  # drawn in the bundle
     patches = backend.predict_patches(model, test_grouped.inputs(), inference_batch)
     if stitch_from == "canvas":
         patches = backend.diffracted_patches(model, patches, test_grouped.coords_relative, inference_batch)
@@ -287,7 +290,7 @@ def _apply_network(backend: JobBackend, model, spec: ModelSpec, test_data: Ptych
         bundle_dir, flat, offsets, canvas, canvas_mask=canvas_mask, intensity_scale=model.intensity_scale,
         history={k: v for k, v in history.items() if k not in (*NON_LOSS_CURVES, STEP_LOSS)},
         step_loss=history.get(STEP_LOSS), ground_truth=truth[0], ground_truth_mask=truth[1],
-        extra_stats=sections(quality),
+        extra_stats=sections(quality), probe=probe,
     )
     result_sha1 = bundle.stats_sha1(bundle_dir)
     timings["bundle"], _ = _lap(clock)
@@ -368,6 +371,17 @@ def extra_stats(history, quality, n_groups_train, spec) -> dict:
                      "gridsize": spec.gridsize, "model_canvas_size": spec.canvas_size,
                      "data_intensity_scale": spec.intensity_scale},
     }
+
+
+def refined_probe_stats(spec: ModelSpec, given: np.ndarray, refined: np.ndarray) -> dict:
+    """stats.json's ``probe`` section with ``ModelSpec.refine_probe`` ({} without): the refined probe's total
+    energy (the given one's, held fixed) and its change, ||P_refined - P_given|| / ||P_given||."""
+    if not spec.refine_probe:
+        return {}
+    given = np.asarray(given, np.complex128)
+    change = np.linalg.norm(np.asarray(refined, np.complex128) - given) / np.linalg.norm(given)
+    return {"probe": {"refined": True, "energy": float(np.sum(np.abs(refined.astype(np.complex128)) ** 2)),
+                      "change_relative": float(change)}}
 
 
 def throughput(history, n_groups: int) -> float:

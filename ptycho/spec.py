@@ -102,7 +102,11 @@ class ModelSpec:
     (every pixel at weight 1 through the shared canvas, the reference's and this project's before
     issue 22; see ``architecture.overlap_weights``). amplitude_scale: f, the object's amplitude is f times
     the amplitude head's sigmoid (1 unless the data's amplitude lies outside the sigmoid's starting range;
-    set by ``prepare_job_data`` from ``architecture.amplitude_start``).
+    set by ``prepare_job_data`` from ``architecture.amplitude_start``). refine_probe: train the probe with
+    the network, starting from the given one, at the given probe's total energy sum |P|**2 (the intensity
+    scale and the object's amplitude keep their meaning; ``architecture.probe_field_start``).
+    probe_learning_rate_factor: k, how fast the refined probe moves: an Adam step moves a probe pixel by up to
+    about learning_rate * k of the starting probe's peak amplitude (the weights move by learning_rate).
     """
 
     N: int = 64
@@ -124,6 +128,8 @@ class ModelSpec:
     seed: int = 0
     overlap: str = "weighted"
     amplitude_scale: float = 1.0
+    refine_probe: bool = False
+    probe_learning_rate_factor: float = 10.0
 
     def __post_init__(self) -> None:
         _require(_is_int(self.N) and self.N in SUPPORTED_N, "N", f"one of {SUPPORTED_N}", self.N)
@@ -131,7 +137,8 @@ class ModelSpec:
             _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1",
                      getattr(self, name))
         _require(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
-        for name in ("intensity_scale", "encoder_input_rms", "learning_rate", "amplitude_scale"):
+        for name in ("intensity_scale", "encoder_input_rms", "learning_rate", "amplitude_scale",
+                     "probe_learning_rate_factor"):
             value = getattr(self, name)
             _require(_is_number(value) and value > 0, name, "a finite number > 0", value)
         for name in LOSS_WEIGHTS:
@@ -139,7 +146,7 @@ class ModelSpec:
             _require(_is_number(value) and value >= 0, name, "a finite number >= 0", value)
         _require(sum(getattr(self, name) for name in LOSS_WEIGHTS) > 0, "nll_weight",
                  f"at least one of {', '.join(LOSS_WEIGHTS)} > 0", self.nll_weight)
-        for name in ("object_big", "probe_mask", "intensity_scale_trainable"):
+        for name in ("object_big", "probe_mask", "intensity_scale_trainable", "refine_probe"):
             _require(isinstance(getattr(self, name), bool), name, "a bool", getattr(self, name))
         low, high = AMPLITUDE_START_RANGE
         _require(_is_number(self.initial_amplitude) and low <= self.initial_amplitude <= high,

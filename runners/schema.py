@@ -60,6 +60,13 @@ class IterativeEngine(str, Enum):
     adam = "adam"
 
 
+class C3Init(str, Enum):
+    """Phase C3's initial object: the flat start, or a trained network's stitched reconstruction."""
+
+    flat = "flat"
+    pinn = "pinn"
+
+
 class PositionSet(str, Enum):
     """Which scan positions Phase C3 reconstructs: the test file's, the train file's, or both."""
 
@@ -122,12 +129,16 @@ class ModelConfig:
     diffraction_mae_weight: float = ModelSpec.diffraction_mae_weight
     learning_rate: float = ModelSpec.learning_rate
     overlap: str = ModelSpec.overlap  # how a group's patches are averaged in the forward model (ptycho.architecture.OVERLAP_MODES)
+    refine_probe: bool = ModelSpec.refine_probe  # train the probe with the network, at the given probe's energy
+    probe_learning_rate_factor: float = ModelSpec.probe_learning_rate_factor  # how fast the refined probe moves
 
     def __post_init__(self) -> None:
         _require(self.n_filters_scale >= 1, "c1.model.n_filters_scale", ">= 1", self.n_filters_scale)
         _require(self.overlap in OVERLAP_MODES, "c1.model.overlap", f"one of {', '.join(OVERLAP_MODES)}",
                  self.overlap)
         _require(self.learning_rate > 0, "c1.model.learning_rate", "> 0", self.learning_rate)
+        _require(self.probe_learning_rate_factor > 0, "c1.model.probe_learning_rate_factor", "> 0",
+                 self.probe_learning_rate_factor)
         for key in ("nll_weight", "diffraction_mae_weight", "mae_weight", "realspace_weight"):
             _require(getattr(self, key) >= 0, f"c1.model.{key}", ">= 0", getattr(self, key))
 
@@ -228,7 +239,10 @@ class C2Config:
 class C3Config:
     """Phase C3: an iterative reference reconstruction (cdtools, probe known) of the same data.
     ``learning_rate`` null: the engine's default; ``batch_size``: positions per Adam step (L-BFGS
-    takes all); ``seed``: the order batches visit the positions (ptycho/iterative.py)."""
+    takes all); ``seed``: the order batches visit the positions (ptycho/iterative.py). ``init``: the
+    initial object, ``flat`` (the constant amplitude the data imply) or ``pinn`` (the stitched object of
+    the trained network ``network`` names, as ``reconstruct.network``: an MLflow run id, a hub slot or a
+    folder; required with ``pinn`` and only then)."""
 
     variant: str = MISSING
     title: str = MISSING
@@ -238,9 +252,17 @@ class C3Config:
     batch_size: int = IterativeSpec.batch_size
     positions: PositionSet = PositionSet.test
     seed: int = IterativeSpec.seed
+    init: C3Init = C3Init.flat
+    network: str = ""
 
     def __post_init__(self) -> None:
         _require(self.variant.isidentifier(), "c3.variant", "an identifier (used in the slot name)", self.variant)
+        if self.init is C3Init.pinn:
+            _require(bool(self.network.strip()), "c3.network", "an MLflow run id, a hub slot or a folder holding "
+                     "network.json with c3.init=pinn", self.network)
+        else:
+            _require(not self.network.strip(), "c3.network", "empty with c3.init=flat (set c3.init=pinn to start "
+                     "from the network)", self.network)
         _require(self.epochs >= 1, "c3.epochs", ">= 1", self.epochs)
         _require(self.learning_rate is None or (math.isfinite(self.learning_rate) and self.learning_rate > 0),
                  "c3.learning_rate", "null (the engine's default) or a finite number > 0", self.learning_rate)

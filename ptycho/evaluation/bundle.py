@@ -13,7 +13,9 @@ A bundle directory holds
                    offset that ``ptycho.evaluation.quality`` fits for its metrics
     arrays.npz     the drawn arrays themselves: ``patches`` (the first 16, (k, N, N)
                    complex64) and ``canvas`` ((M, M) complex64), so a comparison can
-                   subtract numbers rather than pictures (``read_bundle_arrays``)
+                   subtract numbers rather than pictures (``read_bundle_arrays``); with a
+                   probe given (a refined one, ``ModelSpec.refine_probe``) also ``probe`` ((N, N)
+                   complex64), drawn in probe.png (amplitude | phase)
 
 The key names are those the community's parity scripts read; both backends write the
 same keys. JSON is written with sorted keys and indent 2, so the same arrays always give
@@ -41,6 +43,7 @@ OFFSETS_FILE = "offsets.json"
 CANVAS_FILE = "canvas.json"
 ARRAYS_FILE = "arrays.npz"
 TRUTH_FIGURE = "truth_vs_reconstruction.png"
+PROBE_FIGURE = "probe.png"
 FIRST_OFFSETS_SHOWN = 8
 STATS_CHUNK = 256  # patches per chunk of the streamed patch statistics
 RESERVED_STATS_KEYS = frozenset(
@@ -55,7 +58,8 @@ def write_debug_bundle(bundle_dir: str | os.PathLike, patches: np.ndarray,
                        canvas_mask: np.ndarray | None = None,
                        step_loss: Sequence[float] | None = None,
                        ground_truth: np.ndarray | None = None,
-                       ground_truth_mask: np.ndarray | None = None) -> Path:
+                       ground_truth_mask: np.ndarray | None = None,
+                       probe: np.ndarray | None = None) -> Path:
     """Write a complete debug bundle to ``bundle_dir``, replacing any previous one.
 
     patches: (n, N, N) complex, predicted object patches (flatten (B, N, N, C) to
@@ -73,6 +77,7 @@ def write_debug_bundle(bundle_dir: str | os.PathLike, patches: np.ndarray,
     extra_stats: dict of JSON-like sections merged into stats.json under their own keys
         (e.g. "quality", "history_final"); numpy values become Python numbers and
         non-finite floats become null.
+    probe: (N, N) complex or None: drawn in probe.png and kept in arrays.npz (a refined probe).
     Raises ValueError for inconsistent shapes, non-finite patches/offsets/canvas or a
     reserved extra_stats key. Returns the bundle directory as a Path.
     """
@@ -95,7 +100,7 @@ def write_debug_bundle(bundle_dir: str | os.PathLike, patches: np.ndarray,
         os.chmod(staging, 0o755)  # mkdtemp makes it private; a bundle is for reading
         for name, document in documents.items():
             (staging / name).write_text(_dumps(document), encoding="utf-8")
-        _write_figures(staging, patches, canvas, canvas_mask, history, step_loss)
+        _write_figures(staging, patches, canvas, canvas_mask, history, step_loss, probe)
         if truth_rows is not None:
             plots.save_truth_comparison(staging / TRUTH_FIGURE, *truth_rows)
         _move_into_place(staging, target)
@@ -116,7 +121,7 @@ def read_bundle_stats(bundle_dir: str | os.PathLike) -> dict:
 
 
 def read_bundle_arrays(bundle_dir: str | os.PathLike) -> dict[str, np.ndarray] | None:
-    """{'patches', 'canvas'} of the bundle's arrays.npz, or None for a bundle without one
+    """{'patches', 'canvas'(, 'probe')} of the bundle's arrays.npz, or None for a bundle without one
     (written by another tool or an older version)."""
     path = Path(bundle_dir) / ARRAYS_FILE
     if not path.is_file():
@@ -222,7 +227,7 @@ def _canvas_document(patches, offsets_xy, canvas):
     }
 
 
-def _write_figures(directory, patches, canvas, canvas_mask, history, step_loss):
+def _write_figures(directory, patches, canvas, canvas_mask, history, step_loss, probe=None):
     n = patches.shape[0]
     shown = patches[:plots.GRID_MAX_PATCHES]
     plots.save_patch_grid(directory / "patch_amplitude_grid.png", np.abs(shown),
@@ -234,7 +239,11 @@ def _write_figures(directory, patches, canvas, canvas_mask, history, step_loss):
     plots.save_canvas(directory / "canvas_phase.png", np.angle(canvas),
                       kind="phase", mask=canvas_mask)
     plots.save_loss_curve(directory / "loss_curve.png", history, step_loss)
-    np.savez(directory / ARRAYS_FILE, patches=shown.astype(np.complex64), canvas=canvas.astype(np.complex64))
+    arrays = {"patches": shown.astype(np.complex64), "canvas": canvas.astype(np.complex64)}
+    if probe is not None:
+        arrays["probe"] = np.asarray(probe, np.complex64)
+        plots.save_probe(directory / PROBE_FIGURE, arrays["probe"])
+    np.savez(directory / ARRAYS_FILE, **arrays)
 
 
 def truth_comparison_rows(canvas, canvas_mask, truth, truth_mask):

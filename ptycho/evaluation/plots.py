@@ -119,6 +119,28 @@ def save_truth_comparison(path: str | Path, rows: Mapping[str, tuple], mask: np.
     return _save(fig, path)
 
 
+def save_probe(path: str | Path, probe: np.ndarray) -> Path:
+    """Save the probe (N, N) complex: amplitude | phase (rad; drawn where the amplitude exceeds 1% of its peak)."""
+    amplitude = np.abs(probe).astype(np.float64)
+    lit = amplitude > 0.01 * amplitude.max()
+    fig = Figure(figsize=(10.0, 4.4), dpi=DPI)
+    fig.subplots_adjust(left=0.08, right=0.9, bottom=0.12, top=0.86, wspace=0.45)
+    FigureCanvasAgg(fig)
+    fig.suptitle(f"Probe ({probe.shape[1]}x{probe.shape[0]} px)", fontsize=11)
+    for col, (kind, values) in enumerate((("amplitude", amplitude),
+                                          ("phase", centred_phase(np.angle(probe), lit)))):
+        ax = fig.add_subplot(1, 2, col + 1)
+        valid = lit if kind == "phase" else np.ones(values.shape, bool)
+        limits = robust_limits(values[valid])
+        artist = _show(ax, np.ma.masked_array(values, mask=~valid), kind, limits)
+        bar = fig.colorbar(artist, ax=ax, fraction=0.046, pad=0.03, extend=_extend(values[valid], limits))
+        bar.set_label(_range_label(kind, limits), fontsize=8)
+        ax.set_title(f"probe {kind}", fontsize=9)
+        ax.set_xlabel("x (px)")
+        ax.set_ylabel("y (px)")
+    return _save(fig, path)
+
+
 def _masked_panel(fig, ax, values, mask, box, extent, style, limits):
     """Draw ``values[box]`` (pixels off ``mask`` light grey); returns its colour bar."""
     shown = np.ma.masked_array(values[box], mask=~mask[box])

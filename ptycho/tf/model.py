@@ -20,6 +20,10 @@ Forward pass, for inputs ``diffraction`` X (B, N, N, C) float32 = s * A_file and
     A_pred = pad_and_diffract(object * probe) * exp(log_scale)             -> output "amplitude"
     I_pred = A_pred**2                            photons                   -> output "intensity"
 
+The probe is the given one, a constant, or with ``spec.refine_probe`` a weight ``probe_field`` (N, N, 2)
+[real, imag] that starts at the given probe and is rescaled to its total energy at every call
+(``architecture.probe_from_field``, the numpy oracle).
+
 The training step is the model's own (``train_step``/``test_step``); the loss is the callable
 given to :meth:`PtychoPINN.compile` (:class:`ptycho.tf.training.PinnLoss`), which returns a dict of
 named terms, each tracked as a metric of the same name. ``model.predict`` returns only
@@ -51,7 +55,8 @@ class PtychoPINN(keras.Model):
     """The PINN; call it on {'diffraction', 'coords_relative'} (module docstring for shapes).
 
     Layers in forward order: ``log_scale`` (weight), ``encoder``, ``amplitude_decoder``,
-    ``phase_decoder``; the probe is a constant (1, N, N, 1) complex64.
+    ``phase_decoder``; the probe (1, N, N, 1) complex64 is a constant, or with ``spec.refine_probe``
+    made from the weight ``probe_field`` (:attr:`probe`).
     """
 
     def __init__(self, spec: ModelSpec, probe: np.ndarray):
@@ -63,13 +68,20 @@ class PtychoPINN(keras.Model):
             )
         self.spec = spec
         self.use_xla = tf_ops.should_use_xla(spec.use_xla_translate)
-        self.probe = tf.constant(prepare_probe(probe, spec.N, spec.probe_mask)[None, :, :, None])
+        self.given_probe = prepare_probe(probe, spec.N, spec.probe_mask)
+        self.probe_energy = float(np.sum(np.abs(self.given_probe.astype(np.complex128)) ** 2))
+        self.fixed_probe = None if spec.refine_probe else tf.constant(self.given_probe[None, :, :, None])
         self.overlap_weights = (tf.constant(architecture.overlap_weights(spec.N))
                                 if spec.overlap == "weighted" else None)
         self.log_scale = self.add_weight(
             shape=(), name="log_scale", trainable=spec.intensity_scale_trainable,
             initializer=keras.initializers.Constant(math.log(spec.intensity_scale)),
         )
+        self.probe_field = self.add_weight(
+            shape=(spec.N, spec.N, 2), name=architecture.PROBE_FIELD, trainable=True, initializer="zeros",
+        ) if spec.refine_probe else None
+        self.probe_support = (tf.constant(architecture.probe_disk(spec.N))
+                              if spec.probe_mask and spec.refine_probe else None)
         ladder = architecture.filter_ladder(spec.N, spec.n_filters_scale)
         self.encoder = layers.Encoder(ladder["encoder"], name="encoder")
         self.amplitude_decoder = layers.Decoder(
@@ -101,6 +113,22 @@ class PtychoPINN(keras.Model):
         predicted = tf_ops.pad_and_diffract(illuminated) * scale
         return {"object": obj, "amplitude": predicted, "intensity": tf.square(predicted)}
 
+    @property
+    def probe(self):
+        """The probe the forward model uses, (1, N, N, 1) complex64: the given one, or the refined one at
+        the given one's total energy (``architecture.probe_from_field``)."""
+        if self.probe_field is None:
+            return self.fixed_probe
+        field = self.probe_field if self.probe_support is None else self.probe_field * self.probe_support[..., None]
+        real, imag = field[..., 0], field[..., 1]
+        norm = tf.sqrt(self.probe_energy / tf.reduce_sum(tf.square(real) + tf.square(imag)))
+        return tf.complex(real * norm, imag * norm)[None, :, :, None]
+
+    @property
+    def probe_array(self) -> np.ndarray:
+        """The probe the forward model uses now, (N, N) complex64 (the refined one with ``refine_probe``)."""
+        return np.asarray(self.probe.numpy()[0, :, :, 0], np.complex64)
+
     def object_patches(self, diffraction):
         """Decoded object patches amp * exp(i phase): (B, N, N, C) complex64 from X (B, N, N, C)."""
         features = self.encoder(diffraction / (tf.exp(self.log_scale) * self.spec.encoder_input_rms))
@@ -126,7 +154,8 @@ class PtychoPINN(keras.Model):
 
     def set_initial_weights(self) -> None:
         """Set every convolution to ``architecture.initial_weights`` of the spec (the numbers the
-        PyTorch port starts from too) and log_scale to log(intensity_scale)."""
+        PyTorch port starts from too), log_scale to log(intensity_scale) and a refined probe's field to
+        the given probe (``architecture.probe_field_start``)."""
         spec = self.spec
         initial = architecture.initial_weights(spec.N, spec.gridsize, spec.n_filters_scale, spec.seed,
                                                spec.initial_amplitude)
@@ -135,6 +164,8 @@ class PtychoPINN(keras.Model):
             if layer:
                 variable.assign(initial["/".join(layer)][name])
         self.log_scale.assign(math.log(spec.intensity_scale))
+        if self.probe_field is not None:
+            self.probe_field.assign(architecture.probe_field_start(self.given_probe, spec.probe_learning_rate_factor))
 
     def release_traced_functions(self) -> None:
         """Drop the traced train/test/predict functions (rebuilt on next use) and free their graphs."""

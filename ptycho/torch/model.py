@@ -17,6 +17,10 @@ Forward pass, inputs ``diffraction`` (B, N, N, C) float32 = s * A_file and
     A_pred = pad_and_diffract(object * probe) * exp(log_scale)            -> "amplitude"
     I_pred = A_pred**2                                                     -> "intensity"
 
+The probe is the given one, a buffer, or with ``spec.refine_probe`` a Parameter ``probe_field`` (N, N, 2)
+[real, imag] that starts at the given probe and is rescaled to its total energy at every call
+(``architecture.probe_from_field``), as on the TensorFlow side.
+
 Convolutions run channels first (B, c, H, W). Modules are named as the Keras layers are, so
 a torch module path is the Keras layer path with '.' for '/' (``encoder.block0.conv0`` <->
 ``ptycho_pinn/encoder/block0/conv0``); :mod:`ptycho.torch.weights` maps weights by it.
@@ -150,7 +154,13 @@ class PtychoPINN(nn.Module):
             raise ValueError("ModelSpec.canvas_size is required when object_big=True and "
                              "gridsize > 1; compute it from the groups' offsets")
         probe = prepare_probe(probe, spec.N, spec.probe_mask)
-        self.register_buffer("probe", torch.from_numpy(probe)[None, :, :, None], persistent=False)
+        self.probe_energy = float(np.sum(np.abs(probe.astype(np.complex128)) ** 2))
+        self.register_buffer("fixed_probe", None if spec.refine_probe else torch.from_numpy(probe)[None, :, :, None],
+                             persistent=False)
+        field = architecture.probe_field_start(probe, spec.probe_learning_rate_factor) if spec.refine_probe else None
+        self.probe_field = None if field is None else nn.Parameter(torch.from_numpy(field))
+        self.register_buffer("probe_support", torch.from_numpy(architecture.probe_disk(spec.N))
+                             if spec.probe_mask and spec.refine_probe else None, persistent=False)
         weights = architecture.overlap_weights(spec.N) if spec.overlap == "weighted" else None
         self.register_buffer("overlap_weights", None if weights is None else torch.from_numpy(weights),
                              persistent=False)
@@ -188,6 +198,23 @@ class PtychoPINN(nn.Module):
         predicted = ops.pad_and_diffract(illuminated) * torch.exp(self.log_scale)
         return {"object": obj, "amplitude": predicted, "intensity": torch.square(predicted)}
 
+    @property
+    def probe(self):
+        """The probe the forward model uses, (1, N, N, 1) complex64: the given one, or the refined one at
+        the given one's total energy (``architecture.probe_from_field``)."""
+        if self.probe_field is None:
+            return self.fixed_probe
+        field = self.probe_field if self.probe_support is None else self.probe_field * self.probe_support[..., None]
+        real, imag = field[..., 0], field[..., 1]
+        norm = torch.sqrt(self.probe_energy / torch.sum(torch.square(real) + torch.square(imag)))
+        return torch.complex(real * norm, imag * norm)[None, :, :, None]
+
+    @property
+    def probe_array(self) -> np.ndarray:
+        """The probe the forward model uses now, (N, N) complex64 (the refined one with ``refine_probe``)."""
+        with torch.no_grad():
+            return self.probe[0, :, :, 0].cpu().numpy().astype(np.complex64)
+
     def object_patches(self, diffraction):
         """Decoded object patches amp * exp(i phase): (B, N, N, C) complex64 from X (B, N, N, C) float32
         (divided by the intensity scale and the encoder's input RMS first)."""
@@ -216,7 +243,7 @@ class PtychoPINN(nn.Module):
     @property
     def device(self) -> torch.device:
         """Where the model's parameters and buffers are (``build_model``'s ``device``)."""
-        return self.probe.device
+        return self.log_scale.device
 
     @property
     def intensity_scale(self) -> float:

@@ -7,6 +7,7 @@ torch convolution at module path ``encoder.block0.conv0``. Layout:
     Keras Conv2D kernel  (kh, kw, in, out)  HWIO  <->  torch weight (out, in, kh, kw) OIHW
     bias                 (out,)                   <->  bias (out,)
     log_scale            ()                       <->  log_scale ()
+    probe_field          (N, N, 2)                <->  probe_field (N, N, 2)   (ModelSpec.refine_probe only)
 
 Both frameworks compute cross-correlations, so kernels are transposed, never flipped;
 Keras 'same' padding of a 3x3 stride-1 conv is torch's symmetric padding 1, and
@@ -20,9 +21,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ptycho.architecture import PROBE_FIELD
 from ptycho.torch.model import PtychoPINN
 
 LOG_SCALE = "log_scale"
+MODEL_VARIABLES = (LOG_SCALE, PROBE_FIELD)  # the model's own variables, outside any layer
 
 
 class WeightTransferError(ValueError):
@@ -30,15 +33,16 @@ class WeightTransferError(ValueError):
 
 
 def keras_variables(keras_model) -> dict[str, dict]:
-    """{layer path: {'kernel': var, 'bias': var}} plus {'log_scale': {'value': var}}.
+    """{layer path: {'kernel': var, 'bias': var}} plus {'log_scale': {'value': var}} (and 'probe_field' of a
+    refined probe).
 
     Layer paths drop the model's own name and the variable name: ``encoder/block0/conv0``.
     """
     layers: dict[str, dict] = {}
     for variable in keras_model.weights:
         parts = variable.path.split("/")[1:]
-        if parts == [LOG_SCALE]:
-            layers[LOG_SCALE] = {"value": variable}
+        if len(parts) == 1 and parts[0] in MODEL_VARIABLES:
+            layers[parts[0]] = {"value": variable}
         else:
             layers.setdefault("/".join(parts[:-1]), {})[parts[-1]] = variable
     return layers
@@ -53,7 +57,8 @@ def tf_to_torch(keras_model, torch_model: PtychoPINN) -> PtychoPINN:
     """Copy every weight of ``keras_model`` into ``torch_model`` (in place); returns it."""
     source = keras_variables(keras_model)
     convs = torch_convolutions(torch_model)
-    _check_same_layers(set(source) - {LOG_SCALE}, set(convs))
+    _check_same_layers(set(source) - set(MODEL_VARIABLES), set(convs))
+    _check_same_probe(PROBE_FIELD in source, torch_model.probe_field is not None)
     with torch.no_grad():
         for name, conv in convs.items():
             kernel = _numpy(source[name], "kernel", name)
@@ -61,6 +66,8 @@ def tf_to_torch(keras_model, torch_model: PtychoPINN) -> PtychoPINN:
             _copy(conv.bias, _numpy(source[name], "bias", name), f"{name}/bias")
         _copy(torch_model.log_scale, _numpy(source.get(LOG_SCALE, {}), "value", LOG_SCALE),
               LOG_SCALE)
+        if torch_model.probe_field is not None:
+            _copy(torch_model.probe_field, _numpy(source[PROBE_FIELD], "value", PROBE_FIELD), PROBE_FIELD)
     return torch_model
 
 
@@ -68,12 +75,15 @@ def torch_to_tf(torch_model: PtychoPINN, keras_model):
     """Copy every weight of ``torch_model`` into ``keras_model`` (in place); returns it."""
     target = keras_variables(keras_model)
     convs = torch_convolutions(torch_model)
-    _check_same_layers(set(target) - {LOG_SCALE}, set(convs))
+    _check_same_layers(set(target) - set(MODEL_VARIABLES), set(convs))
+    _check_same_probe(PROBE_FIELD in target, torch_model.probe_field is not None)
     for name, conv in convs.items():
         kernel = conv.weight.detach().numpy().transpose(2, 3, 1, 0)
         _assign(target[name], "kernel", kernel, name)
         _assign(target[name], "bias", conv.bias.detach().numpy(), name)
     _assign(target.get(LOG_SCALE, {}), "value", torch_model.log_scale.detach().numpy(), LOG_SCALE)
+    if torch_model.probe_field is not None:
+        _assign(target[PROBE_FIELD], "value", torch_model.probe_field.detach().numpy(), PROBE_FIELD)
     return keras_model
 
 
@@ -83,6 +93,12 @@ def _check_same_layers(keras_names, torch_names):
             f"the models differ in layers: only in Keras {sorted(keras_names - torch_names)}, "
             f"only in torch {sorted(torch_names - keras_names)} (same N, gridsize, "
             "n_filters_scale on both sides?)")
+
+
+def _check_same_probe(keras_refines, torch_refines):
+    if keras_refines != torch_refines:
+        raise WeightTransferError(f"the probe is refined (a {PROBE_FIELD} weight) in "
+                                  f"{'Keras' if keras_refines else 'torch'} only (same ModelSpec.refine_probe on both sides?)")
 
 
 def _numpy(layer, key, name):
