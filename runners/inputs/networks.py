@@ -24,7 +24,7 @@ KEY = "reconstruct.network"
 
 
 class NetworkNotFound(ValueError):
-    """A ``reconstruct.network`` that names no network (the message says what was tried)."""
+    """A ``reconstruct.network`` (or ``c3.network``) that names no network (the message says what was tried)."""
 
 
 def publish_network(tracker: tracking.Tracker | None, slot: hub.HubSlot, record: PhaseRecord,
@@ -50,24 +50,25 @@ def publish_network(tracker: tracking.Tracker | None, slot: hub.HubSlot, record:
             tracker.log_artifacts(path, ARTIFACT_FOLDER)
 
 
-def find_network(reference: str, *, launch_dir: Path, hub_root: Path, tracking_uri: str, download_to: Path) -> Path:
+def find_network(reference: str, *, launch_dir: Path, hub_root: Path, tracking_uri: str, download_to: Path,
+                 key: str = KEY) -> Path:
     """The folder of the network ``reference`` names: a folder (a run folder with network.json, a slot
     folder holding one run folder, or the card itself), a hub slot under ``hub_root``, or an MLflow
     run id in ``tracking_uri`` (its ``network/`` artifacts downloaded under ``download_to``).
-    NetworkNotFound naming ``reconstruct.network`` and what was looked at."""
+    NetworkNotFound naming ``key`` (the setting that gave ``reference``) and what was looked at."""
     given = launch_dir / reference
     for candidate in (given, hub_root / reference):
-        folder = _network_folder(candidate)
+        folder = _network_folder(candidate, key)
         if folder is not None:
             return folder
     if RUN_ID.match(reference):
-        return _download(reference, tracking_uri, download_to)
+        return _download(reference, tracking_uri, download_to, key)
     raise NetworkNotFound(
-        f"{KEY}: {reference!r} names no network: no {CARD_FILE} in the folder {given} nor in the hub slot "
+        f"{key}: {reference!r} names no network: no {CARD_FILE} in the folder {given} nor in the hub slot "
         f"{hub_root / reference} (or one run folder below it), and it is no MLflow run id (32 hex digits)")
 
 
-def _network_folder(path: Path) -> Path | None:
+def _network_folder(path: Path, key: str) -> Path | None:
     """``path`` when it holds a card, its parent when it is the card, its one run folder holding one."""
     if path.is_file() and path.name == CARD_FILE:
         return path.parent
@@ -77,12 +78,12 @@ def _network_folder(path: Path) -> Path | None:
         return path
     found = sorted(card.parent for card in path.glob(f"run_*/{CARD_FILE}"))
     if len(found) > 1:
-        raise NetworkNotFound(f"{KEY}: the slot {path} holds several networks ({', '.join(p.name for p in found)}); "
+        raise NetworkNotFound(f"{key}: the slot {path} holds several networks ({', '.join(p.name for p in found)}); "
                               "name the run folder")
     return found[0] if found else None
 
 
-def _download(run_id: str, tracking_uri: str, download_to: Path) -> Path:
+def _download(run_id: str, tracking_uri: str, download_to: Path, key: str) -> Path:
     """The ``network/`` artifacts of MLflow run ``run_id``, downloaded; NetworkNotFound when there are none."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -91,10 +92,10 @@ def _download(run_id: str, tracking_uri: str, download_to: Path) -> Path:
     try:
         client.get_run(run_id)
     except MlflowException as exc:
-        raise NetworkNotFound(f"{KEY}: no MLflow run {run_id} in {tracking_uri} ({str(exc).splitlines()[0]})") from exc
+        raise NetworkNotFound(f"{key}: no MLflow run {run_id} in {tracking_uri} ({str(exc).splitlines()[0]})") from exc
     logged = {item.path for item in client.list_artifacts(run_id, ARTIFACT_FOLDER)}
     if f"{ARTIFACT_FOLDER}/{CARD_FILE}" not in logged:
-        raise NetworkNotFound(f"{KEY}: MLflow run {run_id} has no {ARTIFACT_FOLDER}/{CARD_FILE} artifact (not a C1 "
+        raise NetworkNotFound(f"{key}: MLflow run {run_id} has no {ARTIFACT_FOLDER}/{CARD_FILE} artifact (not a C1 "
                               "run of this version, or its artifacts were not logged: tracking.log_artifacts=false)")
     folder = download_to / run_id
     if not (folder / ARTIFACT_FOLDER / CARD_FILE).is_file():  # the job's post-hook asks again

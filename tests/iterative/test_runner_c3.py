@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from ptycho.evaluation import plots
-from runners.schema import IterativeEngine, PhaseKind, PositionSet, register_configs, to_spec
+from runners.schema import C3Init, IterativeEngine, PhaseKind, PositionSet, register_configs, to_spec
 
 from ..png_checks import assert_figure, colour_fraction
 
@@ -65,6 +65,16 @@ def test_c3_composes_into_a_typed_phase():
 def test_an_impossible_value_names_its_key(override, key):
     with pytest.raises(ValueError, match=key):
         to_spec(_compose(["c3=iterative", override]))
+
+
+def test_init_pinn_needs_a_network_and_flat_takes_none():
+    assert to_spec(_compose(["c3=iterative"])).c3.init is C3Init.flat
+    with pytest.raises(ValueError, match="c3.network: must be an MLflow run id, a hub slot or a folder"):
+        to_spec(_compose(["c3=iterative", "c3.init=pinn"]))
+    with pytest.raises(ValueError, match="c3.network: must be empty with c3.init=flat"):
+        to_spec(_compose(["c3=iterative", "c3.network=tf_baseline/phase_c1_scaled"]))
+    spec = to_spec(_compose(["c3=iterative", "c3.init=pinn", "c3.network=tf_baseline/phase_c1_scaled"]))
+    assert (spec.c3.init, spec.c3.network) == (C3Init.pinn, "tf_baseline/phase_c1_scaled")
 
 
 def test_an_unknown_engine_fails_at_composition():

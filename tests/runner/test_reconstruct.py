@@ -201,3 +201,73 @@ def test_a_network_of_another_gridsize_blocks_naming_its_weights(torch_trained):
     assert done.returncode == 1, done.stdout[-2000:]
     assert "the weights do not load into the network its card describes (N=64, gridsize=1" in done.stdout
     assert "Traceback" not in done.stdout
+
+
+def _section(folder, slot):
+    """The slot's section of the hub's inventory (the last one written)."""
+    inventory = (folder.path / "hub" / "analysis" / "artifact_inventory.txt").read_text()
+    return inventory[inventory.rindex(f"Slot: {slot}"):]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data, says", [
+    ("dataset.simulation.amplitude_range=[1.5,3]", "photon scale: the data's mean frame energy is "),  # about 9x
+    ("dataset.simulation.probe_kind=disk", "probe: the data's probe differs from the network's by "),
+])
+def test_data_far_from_the_training_data_warn_in_the_closing_block_and_the_section(torch_trained, data, says):
+    done = torch_trained.reconstruct(TORCH_SLOT, data)
+    _green(done, "PyTorch")
+    assert f"  WARNING         {says}" in done.stdout, done.stdout[-3000:]
+    assert f"Quality warning: {says}" in _section(torch_trained, TORCH_RECONSTRUCTION)
+    _, run = torch_trained.run_id(TORCH_RECONSTRUCTION)
+    assert says in run.data.tags["network_warning"]
+
+
+# Phase C3 started from a trained network's object (c3.init=pinn): here for the networks trained above
+C3_SLOT = "iterative_reference/phase_c3_iterative"
+C3_TINY = ["c3=iterative", "c3.epochs=2", "c3.init=pinn"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trained, backend", [("torch_trained", "pytorch"), ("tf_trained", "tensorflow")])
+def test_c3_from_the_networks_object_is_green_and_records_its_network(request, trained, backend):
+    trained = request.getfixturevalue(trained)
+    slot = TORCH_SLOT if backend == "pytorch" else TF_SLOT
+    done = trained.run(*C3_TINY, f"c3.network={slot}", OTHER_SEED)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("GREEN: Phase C3 — iterative reference")
+    assert f"  initial guess   network hub/{slot}/run_scaled ({backend}, N=64, gridsize=2)" in done.stdout
+    assert "  network alone   amp_mae " in done.stdout and "  total           " in done.stdout
+    _, c1 = trained.run_id(slot)
+    _, run = trained.run_id(C3_SLOT)
+    assert (run.data.tags["init"], run.data.tags["network.run_id"], run.data.tags["network.slot"]) == \
+        ("pinn", c1.info.run_id, slot)
+    assert run.data.metrics["timing.pinn_s"] > 0 and run.data.metrics["timing.reconstruction_s"] > 0
+    assert run.data.metrics["timing.total_s"] == pytest.approx(run.data.metrics["timing.pinn_s"]
+                                                               + run.data.metrics["timing.reconstruction_s"])
+    assert run.data.metrics["pinn.quality.amp_mae"] > 0 and run.data.metrics["quality.amp_mae"] > 0
+    section = _section(trained, C3_SLOT)
+    assert "init=pinn" in section and f"network={slot}" in section and f"network_run_id={c1.info.run_id}" in section
+    run_dir = trained.path / "hub" / C3_SLOT / "run_iterative"
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert timings["pinn_s"] > 0 and set(timings["pinn_steps_s"]) >= {"load", "inference", "stitching"}
+    assert (run_dir / "pinn" / "reconstruction.npz").is_file() and (run_dir / "pinn" / "network.json").is_file()
+    stats = json.loads((trained.path / "hub" / C3_SLOT / "analysis" / "forward_parity_debug_iterative"
+                        / "stats.json").read_text())
+    assert stats["iterative"]["init"] == "pinn" and stats["iterative"]["network_quality"]["amp_mae"] > 0
+
+
+@pytest.mark.slow
+def test_c3_from_a_network_that_cannot_serve_the_data_blocks_naming_the_mismatch(torch_trained):
+    target = _fake(torch_trained, "n128_c3", N=128, canvas_size=172)
+    np.save(target / "probe.npy", np.ones((128, 128), np.complex64))
+    done = torch_trained.run(*C3_TINY, "c3.network=n128_c3")
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert "patterns of N=64 px, but the network was trained on N=128" in done.stdout
+    assert "blocker: " in done.stdout.strip().splitlines()[-1] and "Traceback" not in done.stdout
+
+
+@pytest.mark.slow
+def test_c3_with_an_unknown_network_is_a_config_error_naming_c3_network(folder):
+    done = folder.run(*C3_TINY, "c3.network=no/such/folder")
+    assert done.returncode == 1 and "c3.network: 'no/such/folder' names no network" in done.stdout, done.stdout[-2000:]
