@@ -257,12 +257,8 @@ class C3Config:
 
     def __post_init__(self) -> None:
         _require(self.variant.isidentifier(), "c3.variant", "an identifier (used in the slot name)", self.variant)
-        if self.init is C3Init.pinn:
-            _require(bool(self.network.strip()), "c3.network", "an MLflow run id, a hub slot or a folder holding "
-                     "network.json with c3.init=pinn", self.network)
-        else:
-            _require(not self.network.strip(), "c3.network", "empty with c3.init=flat (set c3.init=pinn to start "
-                     "from the network)", self.network)
+        _require(bool(self.network.strip()) == (self.init is C3Init.pinn), "c3.network", "an MLflow run id, a hub "
+                 "slot or a folder holding network.json with c3.init=pinn, and empty with c3.init=flat", self.network)
         _require(self.epochs >= 1, "c3.epochs", ">= 1", self.epochs)
         _require(self.learning_rate is None or (math.isfinite(self.learning_rate) and self.learning_rate > 0),
                  "c3.learning_rate", "null (the engine's default) or a finite number > 0", self.learning_rate)

@@ -34,7 +34,7 @@ import numpy as np
 
 from ptycho import determinism, iterative, stitching
 from ptycho.data.simulate import SimulationSpec, simulate_dataset
-from runners.phases.c3 import PINN_STEPS
+from runners.inputs.network_start import PINN_STEPS
 
 ITERATIONS = (1, 2, 5, 10, 20)
 NEIGHBOR_COUNT = 7

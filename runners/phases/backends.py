@@ -12,12 +12,18 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
+
+from omegaconf import OmegaConf
 
 from ptycho import determinism
 from runners.phases.callbacks import keras_base
 from runners.process import xla
-from runners.schema import Backend, BackendConfig
+from runners.job import JobContext
+from runners.schema import Backend, BackendConfig, PhaseConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass(frozen=True)
@@ -102,3 +108,16 @@ RUNNER_BACKENDS: dict[Backend, type[RunnerBackend]] = {
 def runner_backend(config: BackendConfig) -> RunnerBackend:
     """The runner's side of ``config.name``'s backend."""
     return RUNNER_BACKENDS[config.name](config)
+
+
+def network_backend(spec: PhaseConfig, job: JobContext, backend: str) -> BackendConfig:
+    """The BackendConfig of the network's ``backend``: the composed one when it is that backend, else the
+    ``backend`` group's option of that name; ValueError when ``backend=`` was chosen and differs."""
+    if spec.backend.name.value == backend:
+        return spec.backend
+    chosen = [o.split("=", 1)[1] for o in job.overrides if o.lstrip("+~").split("=", 1)[0] == "backend"]
+    if chosen:
+        raise ValueError(f"backend: the network was trained on {backend}, but backend={chosen[-1]} was chosen "
+                         f"(leave backend= out: a network runs on its own backend)")
+    option = OmegaConf.load(CONF_DIR / "backend" / f"{backend}.yaml")
+    return BackendConfig(name=Backend(backend), label=option.label, tag=option.tag, workflow=option.workflow)

@@ -9,12 +9,10 @@ data carry it), the debug bundle, an MLflow run, the inventory section and summa
 a blocker.
 
 The object starts flat (``c3.init=flat``: the constant amplitude the data imply) or from a trained
-network's reconstruction of the same data (``c3.init=pinn``, ``c3.network``: found as the
-reconstruct phase finds its network, ``runners.inputs.networks.find_network``; applied with
-``ptycho.pipeline.reconstruct_job`` through the network's backend, which the job imports beside
-cdtools; its stitched object placed on the solver's grid by ``ptycho.iterative.start_from_canvas``).
-Data the network cannot serve block the run at its ``pinn`` step with the mismatch named
-(``ptycho.network.check_serves``); data far from its training data give a warning.
+network's reconstruction of the same data (``c3.init=pinn``, ``c3.network``; ``runners.inputs.network_start``:
+the network's backend is imported beside cdtools). Data the network cannot serve block the run at its
+``pinn`` step with the mismatch named (``ptycho.network.check_serves``); data far from its training
+data give a warning.
 
 Order of work (:class:`C3Run`): import cdtools (missing: a blocker that names the install
 command) and the network's backend, open the MLflow run, load the data (C1's files or simulation;
@@ -31,8 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -40,20 +36,17 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ptycho import determinism, disk_preflight
-from ptycho.network import CARD_FILE
-from ptycho.pipeline import RECONSTRUCTION_FILE as NETWORK_RECONSTRUCTION_FILE
 from runners import tracking
 from runners.evidence import PhaseRecord, quality_warning, warning_tags
 from runners.evidence import hub, outcome
 from runners.evidence.envinfo import git_commit, library_versions, project_root
 from runners.evidence.outcome import PhaseConfigError, display_path
 from runners.job import JobContext
-from runners.phases.backends import RunnerBackend, runner_backend
 from runners.phases.base import PhaseRun, slot_name
 from runners.phases.c1_start import run_in_fresh_process
+from runners.inputs.network_start import NetworkStart, pinn_network
 from runners.phases.closing import quality_line
 from runners.inputs.datasets import dataset_files
-from runners.inputs.networks import NetworkNotFound, find_network
 from runners.phases.disk import data_disk_needs, store_disk_needs, store_folder, within_memory
 from runners.process import xla
 from runners.process.tee import framework_chatter
@@ -67,10 +60,6 @@ RECONSTRUCTION_FILE = "reconstruction.npz"
 HISTORY_FILE = "history.json"
 TIMINGS_FILE = "timings.json"
 BUNDLE_DUPLICATES = ("quality", "iterative")  # stats.json sections logged under their own names
-NETWORK_KEY = "c3.network"
-PINN_FOLDER = "pinn"  # run_<variant>/pinn/: the network's reconstruction (c3.init=pinn)
-PINN_BUNDLE = "forward_parity_debug_pinn"  # beside the slot's bundle
-PINN_STEPS = ("data_prep", "load", "inference", "stitching")  # what the network's object costs (not its evidence)
 
 
 def c3_slot(spec: PhaseConfig, job: JobContext) -> hub.HubSlot:
@@ -115,24 +104,6 @@ def run_c3(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
     return C3Run(spec, job, slot, network).execute()
 
 
-def pinn_network(spec: PhaseConfig, job: JobContext) -> tuple:
-    """(the network ``c3.network`` names, ``ptycho.network.TrainedNetwork``; the runner's side of its
-    backend, installed), or ValueError naming ``c3.network``."""
-    from ptycho.network import NetworkError, load_network
-    from runners.phases.reconstruct import network_backend  # that module imports this one
-
-    folder = find_network(spec.c3.network, launch_dir=job.launch_dir, hub_root=job.launch_dir / spec.hub.root,
-                          tracking_uri=tracking.absolute_uri(spec.tracking.uri, job.launch_dir),
-                          download_to=job.output_dir / "network_download", key=NETWORK_KEY)
-    try:
-        trained = load_network(folder)
-    except NetworkError as exc:
-        raise NetworkNotFound(f"{NETWORK_KEY}: {exc}") from exc
-    runner = runner_backend(network_backend(spec, job, trained.backend))
-    runner.check_installed()
-    return trained, runner
-
-
 def reference_data(loaded: dict, positions: PositionSet):
     """The PtychoData C3 reconstructs: ``loaded['test']``, ``loaded['train']`` or both joined."""
     if positions is not PositionSet.all:
@@ -153,25 +124,21 @@ def reference_data(loaded: dict, positions: PositionSet):
 class C3Run(PhaseRun):
     """One C3 job (see the module docstring for the order of work)."""
 
-    def __init__(self, spec: PhaseConfig, job: JobContext, slot: hub.HubSlot,
-                 network: tuple[object, RunnerBackend] | None = None):
+    def __init__(self, spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, network: tuple | None = None):
         super().__init__(spec, job, slot, new_record(spec, job, slot, {}))
         self.settings = spec.c3
-        self.network = network  # (TrainedNetwork, its runner backend) with c3.init=pinn
-        self.pinn_dir = slot.run_dir / PINN_FOLDER
-        self.pinn_bundle = slot.bundle_dir.with_name(PINN_BUNDLE)
+        self.pinn = None if network is None else NetworkStart(*network, slot, spec.c3.network)  # c3.init=pinn
         self.data_files: list = []  # the files reconstructed (data step)
         self.outcome_lines: list[str] = []  # quality and time, printed above the GREEN line
-        self.pinn_lines: list[str] = []  # the network's part, above those
-        self.pinn_result, self.pinn_seconds = None, None  # reconstruct_job's outcome, the network's part in s
-        if network is not None:
-            self._describe_network()
+        if self.pinn is not None:
+            self.record.parameters.update(self.pinn.parameters(job.launch_dir))
+            self.record.paths["pinn_bundle"] = display_path(self.pinn.bundle_dir, job.launch_dir)
 
     def _green_text(self) -> str:
-        return "\n".join([*self.pinn_lines, *self.outcome_lines, super()._green_text()])
+        return "\n".join([*self.outcome_lines, super()._green_text()])
 
     def _dropped_lines(self):
-        if self.network is None or xla.framework_log_shown(self.spec.verbose):
+        if self.pinn is None or xla.framework_log_shown(self.spec.verbose):
             return super()._dropped_lines()
         return framework_chatter
 
@@ -185,8 +152,8 @@ class C3Run(PhaseRun):
         threads = determinism.resolve_threads(self.spec.threads)
         self.record.compute = determinism.configure_torch(threads)
         loaded = None
-        if self.network is not None:  # after cdtools' torch settings: a PyTorch network's device prevails
-            loaded = self.network[1].load(threads)
+        if self.pinn is not None:  # after cdtools' torch settings: a PyTorch network's device prevails
+            loaded = self.pinn.runner.load(threads)
             self.record.compute, self.record.xla = {**self.record.compute, **loaded.compute}, dict(loaded.xla)
         self._step("tracking")
         self.tracker = tracking.Tracker(tracking.absolute_uri(self.spec.tracking.uri, self.job.launch_dir),
@@ -197,7 +164,8 @@ class C3Run(PhaseRun):
         start = None
         if loaded is not None:
             self._step("pinn")
-            start = self._pinn_start(loaded.workflow, data)
+            source = " + ".join(display_path(path, self.job.launch_dir) for path in self.data_files)
+            start = self.pinn.start(loaded.workflow, data, source)
         self._step("reconstruction")
         settings = self.settings
         result = iterative.reconstruct(data, iterative.IterativeSpec(
@@ -209,14 +177,15 @@ class C3Run(PhaseRun):
         self._step("bundle")
         stats, quality = self._write_outputs(data, result)
         self.outcome_lines = [
+            *(self.pinn.lines(self.job.launch_dir) if self.pinn else []),
             f"  reconstruction  {iterative.DISTRIBUTION} {settings.engine.value}, {len(result.loss_history)} epochs, "
             f"{data.n_images} positions, {result.seconds:.1f} s ({result.cpu_seconds:.1f} s CPU)",
             "  quality         " + (quality_line(quality) if quality else "not measured (no objectGuess)"),
         ]
-        if self.pinn_seconds is not None:
-            self.outcome_lines.append(f"  total           {self.pinn_seconds + result.seconds:.1f} s (network "
-                                      f"{self.pinn_seconds:.1f} s, iterations {result.seconds:.1f} s)")
-        warnings = [*self.pinn_warnings(), *filter(None, [quality_warning(quality)])]
+        if self.pinn is not None:
+            self.outcome_lines.append(f"  total           {self.pinn.seconds + result.seconds:.1f} s (network "
+                                      f"{self.pinn.seconds:.1f} s, iterations {result.seconds:.1f} s)")
+        warnings = [*(self.pinn.warnings() if self.pinn else []), *filter(None, [quality_warning(quality)])]
         self.record.quality_warning = "; ".join(warnings) or None
         self.outcome_lines += [f"  WARNING         {warning}" for warning in warnings]
         self._step("tracking results")
@@ -226,47 +195,6 @@ class C3Run(PhaseRun):
         self._step("tracking end")
         self._end_tracking(green=True)
         self.record.save(self.outcome_path)
-
-    def _describe_network(self) -> None:
-        """The record's parameters name the network: its backend, N, gridsize, folder, C1 run and slot."""
-        trained = self.network[0]
-        provenance = trained.card.get("provenance", {})
-        self.record.parameters.update({
-            "network_backend": trained.backend, "N": trained.spec.N, "gridsize": trained.spec.gridsize,
-            "network_folder": display_path(trained.folder, self.job.launch_dir),
-            "network_run_id": provenance.get("mlflow_run_id", "-"), "network_slot": provenance.get("slot", "-"),
-        })
-        self.record.paths["pinn_bundle"] = display_path(self.pinn_bundle, self.job.launch_dir)
-
-    def pinn_warnings(self) -> list[str]:
-        """The network's warnings: data far from its training data (``ptycho.network.check_serves``)."""
-        return list(self.pinn_result.warnings) if self.pinn_result is not None else []
-
-    def _pinn_start(self, workflow, data):
-        """The network applied to ``data`` (``pipeline.reconstruct_job`` through its backend's workflow: its
-        reconstruction.npz and bundle in the slot), its stitched object placed on the solver's grid
-        (``iterative.start_from_canvas``); the time of PINN_STEPS and the placing is the network's part."""
-        from ptycho import iterative
-
-        trained, runner = self.network
-        source = " + ".join(display_path(path, self.job.launch_dir) for path in self.data_files)
-        result = workflow.reconstruct(trained, data, run_dir=self.pinn_dir, bundle_dir=self.pinn_bundle,
-                                      source=source, **runner.job_options())
-        shutil.copyfile(trained.folder / CARD_FILE, self.pinn_dir / CARD_FILE)
-        clock = time.perf_counter()
-        with np.load(self.pinn_dir / NETWORK_RECONSTRUCTION_FILE) as saved:
-            start = iterative.start_from_canvas(data, saved["canvas"], saved["covered"], saved["centre_xy"])
-        placing = time.perf_counter() - clock
-        self.pinn_result = result
-        self.pinn_seconds = sum(result.timings_s.get(key, 0.0) for key in PINN_STEPS) + placing
-        self.pinn_lines = [
-            f"  initial guess   network {display_path(trained.folder, self.job.launch_dir)} ({trained.backend}, "
-            f"N={trained.spec.N}, gridsize={trained.spec.gridsize}): {result.n_groups} groups in "
-            f"{self.pinn_seconds:.1f} s (grouping, loading the network, inference, stitching, placing)",
-            "  network alone   " + (quality_line(result.quality) if result.quality else "no quality (no objectGuess)"),
-        ]
-        log.info("network %s: its object placed on the solver's grid in %.1f s", trained.folder, self.pinn_seconds)
-        return start
 
     def _check_disk(self) -> None:
         """The disk pre-flight (``runners.process.diskfull.JobSpace``, as in C1): the dataset cache when it is to be
@@ -281,9 +209,10 @@ class C3Run(PhaseRun):
             outputs = disk_preflight.reconstruction_outputs(slot.run_dir, slot.bundle_dir, slot.cli_log.parent, N=N,
                                                             canvas_px=canvas, setting="hub.root")
             outputs.append(disk_preflight.DiskNeed("reconstructed object", slot.run_dir, canvas**2 * 8, "hub.root"))
-            if self.network is not None:  # the network's reconstruction and bundle
-                outputs += disk_preflight.reconstruction_outputs(self.pinn_dir, self.pinn_bundle, slot.cli_log.parent,
-                                                                 N=N, canvas_px=canvas, setting="hub.root")[:2]
+            if self.pinn is not None:  # the network's reconstruction and bundle
+                outputs += disk_preflight.reconstruction_outputs(self.pinn.run_dir, self.pinn.bundle_dir,
+                                                                 slot.cli_log.parent, N=N, canvas_px=canvas,
+                                                                 setting="hub.root")[:2]
             needs = needs + within_memory(outputs) + store_disk_needs(self.spec, launch)
         self.space.claim(needs, [slot.dir, *store_folder(self.spec, launch)],
                          [slot.run_dir, slot.bundle_dir.parent])
@@ -292,7 +221,7 @@ class C3Run(PhaseRun):
         spec, record = self.spec, self.record
         tags = {"backend": BACKEND, "phase": "c3", "phase_variant": self.settings.variant, "slot": self.slot.name,
                 "engine": self.settings.engine.value, "git_commit": record.git_commit, "status": record.status,
-                "init": self.settings.init.value, **self._network_tags(),
+                "init": self.settings.init.value, **(self.pinn.tags() if self.pinn else {}),
                 **{f"compute.{key}": value for key, value in record.compute.items()}}
         run_id = self.tracker.start(self.slot.name, tags, self.job.parent_run_id)
         record.mlflow = {"run_id": run_id, "experiment": spec.tracking.experiment, "tracking_uri": self.tracker.uri,
@@ -303,14 +232,6 @@ class C3Run(PhaseRun):
         self._describe_run()
         config = OmegaConf.to_container(OmegaConf.structured(spec), enum_to_str=True)
         self.tracker.log_params(tracking.flatten(config))
-
-    def _network_tags(self) -> dict[str, str]:
-        if self.network is None:
-            return {}
-        trained = self.network[0]
-        provenance = trained.card.get("provenance", {})
-        return {"network.reference": self.settings.network, "network.backend": trained.backend,
-                "network.run_id": provenance.get("mlflow_run_id", "-"), "network.slot": provenance.get("slot", "-")}
 
     def _load_data(self):
         """The data files the positions need, loaded, validated and logged; the data to reconstruct."""
@@ -355,16 +276,15 @@ class C3Run(PhaseRun):
                  object=result.obj, origin_rc=np.asarray(result.origin_rc))
         hub.atomic_write_text(run_dir / HISTORY_FILE, json.dumps({"loss": list(result.loss_history)}, indent=2))
         timings = {"reconstruction_s": result.seconds, "reconstruction_cpu_s": result.cpu_seconds}
-        if self.pinn_seconds is not None:
-            timings.update({"pinn_s": self.pinn_seconds, "total_s": self.pinn_seconds + result.seconds,
-                            "pinn_steps_s": self.pinn_result.timings_s})
+        if self.pinn is not None:
+            timings.update(self.pinn.timings(result.seconds))
         hub.atomic_write_text(run_dir / TIMINGS_FILE, json.dumps(timings, indent=2))
         about = {"library": f"{iterative.DISTRIBUTION} {result.version}", "engine": self.settings.engine.value,
                  "epochs": len(result.loss_history), "final_loss": result.loss_history[-1],
                  "n_positions": data.n_images}  # no wall times: the same job gives the same stats.json sha1
-        if self.network is not None:
-            about.update({"init": self.settings.init.value, "network_stats_sha1": self.pinn_result.stats_sha1,
-                          "network_quality": self.pinn_result.quality})
+        if self.pinn is not None:
+            about.update({"init": self.settings.init.value, "network_stats_sha1": self.pinn.result.stats_sha1,
+                          "network_quality": self.pinn.result.quality})
         bundle.write_debug_bundle(
             self.slot.bundle_dir, iterative.object_patches(result, data), stitched.offsets_xy, stitched.canvas,
             canvas_mask=stitched.covered, intensity_scale=1.0, history={"loss": list(result.loss_history)},
@@ -378,25 +298,19 @@ class C3Run(PhaseRun):
             **tracking.numeric_leaves({k: v for k, v in stats.items() if k not in BUNDLE_DUPLICATES}, "bundle."),
             **tracking.numeric_leaves(quality, "quality."),
             "timing.reconstruction_s": result.seconds, "timing.reconstruction_cpu_s": result.cpu_seconds,
-            "n_positions": float(self.record.parameters["n_positions"]), **self._network_metrics(result),
+            "n_positions": float(self.record.parameters["n_positions"]),
+            **(self.pinn.metrics(result.seconds) if self.pinn else {}),
         })
-        network_warnings = self.pinn_warnings()
+        network_warnings = self.pinn.warnings() if self.pinn else []
         self.tracker.set_tags({"stats_sha1": self.record.stats_sha1, "library_version": result.version,
                                **warning_tags(self.record),
                                **({"network_warning": "; ".join(network_warnings)} if network_warnings else {})})
         if self.spec.tracking.log_artifacts:
             self.tracker.log_artifacts(self.slot.bundle_dir, "bundle")
-            if self.network is not None:
-                self.tracker.log_artifacts(self.pinn_bundle, "pinn_bundle")
+            if self.pinn is not None:
+                self.tracker.log_artifacts(self.pinn.bundle_dir, "pinn_bundle")
             self.tracker.log_artifacts(self.slot.run_dir / HISTORY_FILE, "run")
             self.tracker.log_artifacts(self.job.output_dir / ".hydra", "hydra")
-
-    def _network_metrics(self, result) -> dict[str, float]:
-        """The network's part (c3.init=pinn): its seconds, the whole time, its object's quality alone."""
-        if self.network is None:
-            return {}
-        return {"timing.pinn_s": self.pinn_seconds, "timing.total_s": self.pinn_seconds + result.seconds,
-                **tracking.numeric_leaves(self.pinn_result.quality, "pinn.quality.")}
 
     def _end_tracking(self, green: bool) -> None:
         if not green and self.tracker.run_id is None:  # failed before its MLflow run started: nothing to close

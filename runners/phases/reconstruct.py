@@ -36,7 +36,7 @@ from runners.evidence.envinfo import git_commit, library_versions, project_root
 from runners.evidence.outcome import PhaseConfigError, display_path
 from runners.job import JobContext
 from runners.inputs import cxi as cxi_input
-from runners.phases.backends import runner_backend
+from runners.phases.backends import CONF_DIR, network_backend, runner_backend
 from runners.phases.base import PhaseRun, slot_name
 from runners.phases.c1_start import run_in_fresh_process
 from runners.phases.c3 import reference_data
@@ -47,25 +47,11 @@ from runners.inputs.networks import NetworkNotFound, find_network
 from runners.process import xla
 from runners.process.tee import framework_chatter
 from runners.dataset_schema import DataFormat
-from runners.schema import Backend, BackendConfig, PhaseConfig, PositionSet
+from runners.schema import BackendConfig, PhaseConfig, PositionSet
 
 GUARD_NAME = "reconstruct"  # names the blocker files; no guard test runs before a reconstruction
 TIMINGS_FILE = "timings.json"
 BUNDLE_DUPLICATES = ("quality",)  # stats.json sections logged under their own names
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-
-def network_backend(spec: PhaseConfig, job: JobContext, backend: str) -> BackendConfig:
-    """The BackendConfig of the network's ``backend``: the composed one when it is that backend, else the
-    ``backend`` group's option of that name; ValueError when ``backend=`` was chosen and differs."""
-    if spec.backend.name.value == backend:
-        return spec.backend
-    chosen = [o.split("=", 1)[1] for o in job.overrides if o.lstrip("+~").split("=", 1)[0] == "backend"]
-    if chosen:
-        raise ValueError(f"backend: the network was trained on {backend}, but backend={chosen[-1]} was chosen "
-                         f"(leave backend= out: a network runs on its own backend)")
-    option = OmegaConf.load(CONF_DIR / "backend" / f"{backend}.yaml")
-    return BackendConfig(name=Backend(backend), label=option.label, tag=option.tag, workflow=option.workflow)
 
 
 def _backend_label(tag: str) -> str:
