@@ -219,3 +219,14 @@ def _write_json(path: Path, document: dict) -> Path:
     temporary.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(temporary, path)
     return path
+
+
+def refined_probe_stats(spec: ModelSpec, given: np.ndarray, refined: np.ndarray) -> dict:
+    """stats.json's ``probe`` section with ``ModelSpec.refine_probe`` ({} without): the refined probe's total
+    energy (the given one's, held fixed) and its change, ||P_refined - P_given|| / ||P_given||."""
+    if not spec.refine_probe:
+        return {}
+    given = np.asarray(given, np.complex128)
+    change = np.linalg.norm(np.asarray(refined, np.complex128) - given) / np.linalg.norm(given)
+    return {"probe": {"refined": True, "energy": float(np.sum(np.abs(refined.astype(np.complex128)) ** 2)),
+                      "change_relative": float(change)}}

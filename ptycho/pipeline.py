@@ -21,7 +21,7 @@ steps and write the same files. Steps:
    ``ptycho.com_phase``). Without stitching the canvas is the model's own reassembled canvas of
    the first test group (no truth figure).
 5. evaluation (stitching and ground truth only): the reconstruction's quality
-   (``stitching.stitched_quality``) beside the constant-object floor's (:func:`floor_comparison`),
+   (``stitching.stitched_quality``) beside the constant-object floor's (``ptycho.evaluation.quality.floor_comparison``),
    ``{amp,phase}_mae_offsets_<mode>`` (the same patches stitched each way) and the truth window
    under the canvas, drawn against the reconstruction in the bundle's truth_vs_reconstruction.png.
    Timed apart from stitching: inference + stitching is what a reconstruction costs.
@@ -60,7 +60,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ptycho.evaluation import bundle
+from ptycho.evaluation import bundle, quality as quality_metrics
 from ptycho import com_phase, network, stitching
 from ptycho.data.batches import DEFAULT_NPHOTONS, group_data, n_batches, prepare_job_data, split_validation
 from ptycho.data.contract import PtychoData
@@ -143,7 +143,7 @@ def run_job(backend: JobBackend, train_data: PtychoData, test_data: PtychoData, 
         do_stitching=do_stitching, phase_offsets=phase_offsets, stitch_from=stitch_from,
         inference_batch=inference_batch, history=history, timings=timings, clock=clock,
         sections=lambda quality: {**extra_stats(history, quality, train_grouped.n_groups, spec),
-                                  **refined_probe_stats(spec, train_data.probe, probe)})
+                                  **network.refined_probe_stats(spec, train_data.probe, probe)})
     fitted, _ = split_validation(train_grouped, train_spec.validation_split)
     return JobResult(
         history=history, stats_sha1=result_sha1, bundle_dir=Path(bundle_dir), weights_path=weights_path,
@@ -271,7 +271,7 @@ def _apply_network(backend: JobBackend, model, spec: ModelSpec, test_data: Ptych
         start = np.complex64(spec.initial_amplitude * spec.amplitude_scale)  # the object the network starts at
         constant = np.broadcast_to(start, patches.shape)  # a view: no memory
         floor = stitching.stitched_quality(backend.stitch_patches(constant, test_groups), test_data.object_guess)
-        quality.update(floor_comparison(quality, floor))
+        quality.update(quality_metrics.floor_comparison(quality, floor))
         # the same patches with each way of setting their phase offsets: what each does to them
         for mode in stitching.PHASE_OFFSETS:
             values = quality if mode == phase_offsets else stitching.stitched_quality(
@@ -307,18 +307,6 @@ def _inference_batch(inference_batch_size: int | None, caller: str) -> int:
 
 def _com_phase(data: PtychoData) -> com_phase.ComPhase:
     return com_phase.integrated_com_phase(data.diffraction, data.probe, data.xcoords, data.ycoords)
-
-
-def floor_comparison(quality: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
-    """``floor_amp_mae``, ``floor_phase_mae`` (the constant object a0, phase 0, stitched alike)
-    and ``amp_mae_to_floor``, ``phase_mae_to_floor`` (left out where the floor is 0, e.g. the
-    phase of an amplitude-only object): below 1 the network beats the constant object."""
-    compared = {}
-    for name in ("amp_mae", "phase_mae"):
-        compared[f"floor_{name}"] = floor[name]
-        if floor[name] > 0:
-            compared[f"{name}_to_floor"] = quality[name] / floor[name]
-    return compared
 
 
 def poisson_nll_floor(intensity: np.ndarray) -> float:
@@ -371,17 +359,6 @@ def extra_stats(history, quality, n_groups_train, spec) -> dict:
                      "gridsize": spec.gridsize, "model_canvas_size": spec.canvas_size,
                      "data_intensity_scale": spec.intensity_scale},
     }
-
-
-def refined_probe_stats(spec: ModelSpec, given: np.ndarray, refined: np.ndarray) -> dict:
-    """stats.json's ``probe`` section with ``ModelSpec.refine_probe`` ({} without): the refined probe's total
-    energy (the given one's, held fixed) and its change, ||P_refined - P_given|| / ||P_given||."""
-    if not spec.refine_probe:
-        return {}
-    given = np.asarray(given, np.complex128)
-    change = np.linalg.norm(np.asarray(refined, np.complex128) - given) / np.linalg.norm(given)
-    return {"probe": {"refined": True, "energy": float(np.sum(np.abs(refined.astype(np.complex128)) ** 2)),
-                      "change_relative": float(change)}}
 
 
 def throughput(history, n_groups: int) -> float:

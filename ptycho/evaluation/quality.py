@@ -214,3 +214,15 @@ def _check_mask(mask, shape):
     if not mask.any():
         raise ValueError("mask selects no pixels; nothing to compare")
     return mask
+
+
+def floor_comparison(quality: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
+    """``floor_amp_mae``, ``floor_phase_mae`` (the constant object a0, phase 0, stitched alike)
+    and ``amp_mae_to_floor``, ``phase_mae_to_floor`` (left out where the floor is 0, e.g. the
+    phase of an amplitude-only object): below 1 the network beats the constant object."""
+    compared = {}
+    for name in ("amp_mae", "phase_mae"):
+        compared[f"floor_{name}"] = floor[name]
+        if floor[name] > 0:
+            compared[f"{name}_to_floor"] = quality[name] / floor[name]
+    return compared

@@ -258,7 +258,7 @@ class C3Run(PhaseRun):
         """reconstruction.npz, history.json and the debug bundle; (stats.json content, quality)."""
         from ptycho.evaluation import bundle
         from ptycho import iterative, stitching
-        from ptycho.pipeline import floor_comparison
+        from ptycho.evaluation.quality import floor_comparison
 
         stitched = iterative.stitched(result, data)
         quality, truth = {}, (None, None)

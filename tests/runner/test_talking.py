@@ -9,7 +9,8 @@ import pty
 import pytest
 
 from ptycho.evaluation.compare import compare_stats
-from ptycho.pipeline import floor_comparison, poisson_nll_floor
+from ptycho.evaluation.quality import floor_comparison
+from ptycho.pipeline import poisson_nll_floor
 from runners.evidence import hub
 from runners import sweep
 from runners.phases.callbacks import CLEAR_LINE, EpochLogger, epoch_line, epoch_metrics, progress_bar
