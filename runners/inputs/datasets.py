@@ -8,7 +8,7 @@ from pathlib import Path
 from runners.evidence.outcome import display_path
 from runners.inputs import cxi as cxi_input
 from runners.dataset_schema import DataFormat
-from runners.schema import PhaseConfig
+from runners.schema import PhaseConfig, PositionSet
 
 
 def dataset_files(spec: PhaseConfig, launch_dir: Path) -> tuple[Path, Path]:
@@ -72,3 +72,23 @@ def loss_photons(dataset, cxi_inputs=None) -> float | None:
     if dataset.simulation is not None and not dataset.uses_files:
         return dataset.simulation.nphotons
     return None
+
+
+def reference_data(loaded: dict, positions: PositionSet, key: str = "c3.positions"):
+    """The PtychoData a phase reconstructs: ``loaded['test']``, ``loaded['train']`` or both joined
+    (``key``: the setting, for the error)."""
+    if positions is not PositionSet.all:
+        return loaded[positions.value]
+    import numpy as np
+
+    from ptycho.data.contract import PtychoData
+
+    train, test = loaded["train"], loaded["test"]
+    if train.N != test.N or not np.array_equal(train.probe, test.probe):
+        raise ValueError(f"{key}=all: the train and test files must share N and the probe; "
+                         f"reconstruct them one at a time with {key}=train or test")
+    return PtychoData(
+        diffraction=np.concatenate([train.diffraction, test.diffraction]), probe=train.probe,
+        xcoords=np.concatenate([train.xcoords, test.xcoords]), ycoords=np.concatenate([train.ycoords, test.ycoords]),
+        object_guess=train.object_guess,
+    )

@@ -22,10 +22,11 @@ from runners.evidence import hub, outcome
 from runners.evidence.outcome import PhaseBlocked, display_path
 from runners.evidence.timeline import Timeline
 from runners.job import JobContext
+from runners.inputs.datasets import reference_data
 from runners.phases.disk import written_folders
 from runners.process import diskfull, interrupt
 from runners.process.tee import FdTee
-from runners.schema import PhaseConfig
+from runners.schema import PhaseConfig, PositionSet
 
 
 def slot_name(spec: PhaseConfig, job: JobContext, derived: str) -> str:
@@ -62,6 +63,7 @@ class PhaseRun:
         self.space = diskfull.JobSpace()  # pre-flight, space set aside for the evidence, partial files
         self.tee: FdTee | None = None  # the CLI log while the job runs
         self.blocker_text: str | None = None  # the blocker, when only the MLflow run could take it
+        self.data_files: list[Path] = []  # the files a reconstructing phase read (_load_positions)
         self.bundle_written = False  # this run's bundle is in the slot: an interrupt does not call it stale
         self.log = logging.getLogger(type(self).__module__)
 
@@ -100,6 +102,27 @@ class PhaseRun:
         self.record.step = name
         self.timeline.mark(name)
         self.log.info("step: %s", name)
+
+    def _load_positions(self, paths: dict[str, Path], positions: PositionSet, key: str):
+        """The files ``positions`` needs (``paths``: train and test), loaded, validated, logged to MLflow
+        and named in the record; the data to reconstruct (``key``: the setting, for errors)."""
+        from ptycho.data.npz import file_sha1, load_npz
+
+        wanted = ("train", "test") if positions is PositionSet.all else (positions.value,)
+        loaded = {}
+        self.record.dataset = {"name": self.spec.dataset.name}
+        for context in wanted:
+            loaded[context] = load_npz(paths[context])
+            sha1 = file_sha1(paths[context])
+            self.tracker.log_dataset(self.spec.dataset.name, paths[context], sha1, context, loaded[context].n_images)
+            self.record.dataset.update({context: display_path(paths[context], self.job.launch_dir),
+                                        f"{context}_sha1": sha1})
+        self.data_files = [paths[context] for context in wanted]
+        data = reference_data(loaded, positions, key)
+        self.record.parameters["n_positions"] = data.n_images
+        if data.has_ground_truth:  # before the loss per epoch: the compare view plots the first metric
+            self.tracker.reserve_metrics(tracking.QUALITY_FIRST)
+        return data
 
     def _make_dirs(self) -> None:
         self.slot.make_dirs()

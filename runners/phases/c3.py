@@ -50,7 +50,7 @@ from runners.inputs.datasets import dataset_files
 from runners.phases.disk import data_disk_needs, store_disk_needs, store_folder, within_memory
 from runners.process import xla
 from runners.process.tee import framework_chatter
-from runners.schema import C3Init, PhaseConfig, PositionSet
+from runners.schema import C3Init, PhaseConfig
 
 log = logging.getLogger(__name__)
 TAG = "iterative"
@@ -104,23 +104,6 @@ def run_c3(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
     return C3Run(spec, job, slot, network).execute()
 
 
-def reference_data(loaded: dict, positions: PositionSet):
-    """The PtychoData C3 reconstructs: ``loaded['test']``, ``loaded['train']`` or both joined."""
-    if positions is not PositionSet.all:
-        return loaded[positions.value]
-    from ptycho.data.contract import PtychoData
-
-    train, test = loaded["train"], loaded["test"]
-    if train.N != test.N or not np.array_equal(train.probe, test.probe):
-        raise ValueError("c3.positions=all: the train and test files must share N and the probe; "
-                         "reconstruct them one at a time with c3.positions=train or test")
-    return PtychoData(
-        diffraction=np.concatenate([train.diffraction, test.diffraction]), probe=train.probe,
-        xcoords=np.concatenate([train.xcoords, test.xcoords]), ycoords=np.concatenate([train.ycoords, test.ycoords]),
-        object_guess=train.object_guess,
-    )
-
-
 class C3Run(PhaseRun):
     """One C3 job (see the module docstring for the order of work)."""
 
@@ -128,7 +111,6 @@ class C3Run(PhaseRun):
         super().__init__(spec, job, slot, new_record(spec, job, slot, {}))
         self.settings = spec.c3
         self.pinn = None if network is None else NetworkStart(*network, slot, spec.c3.network)  # c3.init=pinn
-        self.data_files: list = []  # the files reconstructed (data step)
         self.outcome_lines: list[str] = []  # quality and time, printed above the GREEN line
         if self.pinn is not None:
             self.record.parameters.update(self.pinn.parameters(job.launch_dir))
@@ -235,24 +217,8 @@ class C3Run(PhaseRun):
 
     def _load_data(self):
         """The data files the positions need, loaded, validated and logged; the data to reconstruct."""
-        from ptycho.data.npz import file_sha1, load_npz
-
         paths = dict(zip(("train", "test"), dataset_files(self.spec, self.job.launch_dir)))
-        wanted = ("train", "test") if self.settings.positions is PositionSet.all else (self.settings.positions.value,)
-        loaded = {}
-        self.record.dataset = {"name": self.spec.dataset.name}
-        for context in wanted:
-            loaded[context] = load_npz(paths[context])
-            sha1 = file_sha1(paths[context])
-            self.tracker.log_dataset(self.spec.dataset.name, paths[context], sha1, context, loaded[context].n_images)
-            self.record.dataset.update({context: display_path(paths[context], self.job.launch_dir),
-                                        f"{context}_sha1": sha1})
-        self.data_files = [paths[context] for context in wanted]
-        data = reference_data(loaded, self.settings.positions)
-        self.record.parameters["n_positions"] = data.n_images
-        if data.has_ground_truth:  # before the loss per epoch: the compare view plots the first metric
-            self.tracker.reserve_metrics(tracking.QUALITY_FIRST)
-        return data
+        return self._load_positions(paths, self.settings.positions, "c3.positions")
 
     def _write_outputs(self, data, result) -> tuple[dict, dict]:
         """reconstruction.npz, history.json and the debug bundle; (stats.json content, quality)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import datetime, timezone
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -39,7 +38,6 @@ from runners.inputs import cxi as cxi_input
 from runners.phases.backends import CONF_DIR, network_backend, runner_backend
 from runners.phases.base import PhaseRun, slot_name
 from runners.phases.c1_start import run_in_fresh_process
-from runners.phases.c3 import reference_data
 from runners.phases.closing import mlflow_lines, quality_line
 from runners.inputs.datasets import dataset_files
 from runners.phases.disk import data_disk_needs, store_disk_needs, store_folder, within_memory
@@ -47,7 +45,7 @@ from runners.inputs.networks import NetworkNotFound, find_network
 from runners.process import xla
 from runners.process.tee import framework_chatter
 from runners.dataset_schema import DataFormat
-from runners.schema import BackendConfig, PhaseConfig, PositionSet
+from runners.schema import BackendConfig, PhaseConfig
 
 GUARD_NAME = "reconstruct"  # names the blocker files; no guard test runs before a reconstruction
 TIMINGS_FILE = "timings.json"
@@ -132,7 +130,6 @@ class ReconstructRun(PhaseRun):
         super().__init__(spec, job, slot, new_record(spec, job, slot, {}))
         self.settings, self.trained = spec.reconstruct, trained
         self.backend = runner_backend(backend)
-        self.data_files: list[Path] = []  # the files reconstructed (data step)
         self.outcome_lines: list[str] = []  # printed above the GREEN line
         self._describe_network()
 
@@ -220,8 +217,6 @@ class ReconstructRun(PhaseRun):
 
     def _load_data(self):
         """The data to reconstruct, loaded, validated and logged; (data, object pixel size in m or None)."""
-        from ptycho.data.npz import file_sha1, load_npz
-
         pixel_size_m = None
         if self.spec.dataset.format is DataFormat.cxi:
             inputs = cxi_input.prepare(self.spec, self.job.launch_dir)
@@ -229,22 +224,7 @@ class ReconstructRun(PhaseRun):
             paths, pixel_size_m = dict(zip(("train", "test"), inputs.paths)), inputs.reports[1].object_pixel_m
         else:
             paths = dict(zip(("train", "test"), dataset_files(self.spec, self.job.launch_dir)))
-        positions = self.settings.positions
-        wanted = ("train", "test") if positions is PositionSet.all else (positions.value,)
-        loaded = {}
-        self.record.dataset = {"name": self.spec.dataset.name}
-        for context in wanted:
-            loaded[context] = load_npz(paths[context])
-            sha1 = file_sha1(paths[context])
-            self.tracker.log_dataset(self.spec.dataset.name, paths[context], sha1, context, loaded[context].n_images)
-            self.record.dataset.update({context: display_path(paths[context], self.job.launch_dir),
-                                        f"{context}_sha1": sha1})
-        self.data_files = [paths[context] for context in wanted]
-        data = reference_data(loaded, positions)
-        self.record.parameters["n_positions"] = data.n_images
-        if data.has_ground_truth:  # first: the compare view plots the first metric
-            self.tracker.reserve_metrics(tracking.QUALITY_FIRST)
-        return data, pixel_size_m
+        return self._load_positions(paths, self.settings.positions, "reconstruct.positions"), pixel_size_m
 
     def _source(self) -> str:
         return " + ".join(display_path(path, self.job.launch_dir) for path in self.data_files)

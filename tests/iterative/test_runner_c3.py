@@ -160,7 +160,7 @@ def test_bad_input_blocks_once(tmp_path):
 def test_positions_all_joins_both_files_and_needs_one_probe():
     from ptycho.data.contract import PtychoData
     from ptycho.data.simulate import SimulationSpec, simulate_dataset
-    from runners.phases.c3 import reference_data
+    from runners.inputs.datasets import reference_data
 
     train, test = simulate_dataset(SimulationSpec(n_images=64, seed=0))
     joined = reference_data({"train": train, "test": test}, PositionSet.all)
