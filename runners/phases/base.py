@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from runners import tracking
 from runners.evidence import GREEN, OUTCOME_FILE, PhaseRecord, failed_tracking, run_description
 from runners.evidence import hub, outcome
 from runners.evidence.outcome import PhaseBlocked, display_path
+from runners.evidence.envinfo import git_commit, library_versions, project_root
 from runners.evidence.timeline import Timeline
 from runners.job import JobContext
 from runners.inputs.datasets import reference_data
@@ -39,6 +41,20 @@ def slot_name(spec: PhaseConfig, job: JobContext, derived: str) -> str:
     keys = job.slot_suffix_keys()
     suffix = f"job{job.job_num}" if keys is None else hub.slot_suffix(list(job.overrides), keys)
     return derived + (f"__{suffix}" if suffix else "")
+
+
+def running_record(job: JobContext, slot: hub.HubSlot, title: str, env: dict[str, str], parameters: dict,
+                   shown: dict[str, Path], **fields) -> PhaseRecord:
+    """A phase's RUNNING record: ``title`` with the slot's sweep suffix, the time, command, versions and
+    commit, ``shown`` paths relative to the launch folder; ``fields``: the phase's other record fields."""
+    suffix = slot.name.rsplit("/", 1)[-1].partition("__")[2]
+    return PhaseRecord(
+        slot=slot.name, title=title + (f" [{suffix}]" if suffix else ""),
+        utc_time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        command=job.command, env=env, versions=library_versions(), git_commit=git_commit(project_root(), slot.root),
+        parameters=parameters, paths={key: display_path(path, job.launch_dir) for key, path in shown.items()},
+        **fields,
+    )
 
 
 class PhaseRun:

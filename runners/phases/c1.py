@@ -14,7 +14,6 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -23,12 +22,12 @@ from ptycho import determinism
 from runners import tracking
 from runners.evidence import RUNNING, PhaseRecord, quality_warning, warning_tags
 from runners.evidence import hub, outcome
-from runners.evidence.envinfo import XLA_ENV_KEYS, git_commit, library_versions, project_root
+from runners.evidence.envinfo import XLA_ENV_KEYS, project_root
 from runners.evidence.outcome import display_path
 from runners.job import JobContext
 from runners.inputs import cxi as cxi_input, networks
 from runners.phases.backends import runner_backend
-from runners.phases.base import PhaseRun, slot_name
+from runners.phases.base import PhaseRun, running_record, slot_name
 from runners.phases.callbacks import make_callbacks
 from runners.phases.closing import closing_block
 from runners.inputs.datasets import configured_dataset, dataset_files, loss_photons
@@ -80,28 +79,19 @@ def c1_slot(spec: PhaseConfig, job: JobContext) -> hub.HubSlot:
 def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[str, str]) -> PhaseRecord:
     """The RUNNING record of a C1 job (``env``: the XLA variables the job runs under)."""
     settings = spec.c1
-    suffix = slot.name.rsplit("/", 1)[-1].partition("__")[2]
-    title = f"Phase C1 — {spec.backend.label} {settings.title}" + (f" [{suffix}]" if suffix else "")
     shown = {
         "guard_log": slot.guard_log, "cli_log": slot.cli_log, "bundle": slot.bundle_dir, "run_dir": slot.run_dir,
     }
-    return PhaseRecord(
-        slot=slot.name,
-        title=title,
-        utc_time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        command=job.command,
-        env=env,
-        versions=library_versions(),
-        git_commit=git_commit(project_root(), slot.root),
-        parameters={
-            "n_images": "all" if settings.n_images is None else settings.n_images,
-            "n_groups": "one_per_position" if settings.n_groups is None else settings.n_groups,
-            "batch_size": settings.batch_size, "gridsize": settings.gridsize,
-            "neighbor_count": settings.neighbor_count, "max_epochs": settings.max_epochs,
-            "stitching": str(settings.do_stitching).lower(), "phase_offsets": settings.phase_offsets,
-            "stitch_from": settings.stitch_from, "seed": settings.seed,
-        },
-        paths={key: display_path(path, job.launch_dir) for key, path in shown.items()},
+    parameters = {
+        "n_images": "all" if settings.n_images is None else settings.n_images,
+        "n_groups": "one_per_position" if settings.n_groups is None else settings.n_groups,
+        "batch_size": settings.batch_size, "gridsize": settings.gridsize,
+        "neighbor_count": settings.neighbor_count, "max_epochs": settings.max_epochs,
+        "stitching": str(settings.do_stitching).lower(), "phase_offsets": settings.phase_offsets,
+        "stitch_from": settings.stitch_from, "seed": settings.seed,
+    }
+    return running_record(
+        job, slot, f"Phase C1 — {spec.backend.label} {settings.title}", env, parameters, shown,
         xla={"mode": spec.xla.mode.value, "isolated": "yes" if job.parent is not None else "no"},
         dataset=configured_dataset(spec, job.launch_dir),
     )

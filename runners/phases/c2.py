@@ -27,7 +27,6 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
@@ -35,10 +34,9 @@ from ptycho import disk_preflight
 from runners import tracking
 from runners.evidence import OUTCOME_FILE, PhaseRecord
 from runners.evidence import hub, outcome
-from runners.evidence.envinfo import git_commit, library_versions, project_root
 from runners.evidence.outcome import PhaseBlocked, PhaseConfigError, display_path
 from runners.job import JobContext
-from runners.phases.base import PhaseRun
+from runners.phases.base import PhaseRun, running_record
 from runners.phases.c2_inputs import LABELS, BundlePaths, C2InputError, Inputs, LookupFailed, RunPair, select_pairs
 from runners.phases.disk import store_disk_needs, store_folder, written_folders
 from runners.schema import PhaseConfig
@@ -102,27 +100,15 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
     """The RUNNING record of one comparison (``selection``: how its pair was chosen)."""
     settings = spec.c2
     out = analysis_dir(slot)
-    suffix = slot.name.rsplit("/", 1)[-1].partition("__")[2]
-    return PhaseRecord(
-        slot=slot.name,
-        title=f"Phase C2 — {settings.title}" + (f" [{suffix}]" if suffix else ""),
-        utc_time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        command=job.command, env=env, versions=library_versions(), git_commit=git_commit(project_root(), slot.root),
-        parameters={
-            "tolerance": settings.tolerance, "atol": settings.atol,
-            "phase_atol_rad": settings.phase_atol_rad,
-            "tf_bundle": settings.tf_bundle or "mlflow", "torch_bundle": settings.torch_bundle or "mlflow",
-            "parity_key": selection or settings.parity_key or ("-" if settings.tf_bundle else "latest"),
-        },
-        paths={
-            "cli_log": display_path(slot.cli_log, job.launch_dir),
-            "bundle": display_path(out / "comparison.json", job.launch_dir),
-            "run_dir": display_path(out, job.launch_dir),
-            "figure": display_path(out / "comparison.png", job.launch_dir),
-        },
-        guard="NOT RUN (no guard for a comparison)",
-        output_file="comparison.json",
-    )
+    parameters = {
+        "tolerance": settings.tolerance, "atol": settings.atol,
+        "phase_atol_rad": settings.phase_atol_rad,
+        "tf_bundle": settings.tf_bundle or "mlflow", "torch_bundle": settings.torch_bundle or "mlflow",
+        "parity_key": selection or settings.parity_key or ("-" if settings.tf_bundle else "latest"),
+    }
+    shown = {"cli_log": slot.cli_log, "bundle": out / "comparison.json", "run_dir": out, "figure": out / "comparison.png"}
+    return running_record(job, slot, f"Phase C2 — {settings.title}", env, parameters, shown,
+                          guard="NOT RUN (no guard for a comparison)", output_file="comparison.json")
 
 
 def analysis_dir(slot: hub.HubSlot) -> Path:

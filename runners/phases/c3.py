@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from datetime import datetime, timezone
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -39,10 +38,9 @@ from ptycho import determinism, disk_preflight
 from runners import tracking
 from runners.evidence import PhaseRecord, quality_warning, warning_tags
 from runners.evidence import hub, outcome
-from runners.evidence.envinfo import git_commit, library_versions, project_root
 from runners.evidence.outcome import PhaseConfigError, display_path
 from runners.job import JobContext
-from runners.phases.base import PhaseRun, slot_name
+from runners.phases.base import PhaseRun, running_record, slot_name
 from runners.phases.c1_start import run_in_fresh_process
 from runners.inputs.network_start import NetworkStart, pinn_network
 from runners.phases.closing import quality_line
@@ -73,23 +71,15 @@ def c3_slot(spec: PhaseConfig, job: JobContext) -> hub.HubSlot:
 def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[str, str]) -> PhaseRecord:
     """The RUNNING record of a C3 job."""
     settings = spec.c3
-    suffix = slot.name.rsplit("/", 1)[-1].partition("__")[2]
     shown = {"cli_log": slot.cli_log, "bundle": slot.bundle_dir, "run_dir": slot.run_dir}
-    return PhaseRecord(
-        slot=slot.name,
-        title=f"Phase C3 — {settings.title}" + (f" [{suffix}]" if suffix else ""),
-        utc_time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        command=job.command, env=env, versions=library_versions(),
-        git_commit=git_commit(project_root(), slot.root),
-        parameters={
-            "library": BACKEND, "engine": settings.engine.value, "epochs": settings.epochs,
-            "learning_rate": "default" if settings.learning_rate is None else settings.learning_rate,
-            "batch_size": settings.batch_size, "positions": settings.positions.value, "seed": settings.seed,
-            "init": settings.init.value, **({"network": settings.network} if settings.init is C3Init.pinn else {}),
-        },
-        paths={key: display_path(path, job.launch_dir) for key, path in shown.items()},
-        guard="NOT RUN (no guard for an iterative reconstruction)",
-    )
+    parameters = {
+        "library": BACKEND, "engine": settings.engine.value, "epochs": settings.epochs,
+        "learning_rate": "default" if settings.learning_rate is None else settings.learning_rate,
+        "batch_size": settings.batch_size, "positions": settings.positions.value, "seed": settings.seed,
+        "init": settings.init.value, **({"network": settings.network} if settings.init is C3Init.pinn else {}),
+    }
+    return running_record(job, slot, f"Phase C3 — {settings.title}", env, parameters, shown,
+                          guard="NOT RUN (no guard for an iterative reconstruction)")
 
 
 def run_c3(spec: PhaseConfig, job: JobContext) -> PhaseRecord:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
 
 from omegaconf import OmegaConf
 
@@ -31,12 +30,11 @@ from ptycho.pipeline import RECONSTRUCTION_FILE
 from runners import tracking
 from runners.evidence import PhaseRecord, quality_warning, warning_tags
 from runners.evidence import hub, outcome
-from runners.evidence.envinfo import git_commit, library_versions, project_root
 from runners.evidence.outcome import PhaseConfigError, display_path
 from runners.job import JobContext
 from runners.inputs import cxi as cxi_input
 from runners.phases.backends import CONF_DIR, network_backend, runner_backend
-from runners.phases.base import PhaseRun, slot_name
+from runners.phases.base import PhaseRun, running_record, slot_name
 from runners.phases.c1_start import run_in_fresh_process
 from runners.phases.closing import mlflow_lines, quality_line
 from runners.inputs.datasets import dataset_files
@@ -95,18 +93,10 @@ def new_record(spec: PhaseConfig, job: JobContext, slot: hub.HubSlot, env: dict[
     """The RUNNING record of a reconstruction (``slot.tag`` names the network's backend)."""
     settings = spec.reconstruct
     label = _backend_label(slot.tag)
-    suffix = slot.name.rsplit("/", 1)[-1].partition("__")[2]
     shown = {"cli_log": slot.cli_log, "bundle": slot.bundle_dir, "run_dir": slot.run_dir}
-    return PhaseRecord(
-        slot=slot.name,
-        title=f"Reconstruction — {label} {settings.title}" + (f" [{suffix}]" if suffix else ""),
-        utc_time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        command=job.command, env=env, versions=library_versions(),
-        git_commit=git_commit(project_root(), slot.root),
-        parameters={"network": settings.network, "positions": settings.positions.value},
-        paths={key: display_path(path, job.launch_dir) for key, path in shown.items()},
-        guard="NOT RUN (no guard for a reconstruction with a trained network)",
-    )
+    parameters = {"network": settings.network, "positions": settings.positions.value}
+    return running_record(job, slot, f"Reconstruction — {label} {settings.title}", env, parameters, shown,
+                          guard="NOT RUN (no guard for a reconstruction with a trained network)")
 
 
 def run_reconstruct(spec: PhaseConfig, job: JobContext) -> PhaseRecord:
